@@ -1,0 +1,226 @@
+"""params.yaml: load, validate against a schema, and resolve the active profile.
+
+Every stage calls :func:`load` first, so a bad parameter stops the pipeline with a
+one-line message before any download or training starts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from stages.errors import ConfigError
+
+PARAMS_FILE = Path("params.yaml")
+
+PositiveInt = Field(gt=0)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+
+class Profile(Strict):
+    max_epochs: int | None = Field(default=None, gt=0)
+    max_train_examples: int | None = Field(default=None, gt=0)
+
+
+class DataSettings(Strict):
+    mirror: str | None = None
+    max_extract_bytes: int = Field(default=8 * 1024**3, gt=0)
+    download_retries: int = Field(default=4, ge=0)
+    download_timeout: float = Field(default=60.0, gt=0)
+
+
+class RemoteFile(Strict):
+    url: str
+    md5: str | None = None
+    sha256: str | None = None
+    size: int | None = Field(default=None, gt=0)
+
+
+class Source(Strict):
+    files: list[RemoteFile] = Field(min_length=1)
+    path: str | None = None  # a local copy of the (single) archive, under any name
+    kaggle: str | None = None  # a Kaggle dataset slug, downloaded with Kaggle's client
+    generator: str  # which embedded generator makes sample data in the same format
+    generated: dict[str, Any] = {}
+
+
+class Dataset(Strict):
+    source: str
+    task: Literal["classification", "segmentation"] = "classification"
+    color: Literal["rgb", "gray"] = "rgb"
+    image_size: list[int] | None = Field(default=None, min_length=2, max_length=2)
+    classes: list[int] | None = None  # keep (and renumber) these source classes
+    class_map: dict[int, int] | None = None  # or map source class -> study class
+    pth: str | None = None  # objects8: a course .pth file replaces the source
+    val_fraction: float = Field(default=0.1, ge=0, lt=1)
+    test_fraction: float = Field(default=0.0, ge=0, lt=1)  # split off train when a source has no test set
+    options: dict[str, Any] = {}
+
+
+class Optimizer(Strict):
+    name: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    learning_rate: float = Field(default=1e-3, gt=0)
+    weight_decay: float | None = Field(default=None, ge=0)
+    momentum: float | None = Field(default=None, ge=0, lt=1)
+    schedule: Literal["constant", "onecycle", "cosine"] = "constant"
+
+
+class Checkpoint(Strict):
+    monitor: str = "val_accuracy"
+
+
+class ReduceLR(Strict):
+    monitor: str = "val_loss"
+    factor: float = Field(default=0.1, gt=0, lt=1)
+    patience: int = Field(default=3, ge=0)
+    min_lr: float = Field(default=0.0, ge=0)
+
+
+class EarlyStop(Strict):
+    monitor: str = "val_accuracy"
+    patience: int = Field(default=10, ge=0)
+    restore_best_weights: bool = False
+
+
+class Callbacks(Strict):
+    checkpoint: Checkpoint | None = None
+    reduce_lr: ReduceLR | None = None
+    early_stopping: EarlyStop | None = None
+
+
+class Experiment(Strict):
+    study: str
+    dataset: str
+    model: str
+    model_args: dict[str, Any] = {}
+    epochs: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    optimizer: Optimizer = Optimizer()
+    loss: Literal["sparse_categorical_crossentropy", "categorical_crossentropy"] = (
+        "sparse_categorical_crossentropy"
+    )
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    callbacks: Callbacks = Callbacks()
+    seed: int | None = None  # defaults to the top-level seed
+    resume: bool = True  # continue an interrupted run from its last completed epoch
+    claimed: dict[str, float] = {}  # the report's own numbers, for the scorecard
+    note: str = ""
+
+
+class Params(Strict):
+    profile: Literal["embedded", "full"]
+    seed: int = 0
+    profiles: dict[Literal["embedded", "full"], Profile]
+    data: DataSettings = DataSettings()
+    sources: dict[str, Source]
+    datasets: dict[str, Dataset]
+    experiments: dict[str, Experiment]
+
+    @model_validator(mode="after")
+    def _names_exist(self) -> Params:
+        for name, ds in self.datasets.items():
+            _check_name(ds.source, self.sources, f"datasets.{name}.source", "source")
+        for name, exp in self.experiments.items():
+            _check_name(exp.dataset, self.datasets, f"experiments.{name}.dataset", "dataset")
+        return self
+
+    @property
+    def active(self) -> Profile:
+        return self.profiles.get(self.profile, Profile())
+
+
+def _check_name(value: str, known: dict | list, where: str, what: str) -> None:
+    if value not in known:
+        raise ValueError(f"{where}: unknown {what} {value!r}{did_you_mean(value, known)}")
+
+
+def did_you_mean(value: str, known: Any) -> str:
+    close = difflib.get_close_matches(str(value), [str(k) for k in known], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(map(str, known))})"
+
+
+def _format_error(err: ValidationError, path: Path) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        known = _known_keys(first["loc"])
+        return f"{path}: unknown key {where}{did_you_mean(first['loc'][-1], known) if known else ''}"
+    got = first.get("input")
+    got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "value_error":
+        return f"{path}: {msg}"
+    return f"{path}: {where}: {msg}{got_text}"
+
+
+def _known_keys(loc: tuple) -> list[str]:
+    """Field names of the schema object that holds the unknown key at ``loc``."""
+    model: Any = Params
+    parts, i = list(loc[:-1]), 0
+    while i < len(parts):
+        fields = getattr(model, "model_fields", {})
+        if parts[i] not in fields:
+            return []
+        annotation = fields[parts[i]].annotation
+        if get_origin(annotation) is dict:  # a dict of named entries: skip the entry's name
+            model, i = get_args(annotation)[1], i + 2
+            continue
+        options = [a for a in get_args(annotation) if a is not type(None)]
+        model, i = (options[0] if options else annotation), i + 1
+    return list(getattr(model, "model_fields", {}))
+
+
+def load(path: str | Path = PARAMS_FILE, *, check_models: bool = True) -> Params:
+    """Read and validate params.yaml; raise ConfigError with a one-line message.
+
+    ``check_models=False`` skips the model-name check, which imports Keras (seconds):
+    the data stages use it, the training and evaluation stages do not.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found (run stages from the repository root)") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, path)) from None
+    if check_models:
+        _check_models(params, path)
+    return params
+
+
+def _check_models(params: Params, path: Path) -> None:
+    from stages.models import MODELS  # imported late: keeps Keras out of config-only users
+
+    for name, exp in params.experiments.items():
+        where = f"{path}: experiments.{name}"
+        if exp.model not in MODELS:
+            raise ConfigError(f"{where}.model: unknown model {exp.model!r}{did_you_mean(exp.model, MODELS)}")
+        accepted = inspect.signature(MODELS[exp.model]).parameters
+        for arg in exp.model_args:
+            if arg not in accepted or arg in ("input_shape", "num_classes"):
+                options = [p for p in accepted if p not in ("input_shape", "num_classes")]
+                raise ConfigError(f"{where}.model_args: {exp.model} takes no argument {arg!r}{did_you_mean(arg, options)}")
+
+
+def experiment(params: Params, name: str) -> Experiment:
+    if name not in params.experiments:
+        raise ConfigError(f"{PARAMS_FILE}: unknown experiment {name!r}{did_you_mean(name, params.experiments)}")
+    return params.experiments[name]
+
+
+def effective_epochs(params: Params, exp: Experiment) -> int:
+    """The study's epochs, capped by the active profile (the embedded default trains briefly)."""
+    cap = params.active.max_epochs
+    return min(exp.epochs, cap) if cap else exp.epochs

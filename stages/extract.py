@@ -1,0 +1,45 @@
+"""Stage `extract@<source>`: unpack data/raw/<source>/* into data/extracted/<source>/.
+
+Each archive goes to a folder named after it (``cifar-10-python.tar.gz`` ->
+``cifar-10-python/``); files that are not archives (a .pth, a .csv) are copied.
+Unpacking is safe against hostile archives (see stages/fetch.py) and atomic:
+the output folder appears only once everything is unpacked.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from stages import config, fetch
+from stages.io import atomic_path
+
+RAW, EXTRACTED = Path("data/raw"), Path("data/extracted")
+
+
+def archive_stem(name: str) -> str:
+    for suffix in (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar", ".zip", ".gz"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def main(name: str) -> None:
+    params = config.load(check_models=False)
+    raw = RAW / name
+    if not raw.is_dir():
+        raise config.ConfigError(f"{raw}: not found; run `dvc repro download@{name}` first")
+    with atomic_path(EXTRACTED / name, is_dir=True) as tmp:
+        for f in sorted(raw.iterdir()):
+            if f.suffix != ".pth" and fetch.is_archive(f):  # a .pth is a zip, but data
+                fetch.extract(f, tmp / archive_stem(f.name), max_bytes=params.data.max_extract_bytes)
+            else:
+                shutil.copyfile(f, tmp / f.name)
+    print(f"extract@{name}: {', '.join(sorted(p.name for p in (EXTRACTED / name).iterdir()))}")
+
+
+if __name__ == "__main__":
+    from stages.cli import run
+
+    run(main, sys.argv[1:])

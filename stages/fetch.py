@@ -1,0 +1,555 @@
+"""Fetch raw data: download with retries and checksums, and extract archives safely.
+
+``download`` fetches one URL (or copies it from a local mirror folder), verifies size
+and checksums, and only then renames it onto its final name.  ``extract`` unpacks tar
+(any compression), zip and single-file gzip archives into a folder that appears only
+when complete.
+
+Link policy of ``extract``: every symbolic link, hard link, device, fifo or other special
+member is refused, wherever it points.  Raw data sets never need them, and refusing them
+all means no member can redirect a later write outside the destination.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import lzma
+import os
+import shutil
+import stat
+import struct
+import sys
+import tarfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+import zlib
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+from urllib.parse import urlparse
+
+from stages.errors import DataError
+from stages.io import atomic_path
+
+_CHUNK = 1 << 20
+_GZIP_MAGIC = b"\x1f\x8b"
+_USER_AGENT = "cnn-repro-fetch/1.0 (python urllib)"
+
+# What a corrupt or truncated archive can raise from the standard library readers.
+_CORRUPT = (
+    tarfile.TarError,
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    EOFError,
+    zlib.error,
+    lzma.LZMAError,
+    struct.error,
+    OSError,
+    ValueError,
+    NotImplementedError,  # zip: unsupported compression method
+    RuntimeError,  # zip: encrypted member
+)
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+# --------------------------------------------------------------------------- verify
+
+
+def _check(
+    path: Path,
+    label: object,
+    *,
+    sha256: str | None = None,
+    md5: str | None = None,
+    size: int | None = None,
+) -> None:
+    """Verify ``path``; error messages name ``label`` (the file the user knows about)."""
+    if not path.is_file():
+        raise DataError(f"{label}: file not found")
+    if size is not None:
+        actual = path.stat().st_size
+        if actual != size:
+            raise DataError(
+                f"size mismatch for {label}: expected {size} bytes, got {actual}"
+            )
+    wanted = {
+        name: value.strip().lower()
+        for name, value in (("md5", md5), ("sha256", sha256))
+        if value
+    }
+    if not wanted:
+        return
+    hashers = {name: hashlib.new(name) for name in wanted}
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                for hasher in hashers.values():
+                    hasher.update(chunk)
+    except OSError as e:
+        raise DataError(f"cannot read {label}: {_one_line(e)}") from None
+    for name, expected in wanted.items():
+        actual = hashers[name].hexdigest()
+        if actual != expected:
+            raise DataError(
+                f"checksum mismatch for {label}: expected {name} {expected}, got {actual}"
+            )
+
+
+def verify(
+    path: Path,
+    *,
+    sha256: str | None = None,
+    md5: str | None = None,
+    size: int | None = None,
+) -> None:
+    """Raise DataError unless ``path`` exists with the given size and checksums (hex)."""
+    path = Path(path)
+    _check(path, path, sha256=sha256, md5=md5, size=size)
+
+
+# ------------------------------------------------------------------------- download
+
+
+class _Retry(Exception):
+    """A transient failure: worth another attempt."""
+
+
+class _Fatal(Exception):
+    """A failure another attempt will not fix (HTTP 4xx, bad URL)."""
+
+
+class _Progress:
+    """Throttled 'done / total (pct)' lines on stderr."""
+
+    def __init__(self, label: str, total: int | None, enabled: bool) -> None:
+        self.label = label
+        self.total = total
+        self.enabled = enabled
+        self.last = time.monotonic()
+        self.tty = sys.stderr.isatty()
+
+    def _show(self, done: int, end: str) -> None:
+        if self.total:
+            text = f"{self.label}: {done / 1e6:.1f} / {self.total / 1e6:.1f} MB ({100 * done / self.total:.0f}%)"
+        else:
+            text = f"{self.label}: {done / 1e6:.1f} MB"
+        print(("\r" if self.tty else "") + text, end=end, file=sys.stderr, flush=True)
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if self.enabled and now - self.last >= 1.0:
+            self.last = now
+            self._show(done, "" if self.tty else "\n")
+
+    def finish(self, done: int) -> None:
+        if self.enabled:
+            self._show(done, "\n")
+
+
+def _fetch_once(
+    url: str, tmp: Path, dest: Path, timeout: float, progress: bool
+) -> None:
+    """One attempt to stream ``url`` into ``tmp``; raises _Retry or _Fatal."""
+    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        e.close()
+        reason = f"HTTP {e.code} {_one_line(e.reason)}"
+        if 500 <= e.code < 600:
+            raise _Retry(reason) from None
+        raise _Fatal(reason) from None
+    except urllib.error.URLError as e:
+        raise _Retry(_one_line(e.reason)) from None
+    except (http.client.HTTPException, OSError) as e:
+        raise _Retry(_one_line(e) or type(e).__name__) from None
+    except ValueError as e:
+        raise _Fatal(f"invalid URL: {_one_line(e)}") from None
+
+    with response:
+        length = response.headers.get("Content-Length")
+        total = int(length) if length and length.strip().isdigit() else None
+        bar = _Progress(dest.name, total, progress)
+        done = 0
+        try:
+            with open(tmp, "wb") as fh:
+                while True:
+                    try:
+                        chunk = response.read(_CHUNK)
+                    except (http.client.HTTPException, OSError) as e:
+                        reason = _one_line(e) or type(e).__name__
+                        raise _Retry(
+                            f"connection lost after {done} bytes: {reason}"
+                        ) from None
+                    if not chunk:
+                        break
+                    fh.write(
+                        chunk
+                    )  # an OSError here is a local disk problem, not a network one
+                    done += len(chunk)
+                    bar.update(done)
+        except OSError as e:
+            raise DataError(f"cannot write {dest}: {_one_line(e)}") from None
+        bar.finish(done)
+        if total is not None and done != total:
+            raise _Retry(f"incomplete read: got {done} of {total} bytes")
+
+
+def download(
+    url: str,
+    dest: Path,
+    *,
+    sha256: str | None = None,
+    md5: str | None = None,
+    size: int | None = None,
+    mirror: Path | None = None,
+    retries: int = 4,
+    timeout: float = 30.0,
+    backoff: float = 1.0,
+    progress: bool = True,
+) -> Path:
+    """Fetch ``url`` to ``dest`` (or copy it from the ``mirror`` folder) and verify it.
+
+    A ``dest`` that already verifies is kept as is.  ``retries`` is the number of attempts;
+    connection errors, timeouts, HTTP 5xx and short bodies are retried after
+    ``backoff * 2**attempt`` seconds, HTTP 4xx is not.  Nothing is ever left under ``dest``
+    unless it is complete and verified.
+    """
+    dest = Path(dest)
+    checks = {"sha256": sha256, "md5": md5, "size": size}
+    name = Path(urlparse(url).path).name or dest.name
+    if dest.is_dir():
+        raise DataError(f"cannot download {url} to {dest}: it is a folder")
+    if dest.is_file():
+        try:
+            _check(dest, dest, **checks)
+            return dest
+        except DataError as e:
+            print(f"{e}; fetching it again", file=sys.stderr)
+            dest.unlink()
+
+    if mirror is not None:
+        source = Path(mirror) / name
+        if not source.is_file():
+            raise DataError(
+                f"mirror file {source} not found (data.mirror is set, so {url} is not downloaded)"
+            )
+        with atomic_path(dest) as tmp:
+            try:
+                shutil.copyfile(source, tmp)
+            except OSError as e:
+                raise DataError(
+                    f"cannot copy {source} to {dest}: {_one_line(e)}"
+                ) from None
+            _check(tmp, source, **checks)
+        return dest
+
+    hint = f"Download it yourself and set data.mirror to a folder holding {name}"
+    attempts = max(1, int(retries))
+    with atomic_path(dest) as tmp:
+        reason = "no attempt made"
+        for attempt in range(attempts):
+            try:
+                _fetch_once(url, tmp, dest, timeout, progress)
+                break
+            except _Fatal as e:
+                raise DataError(f"cannot download {url}: {e}. {hint}") from None
+            except _Retry as e:
+                reason = str(e)
+                if attempt + 1 < attempts:
+                    delay = backoff * 2**attempt
+                    print(
+                        f"download of {url} failed ({reason}); retrying in {delay:g} s",
+                        file=sys.stderr,
+                    )
+                    time.sleep(delay)
+        else:
+            raise DataError(
+                f"cannot download {url} after {attempts} attempts: {reason}. {hint}"
+            )
+        _check(tmp, dest, **checks)
+    return dest
+
+
+# -------------------------------------------------------------------------- extract
+
+
+def _safe_parts(archive: Path, name: str) -> tuple[str, ...]:
+    """The path components of member ``name``; refuse absolute paths and ``..``."""
+    if not name or "\x00" in name:
+        raise DataError(
+            f"refusing member {name!r} of {archive}: empty name or NUL byte"
+        )
+    if name.startswith(("/", "\\")) or PurePosixPath(name).is_absolute():
+        raise DataError(f"refusing member {name!r} of {archive}: absolute path")
+    parts = tuple(p for p in PurePosixPath(name).parts if p not in ("", "."))
+    if ".." in parts:
+        raise DataError(f"refusing member {name!r} of {archive}: '..' in path")
+    return parts
+
+
+def _target(archive: Path, root: Path, name: str, parts: tuple[str, ...]) -> Path:
+    """The output path for a member, checked to lie inside ``root``."""
+    target = root.joinpath(*parts)
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(target)
+    if os.path.commonpath([real, real_root]) != real_root:
+        raise DataError(
+            f"refusing member {name!r} of {archive}: it would be written outside {root}"
+        )
+    return target
+
+
+def _mkdir(path: Path, archive: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(
+            f"cannot create {path} while extracting {archive}: {_one_line(e)}"
+        ) from None
+
+
+class _Corrupt(Exception):
+    """Reading an archive member failed (wraps the reader's own error)."""
+
+
+def _copy(
+    src: BinaryIO, target: Path, archive: Path, name: str, written: int, max_bytes: int
+) -> int:
+    """Stream ``src`` into ``target``, counting bytes against ``max_bytes``; return the new total."""
+    _mkdir(target.parent, archive)
+    try:
+        with open(target, "wb") as out:
+            while True:
+                try:
+                    chunk = src.read(_CHUNK)
+                except (
+                    _CORRUPT
+                ) as e:  # keep reader errors apart from local write errors
+                    raise _Corrupt(_one_line(e) or type(e).__name__) from e
+                if not chunk:
+                    break
+                written += len(chunk)
+                if written > max_bytes:
+                    raise DataError(
+                        f"refusing member {name!r} of {archive}: more than {max_bytes} bytes uncompressed "
+                        "(decompression bomb?)"
+                    )
+                out.write(chunk)
+    except OSError as e:
+        raise DataError(
+            f"cannot write {target} while extracting {archive}: {_one_line(e)}"
+        ) from None
+    return written
+
+
+def _tar_kind(member: tarfile.TarInfo) -> str | None:
+    """Why a tar member is refused, or None for a regular file or folder."""
+    if member.issym():
+        return f"symbolic link to {member.linkname!r}"
+    if member.islnk():
+        return f"hard link to {member.linkname!r}"
+    if member.ischr() or member.isblk():
+        return "device file"
+    if member.isfifo():
+        return "fifo"
+    if not (member.isreg() or member.isdir()):
+        return f"unsupported member type {member.type!r}"
+    return None
+
+
+def _extract_tar(archive: Path, root: Path, max_bytes: int, max_members: int) -> None:
+    with tarfile.open(archive, "r:*") as tf:
+        # Pass 1: read every header and refuse hostile members before writing anything.
+        members: list[tuple[tarfile.TarInfo, tuple[str, ...]]] = []
+        declared = 0
+        for member in tf:
+            if len(members) >= max_members:
+                raise DataError(
+                    f"refusing {archive}: more than {max_members} members (at {member.name!r})"
+                )
+            problem = _tar_kind(member)
+            if problem:
+                raise DataError(
+                    f"refusing member {member.name!r} of {archive}: {problem}"
+                )
+            parts = _safe_parts(archive, member.name)
+            if member.isreg():
+                declared += member.size
+                if declared > max_bytes:
+                    raise DataError(
+                        f"refusing member {member.name!r} of {archive}: declared sizes exceed {max_bytes} bytes "
+                        "(decompression bomb?)"
+                    )
+            members.append((member, parts))
+        # tarfile stops quietly at a missing header; a complete archive has an end-of-archive block.
+        tf.fileobj.seek(tf.offset)
+        if len(tf.fileobj.read(tarfile.BLOCKSIZE)) < tarfile.BLOCKSIZE:
+            raise tarfile.ReadError("unexpected end of data (no end-of-archive marker)")
+
+        # Pass 2: write, with the standard 'data' filter as a second line of defence.
+        written = 0
+        for member, parts in members:
+            try:
+                filtered = tarfile.data_filter(member, str(root))
+            except tarfile.FilterError as e:
+                raise DataError(
+                    f"refusing member {member.name!r} of {archive}: {_one_line(e)}"
+                ) from None
+            if not parts:
+                if member.isdir():
+                    continue
+                raise DataError(
+                    f"refusing member {member.name!r} of {archive}: not a file name"
+                )
+            target = _target(archive, root, member.name, parts)
+            if member.isdir():
+                _mkdir(target, archive)
+                continue
+            src = tf.extractfile(member)
+            if (
+                src is None
+            ):  # pragma: no cover - isreg() members always have a file object
+                raise DataError(
+                    f"refusing member {member.name!r} of {archive}: no data"
+                )
+            with src:
+                written = _copy(src, target, archive, member.name, written, max_bytes)
+            if filtered.mode is not None:
+                os.chmod(target, filtered.mode)
+
+
+def _extract_zip(archive: Path, root: Path, max_bytes: int, max_members: int) -> None:
+    with zipfile.ZipFile(archive) as zf:
+        infos = zf.infolist()
+        if len(infos) > max_members:
+            raise DataError(
+                f"refusing {archive}: {len(infos)} members, more than {max_members}"
+            )
+        members: list[tuple[zipfile.ZipInfo, tuple[str, ...]]] = []
+        declared = 0
+        for info in infos:
+            mode = info.external_attr >> 16
+            if stat.S_ISLNK(mode):
+                raise DataError(
+                    f"refusing member {info.filename!r} of {archive}: symbolic link"
+                )
+            if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                raise DataError(
+                    f"refusing member {info.filename!r} of {archive}: special file (mode {mode:o})"
+                )
+            parts = _safe_parts(archive, info.filename)
+            declared += info.file_size
+            if declared > max_bytes:
+                raise DataError(
+                    f"refusing member {info.filename!r} of {archive}: declared sizes exceed {max_bytes} bytes "
+                    "(decompression bomb?)"
+                )
+            members.append((info, parts))
+        written = 0
+        for info, parts in members:
+            if not parts:
+                if info.is_dir():
+                    continue
+                raise DataError(
+                    f"refusing member {info.filename!r} of {archive}: not a file name"
+                )
+            target = _target(archive, root, info.filename, parts)
+            if info.is_dir():
+                _mkdir(target, archive)
+                continue
+            with zf.open(info) as src:
+                written = _copy(src, target, archive, info.filename, written, max_bytes)
+
+
+def _extract_gzip(archive: Path, root: Path, max_bytes: int, max_members: int) -> None:
+    name = archive.name
+    for suffix in (".gz", ".gzip", ".GZ"):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]
+            break
+    else:
+        name += ".out"
+    with gzip.open(archive, "rb") as src:
+        _copy(src, root / name, archive, name, 0, max_bytes)
+
+
+def _is_tar(archive: Path) -> bool:
+    """True if ``archive`` opens as a (possibly compressed) tar with at least one member.
+
+    An all-zero stream is a valid empty tar to ``tarfile``; requiring a first member keeps
+    a gzip of zeros (or of raw data) on the single-file path.
+    """
+    try:
+        with tarfile.open(archive, "r:*") as tf:
+            return tf.next() is not None
+    except _CORRUPT:
+        return False
+
+
+def _detect(archive: Path) -> Callable[[Path, Path, int, int], None]:
+    """Pick an extractor by content, not by file name."""
+    try:
+        with open(archive, "rb") as fh:
+            magic = fh.read(2)
+    except OSError as e:
+        raise DataError(f"cannot read archive {archive}: {_one_line(e)}") from None
+    if _is_tar(archive):
+        return _extract_tar
+    if magic == _GZIP_MAGIC:
+        return _extract_gzip
+    try:
+        if zipfile.is_zipfile(archive):
+            return _extract_zip
+    except _CORRUPT:
+        pass
+    raise DataError(f"{archive} is not a tar, zip or gzip archive")
+
+
+def is_archive(path: Path) -> bool:
+    """True if ``path`` is something :func:`extract` unpacks (by content, not by name)."""
+    try:
+        _detect(Path(path))
+    except DataError:
+        return False
+    return True
+
+
+def extract(
+    archive: Path,
+    dest: Path,
+    *,
+    max_bytes: int = 4 * 1024**3,
+    max_members: int = 1_000_000,
+) -> Path:
+    """Unpack a tar (any compression), zip or single-file gzip ``archive`` into folder ``dest``.
+
+    The type is detected from the content.  Hostile members (absolute paths, ``..``, links,
+    devices), more than ``max_members`` members or more than ``max_bytes`` uncompressed bytes
+    raise DataError, as do corrupt or truncated archives.  ``dest`` appears (replacing any old
+    one) only once extraction is complete.  Returns ``dest``.
+    """
+    archive, dest = Path(archive), Path(dest)
+    if not archive.is_file():
+        raise DataError(f"archive {archive} not found")
+    if dest.exists() and not dest.is_dir():
+        raise DataError(
+            f"cannot extract {archive} to {dest}: it exists and is not a folder"
+        )
+    extractor = _detect(archive)
+    with atomic_path(dest, is_dir=True) as tmp:
+        try:
+            extractor(archive, tmp, max_bytes, max_members)
+        except (*_CORRUPT, _Corrupt) as e:
+            reason = _one_line(e) or type(e).__name__
+            raise DataError(
+                f"corrupt or truncated archive {archive}: {reason}"
+            ) from None
+    return dest

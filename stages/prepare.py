@@ -1,0 +1,155 @@
+"""Stage `prepare@<dataset>`: extracted source -> a few uint8 .npy files + meta.json.
+
+Applies the dataset's settings from params.yaml: class subset or mapping,
+grayscale, resize, and seeded stratified validation/test splits. Normalisation is
+not done here: it lives inside each model, which takes raw 0..255 pixels.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from stages import config
+from stages.datasets import RawData, read_raw
+from stages.errors import ConfigError, DataError
+from stages.io import atomic_path, save_npy, write_json
+
+EXTRACTED, PREPARED = Path("data/extracted"), Path("data/prepared")
+OBJECTS8_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse"]
+
+
+def select_classes(raw: RawData, keep: list[int] | None, mapping: dict[int, int] | None, where: str) -> RawData:
+    """Keep ``keep`` (renumbered 0..k-1 in that order) or apply ``mapping`` source->target."""
+    if keep is None and mapping is None:
+        return raw
+    if keep is not None and mapping is not None:
+        raise ConfigError(f"{where}: set either classes or class_map, not both")
+    if keep is not None:
+        mapping = {src: dst for dst, src in enumerate(keep)}
+        names = [raw.classes[c] for c in keep]
+    else:
+        targets = sorted(set(mapping.values()))
+        if targets != list(range(len(targets))):
+            raise ConfigError(f"{where}.class_map: targets must be 0..k-1, got {targets}")
+        names = ["+".join(raw.classes[s] for s, d in sorted(mapping.items()) if d == t) for t in targets]
+    bad = [c for c in mapping if not 0 <= c < len(raw.classes)]
+    if bad:
+        raise ConfigError(f"{where}: source has {len(raw.classes)} classes, no class {bad[0]}")
+    lut = np.full(len(raw.classes), -1, np.int64)
+    for src, dst in mapping.items():
+        lut[src] = dst
+
+    def pick(x: np.ndarray | None, y: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if x is None:
+            return None, None
+        new = lut[y]
+        return x[new >= 0], new[new >= 0]
+
+    x_train, y_train = pick(raw.x_train, raw.y_train)
+    x_test, y_test = pick(raw.x_test, raw.y_test)
+    return RawData(x_train, y_train, x_test, y_test, names, raw.skipped)
+
+
+def to_color(x: np.ndarray, color: str) -> np.ndarray:
+    """(N, H, W, C) uint8 -> the dataset's channel count, with OpenCV's luminance weights."""
+    n, h, w, c = x.shape
+    if color == "gray" and c == 3:
+        return cv2.cvtColor(x.reshape(n * h, w, 3), cv2.COLOR_RGB2GRAY).reshape(n, h, w, 1)
+    if color == "rgb" and c == 1:
+        return np.repeat(x, 3, axis=-1)
+    return x
+
+
+def resize(x: np.ndarray, size: list[int] | None) -> np.ndarray:
+    if size is None or tuple(x.shape[1:3]) == tuple(size):
+        return x
+    h, w = size
+    out = np.stack([cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA) for img in x])
+    return out.reshape(len(x), h, w, -1)
+
+
+def split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, ...]:
+    """Seeded split, stratified by class when every class has at least two examples."""
+    if fraction == 0:
+        return x, x[:0], y, y[:0]
+    counts = np.bincount(y.reshape(len(y), -1)[:, 0]) if y.ndim == 1 else None
+    stratify = y if counts is not None and counts[counts > 0].min() >= 2 else None
+    return train_test_split(x, y, test_size=fraction, random_state=seed, stratify=stratify)
+
+
+def load_source(params: config.Params, name: str) -> RawData:
+    ds = params.datasets[name]
+    if ds.pth:
+        from stages.readers.pth import load_pth
+
+        d = load_pth(Path(ds.pth).expanduser())
+        return RawData(d["x_train"], d["y_train"], d["x_test"], d["y_test"], d.get("classes") or OBJECTS8_CLASSES)
+    _, raw = read_raw(EXTRACTED / ds.source, tuple(ds.image_size) if ds.image_size else None, ds.color)
+    return raw
+
+
+def prepare(params: config.Params, name: str) -> dict:
+    ds, where = params.datasets[name], f"params.yaml: datasets.{name}"
+    raw = select_classes(load_source(params, name), ds.classes, ds.class_map, where)
+    if len(raw.x_train) == 0:
+        raise DataError(f"{where}: no training images left after class selection")
+    x_train, y_train = raw.x_train, raw.y_train
+    x_test, y_test = raw.x_test, raw.y_test
+    if x_test is None:
+        if ds.test_fraction == 0:
+            raise ConfigError(f"{where}.test_fraction: source {ds.source} has no test set, set a fraction > 0")
+        x_train, x_test, y_train, y_test = split(x_train, y_train, ds.test_fraction, params.seed)
+    limit = params.active.max_train_examples
+    if limit and len(x_train) > limit:
+        x_train, _, y_train, _ = split(x_train, y_train, 1 - limit / len(x_train), params.seed)
+    x_train, x_val, y_train, y_val = split(x_train, y_train, ds.val_fraction, params.seed)
+    arrays = {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
+    if ds.task == "classification":
+        arrays = {k: (resize(to_color(x, ds.color), ds.image_size), y) for k, (x, y) in arrays.items()}
+    origin = (PREPARED.parent / "raw" / ds.source / "provenance.json")
+    meta = {
+        "dataset": name,
+        "task": ds.task,
+        "classes": list(raw.classes),
+        "image_shape": list(arrays["train"][0].shape[1:]),
+        "counts": {k: len(x) for k, (x, _) in arrays.items()},
+        "data": _origin(origin, ds.pth),
+        "skipped": [{"file": f, "reason": r} for f, r in raw.skipped],
+    }
+    with atomic_path(PREPARED / name, is_dir=True) as tmp:
+        for part, (x, y) in arrays.items():
+            save_npy(tmp / f"x_{part}.npy", np.ascontiguousarray(x, dtype=np.uint8))
+            save_npy(tmp / f"y_{part}.npy", np.ascontiguousarray(y, dtype=np.uint8 if ds.task == "segmentation" else np.int64))
+        write_json(tmp / "meta.json", meta)
+    return meta
+
+
+def _origin(provenance: Path, pth: str | None) -> str:
+    import json
+
+    if pth:
+        return f"course .pth file {pth}"
+    if provenance.is_file():
+        return json.loads(provenance.read_text())["origin"]
+    return "unknown"
+
+
+def main(name: str) -> None:
+    params = config.load(check_models=False)
+    if name not in params.datasets:
+        raise ConfigError(f"params.yaml: unknown dataset {name!r}{config.did_you_mean(name, params.datasets)}")
+    meta = prepare(params, name)
+    print(f"prepare@{name}: {meta['counts']} images of shape {meta['image_shape']}, {len(meta['skipped'])} skipped ({meta['data']})")
+    for s in meta["skipped"][:20]:
+        print(f"  skipped {s['file']}: {s['reason']}")
+
+
+if __name__ == "__main__":
+    from stages.cli import run
+
+    run(main, sys.argv[1:])

@@ -1,0 +1,560 @@
+"""Decode folders of image files (JPEG, PNG, ...) into uint8 arrays, skipping bad files.
+
+Layouts read here:
+
+* ``root/<class>/<file>`` (:func:`read_image_folder`), class = folder name;
+* ``root/[top/]train/<class>/*`` + ``root/[top/]test/<class>/*`` (:func:`read_split_image_folder`),
+  which is how the CIFAR-10 JPEG copies are laid out.
+
+Decoding is OpenCV's (``cv2.imdecode``), run in a thread pool: OpenCV releases the GIL while it
+decodes and resizes, so threads scale without the pickling cost of processes.
+
+Hostile or broken files never crash a folder read: a zero-byte file, a truncated JPEG, a
+``Thumbs.db``, or a PNG whose header claims 100000x100000 pixels each end in ``skipped`` with a
+one-line reason. Dimensions are checked from the header (PNG, JPEG, GIF, BMP, PNM) *before*
+OpenCV allocates anything; for the other formats OpenCV's own ``OPENCV_IO_MAX_IMAGE_PIXELS`` limit
+applies. OpenCV reads that variable once, when the library loads, so it only takes effect if this
+module (or anything else setting it) is imported before the first ``import cv2`` of the process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import struct
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+# Must come before the first ``import cv2`` of the process (OpenCV reads it at load time).
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(2**28))
+
+import cv2
+import numpy as np
+
+from stages.errors import DataError
+
+__all__ = [
+    "MAX_FILE_BYTES",
+    "MAX_IMAGE_PIXELS",
+    "ImageError",
+    "decode_image",
+    "plain_loop_read",
+    "read_image_files",
+    "read_image_folder",
+    "read_split_image_folder",
+]
+
+
+def _pixel_limit() -> int:
+    try:
+        value = int(os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"])
+    except (KeyError, ValueError):
+        return 2**28
+    return value if value > 0 else 2**28
+
+
+#: Largest width*height accepted (same value OpenCV was told, unless the user set it otherwise).
+MAX_IMAGE_PIXELS = _pixel_limit()
+#: Files bigger than this are not read into memory at all (no dataset image comes close).
+MAX_FILE_BYTES = 256 * 2**20
+
+# EXIF orientation is ignored: TensorFlow's decode_jpeg / Keras' image_dataset_from_directory and
+# load_img do not apply it either, and the studies reproduced here trained on unrotated pixels.
+_ORIENT = cv2.IMREAD_IGNORE_ORIENTATION
+_RGB_FLAG = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.11 decodes straight to RGB
+_CHANNELS = {"rgb": 3, "gray": 1, "grayscale": 1}
+
+_PNG_SIG = b"\x89PNG\r\n\x1a\n"
+# SOFn markers carry the frame size; C4 (DHT), C8 (JPG) and CC (DAC) are not frame headers.
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+class ImageError(DataError):
+    """One image could not be used: empty, not an image, corrupt, truncated or too large."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        self.source = str(source)
+        self.reason = reason
+        super().__init__(f"{self.source}: {reason}")
+
+
+# --------------------------------------------------------------------------- header sniffing
+
+
+def _jpeg_header(data: bytes | memoryview) -> tuple[tuple[int, int] | None, int | None]:
+    """Walk the JPEG segments up to the first scan: ((width, height), end of the SOS header).
+
+    Returns (None, None) when the segment chain is irregular; libjpeg is tolerant of some of that,
+    so the decision is then left to OpenCV.
+    """
+    n = len(data)
+    pos = 2
+    dims = None
+    while pos < n:
+        if data[pos] != 0xFF:
+            return None, None
+        while pos < n and data[pos] == 0xFF:  # fill bytes
+            pos += 1
+        if pos >= n:
+            break
+        marker = data[pos]
+        pos += 1
+        if marker == 0xD8 or marker == 0x01 or 0xD0 <= marker <= 0xD7:  # no length field
+            continue
+        if marker == 0xD9:
+            return None, None
+        if pos + 2 > n:
+            break
+        seglen = (data[pos] << 8) | data[pos + 1]
+        if seglen < 2:
+            return None, None
+        if marker in _JPEG_SOF and pos + 7 <= n:
+            height = (data[pos + 3] << 8) | data[pos + 4]
+            width = (data[pos + 5] << 8) | data[pos + 6]
+            dims = (width, height)
+        if marker == 0xDA:
+            return dims, pos + seglen
+        pos += seglen
+    return dims, None  # ran out of bytes before the first scan
+
+
+def _pnm_dims(data: bytes | memoryview) -> tuple[int, int] | None:
+    head = bytes(data[:1024])
+    pos, numbers = 2, []
+    while len(numbers) < 2 and pos < len(head):
+        c = head[pos : pos + 1]
+        if c.isspace():
+            pos += 1
+        elif c == b"#":
+            end = head.find(b"\n", pos)
+            if end < 0:
+                return None
+            pos = end + 1
+        elif c.isdigit():
+            start = pos
+            while pos < len(head) and head[pos : pos + 1].isdigit():
+                pos += 1
+            numbers.append(int(head[start:pos]))
+        else:
+            return None
+    return (numbers[0], numbers[1]) if len(numbers) == 2 else None
+
+
+def _sniff(data: bytes | memoryview, source: str) -> tuple[str | None, tuple[int, int] | None]:
+    """(format name or None, (width, height) claimed by the header or None). Raises ImageError for
+    headers that are cut short or a JPEG without its end-of-image marker."""
+    head = bytes(data[:32])
+    if head.startswith(_PNG_SIG):
+        if len(data) < 24 or head[12:16] != b"IHDR":
+            raise ImageError(source, "corrupt or truncated PNG header")
+        return "PNG", struct.unpack(">II", head[16:24])
+    if head.startswith(b"\xff\xd8\xff"):
+        dims, scan_start = _jpeg_header(data)
+        if scan_start is None:
+            if dims is not None:  # frame header found, but the bytes end before the image data
+                raise ImageError(source, "truncated JPEG (ends before the image data)")
+            return "JPEG", None
+        if bytes(data[-2:]) != b"\xff\xd9" and bytes(data[scan_start:]).find(b"\xff\xd9") < 0:
+            raise ImageError(source, "truncated JPEG (no end-of-image marker)")
+        return "JPEG", dims
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF", (struct.unpack("<HH", head[6:10]) if len(head) >= 10 else None)
+    if head.startswith(b"BM") and len(head) >= 26:
+        (dib,) = struct.unpack("<I", head[14:18])
+        if dib == 12:
+            return "BMP", struct.unpack("<HH", head[18:22])
+        width, height = struct.unpack("<ii", head[18:26])
+        return "BMP", (abs(width), abs(height))
+    if len(head) >= 3 and head[0:1] == b"P" and head[1:2] in b"123456" and head[2:3].isspace():
+        return "PNM", _pnm_dims(data)
+    return None, None
+
+
+# --------------------------------------------------------------------------- single image
+
+
+def _check_args(size: tuple[int, int] | None, color: str) -> int:
+    if color not in _CHANNELS:
+        raise ValueError(f"color must be one of {sorted(_CHANNELS)}, not {color!r}")
+    if size is not None and (
+        len(size) != 2
+        or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in size)
+        or min(size) < 1
+    ):
+        raise ValueError(f"size must be (height, width) positive integers, not {size!r}")
+    return _CHANNELS[color]
+
+
+def decode_image(
+    data: bytes | bytearray | memoryview | np.ndarray,
+    size: tuple[int, int] | None,
+    *,
+    color: str = "rgb",
+    interpolation: int = cv2.INTER_AREA,
+    source: str = "<bytes>",
+) -> np.ndarray:
+    """Decode one encoded image to uint8 H x W x C (C = 3 for "rgb", 1 for "gray").
+
+    Grayscale, RGBA (alpha dropped), CMYK and 16-bit inputs all come back as 8-bit RGB (or gray).
+    ``size`` is (height, width); when given the image is resized to it with ``interpolation``
+    (INTER_AREA, the right choice when shrinking). ``source`` names the file in error messages.
+
+    Raises :class:`ImageError` (a DataError) for empty, unrecognised, corrupt, truncated or
+    oversized data; it never allocates the pixels of an image over :data:`MAX_IMAGE_PIXELS`.
+    """
+    channels = _check_args(size, color)
+    buf = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data
+    if buf.dtype != np.uint8 or buf.ndim != 1:
+        buf = np.frombuffer(buf.tobytes(), dtype=np.uint8)
+    if buf.size == 0:
+        raise ImageError(source, "empty file (0 bytes)")
+    fmt, dims = _sniff(memoryview(buf), source)
+    if dims is not None:
+        width, height = dims
+        if width * height > MAX_IMAGE_PIXELS:
+            raise ImageError(
+                source, f"{fmt} header claims {width}x{height} pixels, over the limit of {MAX_IMAGE_PIXELS}"
+            )
+        if width == 0 or (height == 0 and fmt != "JPEG"):  # JPEG may give its height later (DNL)
+            raise ImageError(source, f"{fmt} header claims an empty {width}x{height} image")
+    if channels == 1:
+        flags = cv2.IMREAD_GRAYSCALE | _ORIENT
+    else:
+        flags = (_RGB_FLAG if _RGB_FLAG is not None else cv2.IMREAD_COLOR) | _ORIENT
+    try:
+        img = cv2.imdecode(buf, flags)
+    except cv2.error as exc:
+        text = str(exc)
+        if "MAX_IMAGE" in text or "validateInputImageSize" in text:
+            raise ImageError(source, f"image is over OpenCV's size limit ({MAX_IMAGE_PIXELS} pixels)") from None
+        last = [line for line in text.splitlines() if line.strip()]
+        raise ImageError(source, f"cannot decode: {last[-1].strip() if last else 'OpenCV error'}") from None
+    if img is None or img.size == 0:
+        what = "not a recognised image format" if fmt is None else f"corrupt or truncated {fmt} data"
+        raise ImageError(source, what)
+    if img.dtype != np.uint8:  # IMREAD_COLOR/GRAYSCALE give 8 bits; be safe against odd codecs
+        img = cv2.convertScaleAbs(img)
+    if channels == 3:
+        if img.ndim == 2:
+            img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+        elif _RGB_FLAG is None:
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if size is not None and img.shape[:2] != tuple(size):
+        img = cv2.resize(img, (int(size[1]), int(size[0])), interpolation=interpolation)
+    if img.ndim == 2:
+        img = img[:, :, None]
+    return np.ascontiguousarray(img)
+
+
+def _load_file(path: Path, size, color: str, interpolation: int) -> np.ndarray:
+    source = str(path)
+    try:
+        with open(path, "rb") as fh:
+            nbytes = os.fstat(fh.fileno()).st_size
+            if nbytes > MAX_FILE_BYTES:
+                raise ImageError(source, f"file is {nbytes} bytes, over the {MAX_FILE_BYTES}-byte limit for an image")
+            data = fh.read()
+    except OSError as exc:
+        raise ImageError(source, f"cannot read file ({exc.strerror or type(exc).__name__})") from None
+    return decode_image(data, size, color=color, interpolation=interpolation, source=source)
+
+
+# --------------------------------------------------------------------------- many images
+
+# OpenCV parallelises some calls (resize of large images, colour conversion) over its own thread
+# pool. Inside our thread pool that only oversubscribes the cores: every worker is already busy,
+# and OpenCV's pool serves one caller at a time, so the other workers would queue for it. While a
+# parallel read runs, OpenCV is therefore set to one thread (restored afterwards; a counter keeps
+# overlapping reads from restoring too early). A sequential read (workers=1) leaves OpenCV alone so
+# that its internal threading can still speed up single large images.
+_cv_lock = threading.Lock()
+_cv_depth = 0
+_cv_saved = 0
+
+
+@contextlib.contextmanager
+def _opencv_single_threaded() -> Iterator[None]:
+    global _cv_depth, _cv_saved
+    with _cv_lock:
+        if _cv_depth == 0:
+            _cv_saved = cv2.getNumThreads()
+            cv2.setNumThreads(1)
+        _cv_depth += 1
+    try:
+        yield
+    finally:
+        with _cv_lock:
+            _cv_depth -= 1
+            if _cv_depth == 0:
+                cv2.setNumThreads(_cv_saved)
+
+
+def read_image_files(
+    paths: Sequence[str | os.PathLike],
+    size: tuple[int, int] | None,
+    *,
+    color: str = "rgb",
+    workers: int | None = None,
+    interpolation: int = cv2.INTER_AREA,
+) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
+    """Decode (and resize) many image files in parallel.
+
+    Returns ``(x, ok, skipped)``: ``x`` uint8 N x H x W x C holding the images that decoded, in input
+    order; ``ok`` their indices into ``paths``; ``skipped`` a ``(path, reason)`` per file that did not
+    decode. Never raises for a bad file. With ``size=None`` every image must have the size of the
+    first one that decoded; the others are skipped with that reason.
+
+    The work is cut into chunks (a few per worker, at most 64 files each): one future per chunk, not
+    per image, and each worker writes straight into the preallocated output when ``size`` is given,
+    so peak memory is the output array plus one decoded image per worker.
+    """
+    channels = _check_args(size, color)
+    paths = [Path(p) for p in paths]
+    n = len(paths)
+    if workers is None:
+        workers = os.cpu_count() or 1
+    workers = max(1, min(int(workers), n or 1))
+
+    out = np.empty((n, size[0], size[1], channels), np.uint8) if size is not None else None
+    loose: list[np.ndarray | None] = [None] * n if size is None else []
+    good = np.zeros(n, dtype=bool)
+    reasons: list[str | None] = [None] * n
+
+    def run(bounds: tuple[int, int]) -> None:
+        for i in range(*bounds):
+            try:
+                img = _load_file(paths[i], size, color, interpolation)
+            except ImageError as exc:
+                reasons[i] = exc.reason
+                continue
+            except Exception as exc:  # noqa: BLE001 (one file must never stop the read)
+                reasons[i] = f"unexpected error ({type(exc).__name__}: {exc})".splitlines()[0]
+                continue
+            if out is not None:
+                out[i] = img
+            else:
+                loose[i] = img
+            good[i] = True
+
+    chunk = max(1, min(64, math.ceil(n / (workers * 4))))
+    bounds = [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
+    if workers == 1 or len(bounds) <= 1:
+        for b in bounds:
+            run(b)
+    else:
+        with _opencv_single_threaded(), ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
+            for _ in pool.map(run, bounds):
+                pass
+
+    ok = [int(i) for i in np.flatnonzero(good)]
+    if out is not None:
+        x = _compact(out, ok)
+    else:
+        ref = loose[ok[0]].shape if ok else None
+        for i in ok:
+            shape = loose[i].shape
+            if shape != ref:
+                reasons[i] = (
+                    f"size {shape[0]}x{shape[1]} differs from the first image's {ref[0]}x{ref[1]}"
+                    " (give a size to resize)"
+                )
+                good[i] = False
+        ok = [i for i in ok if good[i]]
+        x = np.stack([loose[i] for i in ok]) if ok else np.empty((0, 0, 0, channels), np.uint8)
+    skipped = [(str(paths[i]), reasons[i]) for i in range(n) if not good[i]]
+    return x, ok, skipped
+
+
+def _compact(out: np.ndarray, ok: list[int]) -> np.ndarray:
+    """Move the decoded rows to the front, in place, and shrink the array to them."""
+    if len(ok) == len(out):
+        return out
+    for j, i in enumerate(ok):
+        if i != j:
+            out[j] = out[i]
+    try:
+        out.resize((len(ok), *out.shape[1:]), refcheck=False)  # no views of `out` exist
+        return out
+    except ValueError:
+        return out[: len(ok)].copy()
+
+
+def plain_loop_read(
+    paths: Sequence[str | os.PathLike], size: tuple[int, int] | None, color: str = "rgb"
+) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
+    """The naive baseline: ``cv2.imread`` + ``cv2.resize`` + ``np.array``, one file after another.
+
+    Same decoding flags and return value as :func:`read_image_files`, so results compare equal; no
+    header checks, no thread pool. Kept for benchmarks and tests only.
+    """
+    channels = _check_args(size, color)
+    images, ok, skipped = [], [], []
+    for i, p in enumerate(paths):
+        if channels == 1:
+            img = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE | _ORIENT)
+        else:
+            img = cv2.imread(str(p), cv2.IMREAD_COLOR | _ORIENT)
+            if img is not None:
+                img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        if img is None:
+            skipped.append((str(p), "cv2.imread failed"))
+            continue
+        if size is not None:
+            img = cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+        images.append(img.reshape(img.shape[0], img.shape[1], channels))
+        ok.append(i)
+    x = np.array(images, dtype=np.uint8) if images else np.empty((0, 0, 0, channels), np.uint8)
+    return x, ok, skipped
+
+
+# --------------------------------------------------------------------------- folders
+
+# Folders that are never classes: hidden ones (.ipynb_checkpoints, .git) and macOS zip debris.
+_IGNORED_DIRS = {"__MACOSX"}
+
+
+def _class_dirs(root: Path) -> tuple[list[str], list[Path]]:
+    """(class folder names, loose files directly under root), both sorted by name."""
+    if not root.is_dir():
+        raise DataError(f"{root}: image folder not found")
+    names, loose = [], []
+    for entry in sorted(root.iterdir(), key=lambda p: p.name):
+        if entry.is_dir():
+            if not entry.name.startswith(".") and entry.name not in _IGNORED_DIRS:
+                names.append(entry.name)
+        elif entry.is_file():
+            loose.append(entry)
+    return names, loose
+
+
+def read_image_folder(
+    root: str | os.PathLike,
+    size: tuple[int, int] | None,
+    *,
+    color: str = "rgb",
+    classes: Sequence[str] | None = None,
+    workers: int | None = None,
+    interpolation: int = cv2.INTER_AREA,
+) -> dict:
+    """Read ``root/<class>/**/<file>``: one class per sub-folder.
+
+    Classes are the folder names, sorted, unless ``classes`` gives their order (then the folders
+    must be exactly those). Every file is attempted, in name order; files that do not decode
+    (``Thumbs.db``, ``.DS_Store``, corrupt images) and files lying directly in ``root`` end in
+    ``skipped`` with a reason. Hidden folders and ``__MACOSX`` are not classes.
+
+    Returns ``{"x": uint8 N x H x W x C, "y": int64 N, "classes": [...], "files": [relative paths
+    of the images kept], "skipped": [(relative path, reason)]}``. Raises DataError naming ``root``
+    when it is missing, has no class folders, or no image in it decodes.
+    """
+    root = Path(root)
+    found, loose = _class_dirs(root)
+    if not found:
+        raise DataError(f"{root}: no class folders found (expected {root}/<class>/<image files>)")
+    if classes is None:
+        classes = found
+    else:
+        classes = [str(c) for c in classes]
+        if len(set(classes)) != len(classes):
+            raise ValueError(f"classes has duplicates: {classes}")
+        missing = [c for c in classes if c not in found]
+        extra = [c for c in found if c not in classes]
+        if missing or extra:
+            raise DataError(
+                f"{root}: class folders do not match the expected classes"
+                f" (missing: {missing or 'none'}, unexpected: {extra or 'none'})"
+            )
+
+    files: list[Path] = []
+    labels: list[int] = []
+    for label, name in enumerate(classes):
+        folder = root / name
+        members = sorted((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.relative_to(folder).as_posix())
+        files.extend(members)
+        labels.extend([label] * len(members))
+
+    x, ok, skipped = read_image_files(files, size, color=color, workers=workers, interpolation=interpolation)
+    rel = [p.relative_to(root).as_posix() for p in files]
+    skipped_rel = [(p.relative_to(root).as_posix(), "not inside a class folder") for p in loose]
+    index = {str(p): i for i, p in enumerate(files)}
+    skipped_rel += [(rel[index[path]], reason) for path, reason in skipped]
+    if not ok:
+        first = f"; first: {skipped_rel[0][0]}: {skipped_rel[0][1]}" if skipped_rel else ""
+        raise DataError(f"{root}: no readable images ({len(files)} files tried{first})")
+    return {
+        "x": x,
+        "y": np.asarray(labels, dtype=np.int64)[ok],
+        "classes": list(classes),
+        "files": [rel[i] for i in ok],
+        "skipped": skipped_rel,
+    }
+
+
+def _find_split_base(root: Path) -> Path:
+    if not root.is_dir():
+        raise DataError(f"{root}: image folder not found")
+
+    def has_splits(p: Path) -> bool:
+        return (p / "train").is_dir() and (p / "test").is_dir()
+
+    if has_splits(root):
+        return root
+    candidates = [
+        p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".") and has_splits(p)
+    ]
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise DataError(f"{root}: no train/ and test/ folders found (looked in it and its sub-folders)")
+    names = ", ".join(p.name for p in candidates)
+    raise DataError(f"{root}: several folders hold train/ and test/ ({names}); point at one of them")
+
+
+def read_split_image_folder(
+    root: str | os.PathLike,
+    size: tuple[int, int] | None,
+    *,
+    color: str = "rgb",
+    classes: Sequence[str] | None = None,
+    workers: int | None = None,
+    interpolation: int = cv2.INTER_AREA,
+) -> dict:
+    """Read ``root/train/<class>/*`` and ``root/test/<class>/*`` (or the same under the single
+    sub-folder of ``root`` that holds train/ and test/, e.g. ``cifar10-jpeg/``).
+
+    Returns ``{"x_train", "y_train", "x_test", "y_test", "classes", "files_train", "files_test",
+    "skipped"}``; skipped paths are relative to the folder holding train/ and test/. The test
+    classes must be the train classes (DataError otherwise).
+    """
+    base = _find_split_base(Path(root))
+    train_dir, test_dir = base / "train", base / "test"
+    train_classes, _ = _class_dirs(train_dir)
+    test_classes, _ = _class_dirs(test_dir)
+    if classes is None and sorted(test_classes) != sorted(train_classes):
+        only_train = sorted(set(train_classes) - set(test_classes))
+        only_test = sorted(set(test_classes) - set(train_classes))
+        raise DataError(
+            f"{test_dir}: test classes differ from train's (only in train: {only_train or 'none'},"
+            f" only in test: {only_test or 'none'})"
+        )
+    kw = {"color": color, "workers": workers, "interpolation": interpolation}
+    train = read_image_folder(train_dir, size, classes=classes, **kw)
+    test = read_image_folder(test_dir, size, classes=train["classes"], **kw)
+    if train["x"].shape[1:] != test["x"].shape[1:]:
+        raise DataError(
+            f"{test_dir}: test images are {test['x'].shape[1:]}, train images {train['x'].shape[1:]}; give a size"
+        )
+    return {
+        "x_train": train["x"],
+        "y_train": train["y"],
+        "x_test": test["x"],
+        "y_test": test["y"],
+        "classes": train["classes"],
+        "files_train": train["files"],
+        "files_test": test["files"],
+        "skipped": [(f"train/{p}", r) for p, r in train["skipped"]]
+        + [(f"test/{p}", r) for p, r in test["skipped"]],
+    }

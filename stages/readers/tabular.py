@@ -1,0 +1,340 @@
+"""MNIST-family IDX files and Kaggle-style pixel CSVs: readers that check everything, and writers.
+
+IDX (http://yann.lecun.com/exdb/mnist/): ``00 00 <type> <ndim>``, ``ndim`` big-endian uint32
+dimensions, then the data, big-endian, C order. Files may be gzip-compressed (``.gz``; detected by
+the ``1f 8b`` magic, not the name).
+
+Kaggle CSV (digit-recognizer, fashion-mnist CSVs): one image per line, either
+``label,pixel0,...,pixel783`` or, for unlabelled test files, ``pixel0,...,pixel783``; with or
+without a header line. Errors name the file and the first bad line as a text editor numbers it.
+"""
+
+from __future__ import annotations
+
+import gzip as gzip_module
+import itertools
+import math
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stages.errors import DataError
+from stages.io import atomic_path
+
+__all__ = ["read_idx", "read_label_csv", "write_idx", "write_label_csv"]
+
+_IDX_TYPES: dict[int, np.dtype] = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+_IDX_CODES = {dt.newbyteorder("="): code for code, dt in _IDX_TYPES.items()}
+# deflate cannot expand data by more than ~1032:1; a gzip claiming more is lying (or a bomb)
+_GZIP_MAX_RATIO = 1100
+
+
+# --------------------------------------------------------------------------- IDX
+
+
+def _read_exact(fh, n: int) -> bytes:
+    chunks, got = [], 0
+    while got < n:
+        chunk = fh.read(n - got)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def _readinto_full(fh, view: memoryview) -> int:
+    got = 0
+    while got < len(view):
+        n = fh.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    return got
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (plain or gzip) into a native-endian array of the shape it declares.
+
+    DataError (naming the file) for a bad magic number, an unknown type code, a size that does not
+    match the declared dimensions (truncated or trailing bytes), or a corrupt gzip stream. The
+    declared size is checked against the file size before anything is allocated.
+    """
+    path = Path(path)
+    try:
+        file_size = path.stat().st_size
+        with open(path, "rb") as raw:
+            compressed = raw.read(2) == b"\x1f\x8b"
+            raw.seek(0)
+            if compressed:
+                with gzip_module.GzipFile(fileobj=raw, mode="rb") as fh:
+                    return _read_idx_stream(fh, path, file_size, compressed=True)
+            return _read_idx_stream(raw, path, file_size, compressed=False)
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
+        what = "corrupt or truncated gzip data" if isinstance(exc, (EOFError, zlib.error)) else ""
+        detail = what or f"{type(exc).__name__}: {exc}".splitlines()[0]
+        raise DataError(f"{path}: cannot read IDX file ({detail})") from None
+
+
+def _read_idx_stream(fh, path: Path, file_size: int, *, compressed: bool) -> np.ndarray:
+    magic = _read_exact(fh, 4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0:
+        raise DataError(
+            f"{path}: not an IDX file (magic {magic.hex(' ') or 'missing'}, expected 00 00 <type> <ndim>)"
+        )
+    code, ndim = magic[2], magic[3]
+    if code not in _IDX_TYPES:
+        raise DataError(f"{path}: unknown IDX data type code 0x{code:02x}")
+    if ndim == 0:
+        raise DataError(f"{path}: IDX header declares 0 dimensions")
+    dims_raw = _read_exact(fh, 4 * ndim)
+    if len(dims_raw) < 4 * ndim:
+        raise DataError(f"{path}: truncated IDX header ({ndim} dimensions declared)")
+    dims = struct.unpack(f">{ndim}I", dims_raw)
+    dtype = _IDX_TYPES[code]
+    expected = math.prod(dims) * dtype.itemsize
+    header = 4 + 4 * ndim
+    shape = "x".join(map(str, dims))
+    if not compressed:
+        actual = file_size - header
+        if actual != expected:
+            kind = "truncated" if actual < expected else "trailing bytes after the data"
+            raise DataError(
+                f"{path}: {kind}: shape {shape} of {dtype.name} needs {expected} data bytes,"
+                f" file has {actual}"
+            )
+    elif expected > file_size * _GZIP_MAX_RATIO + 4096:
+        raise DataError(
+            f"{path}: IDX header declares shape {shape} ({expected} bytes), impossible for a"
+            f" {file_size}-byte gzip file"
+        )
+    array = np.empty(math.prod(dims), dtype=dtype)
+    got = _readinto_full(fh, memoryview(array).cast("B"))
+    if got != expected:
+        raise DataError(
+            f"{path}: truncated: shape {shape} of {dtype.name} needs {expected} data bytes, file has {got}"
+        )
+    if compressed and fh.read(1):
+        raise DataError(f"{path}: trailing bytes after the {expected} data bytes of shape {shape}")
+    if dtype.itemsize > 1:
+        array = array.byteswap(inplace=True).view(dtype.newbyteorder("="))
+    return array.reshape(dims)
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray, *, gzip: bool = True) -> None:
+    """Write ``array`` as IDX (gzip-compressed by default, deterministic bytes: no name/mtime).
+
+    Supported dtypes: uint8, int8, int16, int32, float32, float64 (ValueError otherwise).
+    """
+    array = np.asarray(array)
+    native = array.dtype.newbyteorder("=") if array.dtype.byteorder not in "=|" else array.dtype
+    if native not in _IDX_CODES:
+        raise ValueError(f"IDX cannot hold dtype {array.dtype}; use uint8/int8/int16/int32/float32/float64")
+    if array.ndim == 0 or array.ndim > 255 or any(d >= 2**32 for d in array.shape):
+        raise ValueError(f"IDX cannot hold shape {array.shape}")
+    code = _IDX_CODES[native]
+    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = np.ascontiguousarray(array, dtype=_IDX_TYPES[code]).tobytes()
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        if gzip:
+            with gzip_module.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0) as gz:
+                gz.write(header)
+                gz.write(data)
+        else:
+            fh.write(header)
+            fh.write(data)
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+def _is_number(field: str) -> bool:
+    try:
+        float(field.strip().strip('"'))
+    except ValueError:
+        return False
+    return True
+
+
+def _line_problem(text: str, n_columns: int, has_labels: bool) -> str | None:
+    """What is wrong with one data line, or None if it is fine."""
+    if not text.strip():
+        return "blank line"
+    fields = text.split(",")
+    if len(fields) != n_columns:
+        return f"expected {n_columns} columns, found {len(fields)}"
+    for col, raw in enumerate(fields, 1):
+        field = raw.strip().strip('"')
+        if "_" in field:  # Python's float() accepts "1_0"; CSV readers do not
+            field = field.replace("_", "?")
+        is_label = has_labels and col == 1
+        what = "label" if is_label else "pixel value"
+        try:
+            value = float(field)
+        except ValueError:
+            return f"column {col}: non-numeric {what} {field[:20]!r}" if field else f"column {col}: empty {what}"
+        if not math.isfinite(value):
+            return f"column {col}: non-numeric {what} {field[:20]!r}"
+        if is_label:
+            if value != int(value) or abs(value) >= 2**24:
+                return f"column {col}: non-integer label {field[:20]!r}"
+        elif value != int(value) or not 0 <= value <= 255:
+            return f"column {col}: pixel value {field[:20]} outside the integers 0..255"
+    return None
+
+
+def _scan_for_error(path: Path, start_line: int, n_columns: int, has_labels: bool) -> DataError:
+    """Slow, exact pass (only run on a file known to be bad): the first bad line from start_line."""
+    last_blank = None
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if lineno < start_line:
+                continue
+            try:
+                text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                return DataError(f"{path}: line {lineno}: not UTF-8 text")
+            if not text.strip():  # blank lines are only allowed at the very end
+                last_blank = last_blank or lineno
+                continue
+            if last_blank is not None:
+                return DataError(f"{path}: line {last_blank}: blank line")
+            problem = _line_problem(text, n_columns, has_labels)
+            if problem:
+                return DataError(f"{path}: line {lineno}: {problem}")
+    return DataError(f"{path}: unreadable CSV (no single bad line found)")
+
+
+def read_label_csv(
+    path: str | os.PathLike, *, n_pixels: int = 784, side: int = 28
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read a Kaggle-style pixel CSV: ``(x uint8 N x side x side, y int64 N or None)``.
+
+    ``n_pixels + 1`` columns = label then pixels; ``n_pixels`` columns = pixels only (y is None).
+    A first line made mostly of non-numbers is a header and skipped. Pixels must be integers in
+    0..255, labels integers. DataError names the file and the first bad line (1-based): wrong
+    column count, non-numeric or empty value, pixel out of range, non-integer label, blank line.
+    """
+    path = Path(path)
+    if side * side != n_pixels:
+        raise ValueError(f"side {side} does not match n_pixels {n_pixels} (side * side)")
+    try:
+        with open(path, "rb") as fh:
+            first_raw = fh.readline()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from None
+    try:
+        first = first_raw.decode("utf-8-sig").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: line 1: not UTF-8 text") from None
+    if not first.strip():
+        raise DataError(f"{path}: line 1: empty (expected a header or {n_pixels + 1} or {n_pixels} columns)")
+    fields = first.split(",")
+    n_columns = len(fields)
+    if n_columns not in (n_pixels + 1, n_pixels):
+        raise DataError(
+            f"{path}: line 1: expected {n_pixels + 1} columns (label + {n_pixels} pixels)"
+            f" or {n_pixels} (pixels only), found {n_columns}"
+        )
+    has_labels = n_columns == n_pixels + 1
+    # header: mostly non-numeric. A data line with a few bad values is *not* taken for a header
+    # (that would silently drop a row); it is reported as an error below.
+    header = sum(not _is_number(f) for f in fields) * 2 > n_columns
+    first_data_line = 2 if header else 1
+
+    try:
+        frame = pd.read_csv(
+            path,
+            header=None,
+            skiprows=first_data_line - 1,
+            dtype=np.float32,  # exact for integers up to 2**24; labels are checked to stay below
+            skip_blank_lines=False,
+            encoding="utf-8-sig",
+            engine="c",
+        )
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: no data lines") from None
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError):
+        raise _scan_for_error(path, first_data_line, n_columns, has_labels) from None
+    if frame.shape[1] != n_columns:  # the first data line is longer or shorter than line 1
+        raise _scan_for_error(path, first_data_line, n_columns, has_labels)
+    values = frame.to_numpy(dtype=np.float32, copy=False)
+    del frame
+    # trailing blank lines (all-NaN rows at the end) are harmless
+    end = len(values)
+    while end and np.isnan(values[end - 1]).all():
+        end -= 1
+    values = values[:end]
+    if end == 0:
+        raise DataError(f"{path}: no data lines")
+
+    pixels = values[:, 1:] if has_labels else values
+    with np.errstate(invalid="ignore"):  # NaN/out-of-range garbage is caught by the checks below
+        x = pixels.astype(np.uint8)
+        y = values[:, 0].astype(np.int64) if has_labels else None
+    # whole-array checks first (cheap); the per-row search only runs on a bad file.
+    # min/max are NaN if any value is NaN, and NaN fails both comparisons.
+    good = bool(pixels.min() >= 0 and pixels.max() <= 255 and np.array_equal(x, pixels))
+    if has_labels:
+        labels = values[:, 0]
+        good = good and bool(np.abs(labels).max() < 2**24 and np.array_equal(y, labels))
+    if not good:
+        bad = np.isnan(values).any(axis=1)
+        bad |= ((pixels < 0) | (pixels > 255) | (pixels != np.floor(pixels))).any(axis=1)
+        if has_labels:
+            bad |= (labels != np.floor(labels)) | (np.abs(labels) >= 2**24)
+        row = int(np.argmax(bad))
+        lineno = first_data_line + row
+        with open(path, "rb") as fh:
+            raw = next(itertools.islice(fh, lineno - 1, None), b"")
+        text = raw.decode("utf-8", "replace").rstrip("\r\n")
+        problem = _line_problem(text, n_columns, has_labels) if bad[row] else None
+        if problem is None:  # pandas and the line check disagree: fall back to the exact scan
+            raise _scan_for_error(path, first_data_line, n_columns, has_labels)
+        raise DataError(f"{path}: line {lineno}: {problem}")
+
+    x = x.reshape(len(values), side, side)
+    return x, y
+
+
+def write_label_csv(
+    path: str | os.PathLike, x: np.ndarray, y: np.ndarray | None = None, *, header: bool = True
+) -> None:
+    """Write images (N x H x W or N x P, integers 0..255) and optional labels as a Kaggle CSV.
+
+    Header ``label,pixel0,...`` (``pixel0,...`` without labels) unless ``header=False``.
+    """
+    x = np.asarray(x)
+    flat = x.reshape(len(x), -1)
+    if flat.size and (flat.min() < 0 or flat.max() > 255 or not np.array_equal(flat, np.round(flat))):
+        raise ValueError("pixel values must be integers in 0..255")
+    columns = [f"pixel{i}" for i in range(flat.shape[1])]
+    table = flat.astype(np.int64)
+    if y is not None:
+        y = np.asarray(y)
+        if y.shape != (len(x),) or not np.array_equal(y, np.round(y)):
+            raise ValueError(f"labels must be N={len(x)} integers, got shape {y.shape}")
+        table = np.column_stack([y.astype(np.int64), table])
+        columns = ["label", *columns]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="\n") as fh:
+        if header:
+            fh.write(",".join(columns) + "\n")
+        if len(table):
+            np.savetxt(fh, table, fmt="%d", delimiter=",")

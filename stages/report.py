@@ -1,0 +1,89 @@
+"""Stage `report`: the reproduction scorecard and the cross-experiment figures.
+
+Everything here is read from the experiments' metrics and from params.yaml's
+`claimed` numbers (the reports' own results): nothing is typed in.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from stages import config, plots
+from stages.io import atomic_path, write_json, write_text
+from stages.train import MODELS, REPORTS
+
+OUT = Path("reports")
+
+
+def scorecard(params: config.Params) -> pd.DataFrame:
+    rows = []
+    for name, exp in params.experiments.items():
+        metrics_file = REPORTS / name / "metrics.json"
+        if not metrics_file.is_file():
+            continue
+        m = json.loads(metrics_file.read_text())
+        summary = json.loads((MODELS / name / "summary.json").read_text())
+        rows.append({
+            "study": exp.study,
+            "experiment": name,
+            "model": exp.model,
+            "variant": "study" if exp.claimed else "project",
+            "claimed_accuracy": exp.claimed.get("test_accuracy"),
+            "test_accuracy": round(m["test_accuracy"], 4),
+            "test_loss": round(m["test_loss"], 4) if "test_loss" in m else None,
+            "test_mean_iou": round(m["test_mean_iou"], 4) if "test_mean_iou" in m else None,
+            "parameters": m["parameters"],
+            "epochs": f"{m['epochs_run']}/{exp.epochs}",
+            "train_seconds": m["train_seconds"],
+            "data": summary["data"],
+        })
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    best = df.loc[df.groupby("study")["test_accuracy"].idxmax(), ["study", "experiment"]]
+    df["best_in_study"] = df["experiment"].isin(best["experiment"])
+    return df.dropna(axis=1, how="all")
+
+
+def comparison_figure(df: pd.DataFrame, path: Path, title: str) -> None:
+    fig, ax = plots.plt.subplots(figsize=(max(6, 0.9 * len(df) + 2), 4))
+    xs = range(len(df))
+    ax.bar([x - 0.2 for x in xs], df["test_accuracy"], width=0.4, label="reproduced here")
+    claimed = df["claimed_accuracy"].astype(float)
+    ax.bar([x + 0.2 for x in xs], claimed.fillna(0), width=0.4, label="claimed by the report")
+    ax.set_xticks(list(xs), df["experiment"], rotation=30, ha="right")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    ax.set_title(title)
+    plots.save(fig, path)
+
+
+def main() -> None:
+    params = config.load(check_models=False)
+    df = scorecard(params)
+    generated = params.profile == "embedded"
+    banner = (
+        "**These numbers come from GENERATED SAMPLE DATA (profile `embedded`), not the real datasets:"
+        " they show the pipeline works, not that a study is reproduced.** Run with `profile: full` for that.\n\n"
+        if generated else ""
+    )
+    table = df.to_markdown(index=False) if not df.empty else "(no evaluated experiments)"
+    write_text(OUT / "scorecard.md", f"# Reproduction scorecard\n\n{banner}{table}\n")
+    write_json(OUT / "scorecard.json", {"profile": params.profile, "rows": df.to_dict(orient="records")})
+    with atomic_path(OUT / "figures", is_dir=True) as tmp:
+        if not df.empty:
+            label = " (GENERATED SAMPLE DATA)" if generated else ""
+            comparison_figure(df, tmp / "accuracy_vs_claimed.png", f"Test accuracy, reproduced vs claimed{label}")
+    print(banner.replace("**", "") + table)
+
+
+if __name__ == "__main__":
+    from stages.cli import run
+
+    run(main, sys.argv[1:])

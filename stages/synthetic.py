@@ -1,0 +1,75 @@
+"""Generated sample images: classes differ by shape, never by colour alone.
+
+The embedded default trains on these, so they must be learnable by every study's
+model (in colour and in grayscale) within a couple of epochs, yet not trivially:
+position, size, colours, rotation and noise vary per image.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+SHAPES = ("disc", "square", "triangle", "hbars", "vbars", "ring", "plus", "cross", "checker", "dots")
+
+
+def _draw(canvas: np.ndarray, shape: str, cx: int, cy: int, r: int, color: tuple, rng: np.random.Generator) -> None:
+    t = max(1, r // 4)
+    if shape == "disc":
+        cv2.circle(canvas, (cx, cy), r, color, -1, cv2.LINE_AA)
+    elif shape == "square":
+        cv2.rectangle(canvas, (cx - r, cy - r), (cx + r, cy + r), color, -1)
+    elif shape == "triangle":
+        pts = np.array([[cx, cy - r], [cx - r, cy + r], [cx + r, cy + r]], np.int32)
+        cv2.fillPoly(canvas, [pts], color, cv2.LINE_AA)
+    elif shape == "hbars":
+        for y in range(cy - r, cy + r, 2 * t + 1):
+            cv2.rectangle(canvas, (cx - r, y), (cx + r, y + t - 1), color, -1)
+    elif shape == "vbars":
+        for x in range(cx - r, cx + r, 2 * t + 1):
+            cv2.rectangle(canvas, (x, cy - r), (x + t - 1, cy + r), color, -1)
+    elif shape == "ring":
+        cv2.circle(canvas, (cx, cy), r, color, t + 1, cv2.LINE_AA)
+    elif shape == "plus":
+        cv2.rectangle(canvas, (cx - r, cy - t), (cx + r, cy + t), color, -1)
+        cv2.rectangle(canvas, (cx - t, cy - r), (cx + t, cy + r), color, -1)
+    elif shape == "cross":
+        cv2.line(canvas, (cx - r, cy - r), (cx + r, cy + r), color, t + 1, cv2.LINE_AA)
+        cv2.line(canvas, (cx - r, cy + r), (cx + r, cy - r), color, t + 1, cv2.LINE_AA)
+    elif shape == "checker":
+        step = max(2, r // 2)
+        for i, y in enumerate(range(cy - r, cy + r, step)):
+            for j, x in enumerate(range(cx - r, cx + r, step)):
+                if (i + j) % 2 == 0:
+                    cv2.rectangle(canvas, (x, y), (x + step - 1, y + step - 1), color, -1)
+    elif shape == "dots":
+        for _ in range(6):
+            dx, dy = rng.integers(-r, r + 1, size=2)
+            cv2.circle(canvas, (cx + int(dx), cy + int(dy)), max(1, t), color, -1)
+    else:
+        raise ValueError(f"unknown shape {shape!r}")
+
+
+def shape_image(label: int, size: int, channels: int, rng: np.random.Generator) -> np.ndarray:
+    """One size x size image of class ``label`` (uint8, ``channels`` = 1 or 3)."""
+    bg = rng.integers(0, 256, size=3)
+    fg = (bg + rng.integers(90, 166, size=3)) % 256  # keeps foreground/background contrast
+    if channels == 1:
+        bg, fg = bg[:1].repeat(3), fg[:1].repeat(3)
+    canvas = np.empty((size, size, 3), np.uint8)
+    canvas[:] = bg
+    r = int(rng.integers(size // 5, size // 3 + 1))
+    cx, cy = (int(v) for v in rng.integers(r, size - r, size=2))
+    _draw(canvas, SHAPES[label % len(SHAPES)], cx, cy, r, tuple(int(c) for c in fg), rng)
+    noise = rng.normal(0, 12, canvas.shape)
+    img = np.clip(canvas + noise, 0, 255).astype(np.uint8)
+    return img[..., :1] if channels == 1 else img
+
+
+def shape_dataset(n_per_class: int, num_classes: int, size: int, channels: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A shuffled balanced set: images (N, size, size, channels) uint8 and labels int64."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(num_classes), n_per_class)
+    rng.shuffle(labels)
+    images = np.stack([shape_image(int(y), size, channels, rng) for y in labels])
+    return images, labels.astype(np.int64)

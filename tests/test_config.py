@@ -1,0 +1,71 @@
+"""params.yaml validation: every mistake is one line naming the parameter, before any work."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stages import config
+from stages.errors import ConfigError
+
+REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def write(tmp_path: Path, mutate) -> Path:
+    data = yaml.safe_load(REPO_PARAMS.read_text())
+    mutate(data)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_repository_params_are_valid():
+    params = config.load(REPO_PARAMS)
+    assert params.profile in ("embedded", "full")
+    assert params.experiments, "no experiments defined"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda d: d["experiments"]["objects8_cnn"].update(epochs=-3), "experiments.objects8_cnn.epochs"),
+        (lambda d: d["experiments"]["objects8_cnn"].update(epochs="ten"), "experiments.objects8_cnn.epochs"),
+        (lambda d: d["experiments"]["objects8_cnn"].update(batch_size=0), "experiments.objects8_cnn.batch_size"),
+        (lambda d: d["experiments"]["objects8_cnn"].update(epocs=3), "did you mean 'epochs'"),
+        (lambda d: d["experiments"]["objects8_cnn"].update(dataset="objects9"), "did you mean 'objects8'"),
+        (lambda d: d["experiments"]["objects8_cnn"].update(model="objects8_cn"), "did you mean 'objects8_cnn'"),
+        (lambda d: d["experiments"]["objects8_cnn"]["model_args"].update(filter=3), "did you mean 'filters'"),
+        (lambda d: d["experiments"]["objects8_cnn"]["optimizer"].update(name="adamm")
+         if "optimizer" in d["experiments"]["objects8_cnn"]
+         else d["experiments"]["objects8_cnn"].update(optimizer={"name": "adamm"}), "optimizer.name"),
+        (lambda d: d.update(profile="fast"), "profile"),
+        (lambda d: d["datasets"]["objects8"].update(source="cifar100"), "unknown source 'cifar100'"),
+        (lambda d: d["datasets"]["objects8"].update(val_fraction=1.5), "datasets.objects8.val_fraction"),
+    ],
+)
+def test_bad_params_name_the_parameter(tmp_path, mutate, expected):
+    with pytest.raises(ConfigError) as err:
+        config.load(write(tmp_path, mutate))
+    message = str(err.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_unknown_experiment_suggests_the_closest():
+    params = config.load(REPO_PARAMS)
+    with pytest.raises(ConfigError, match="did you mean 'objects8_cnn'"):
+        config.experiment(params, "objects8_cn")
+
+
+def test_embedded_profile_caps_epochs(tmp_path):
+    params = config.load(write(tmp_path, lambda d: d["profiles"]["embedded"].update(max_epochs=2)))
+    assert config.effective_epochs(params, params.experiments["objects8_cnn"]) == 2
+    full = config.load(write(tmp_path, lambda d: d.update(profile="full")))
+    assert config.effective_epochs(full, full.experiments["objects8_cnn"]) == 10
+
+
+def test_invalid_yaml_is_reported_with_the_file(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("profile: [embedded\n")
+    with pytest.raises(ConfigError, match=str(path)):
+        config.load(path)
