@@ -167,6 +167,7 @@ def train(params: config.Params, name: str) -> dict:
     start = time.perf_counter()
     history = model.fit(
         train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks(exp, name, resuming), verbose=2,
+        shuffle=False,  # the tf.data pipeline already reshuffles every epoch, seeded
     )
     seconds = time.perf_counter() - start
     best = ckpt_dir / "best.keras"

@@ -84,7 +84,7 @@ class ImageError(DataError):
 # --------------------------------------------------------------------------- header sniffing
 
 
-def _jpeg_header(data: bytes | memoryview) -> tuple[tuple[int, int] | None, int | None]:
+def _jpeg_header(data: bytes) -> tuple[tuple[int, int] | None, int | None]:
     """Walk the JPEG segments up to the first scan: ((width, height), end of the SOS header).
 
     Returns (None, None) when the segment chain is irregular; libjpeg is tolerant of some of that,
@@ -121,8 +121,8 @@ def _jpeg_header(data: bytes | memoryview) -> tuple[tuple[int, int] | None, int 
     return dims, None  # ran out of bytes before the first scan
 
 
-def _pnm_dims(data: bytes | memoryview) -> tuple[int, int] | None:
-    head = bytes(data[:1024])
+def _pnm_dims(data: bytes) -> tuple[int, int] | None:
+    head = data[:1024]
     pos, numbers = 2, []
     while len(numbers) < 2 and pos < len(head):
         c = head[pos : pos + 1]
@@ -143,10 +143,10 @@ def _pnm_dims(data: bytes | memoryview) -> tuple[int, int] | None:
     return (numbers[0], numbers[1]) if len(numbers) == 2 else None
 
 
-def _sniff(data: bytes | memoryview, source: str) -> tuple[str | None, tuple[int, int] | None]:
+def _sniff(data: bytes, source: str) -> tuple[str | None, tuple[int, int] | None]:
     """(format name or None, (width, height) claimed by the header or None). Raises ImageError for
     headers that are cut short or a JPEG without its end-of-image marker."""
-    head = bytes(data[:32])
+    head = data[:32]
     if head.startswith(_PNG_SIG):
         if len(data) < 24 or head[12:16] != b"IHDR":
             raise ImageError(source, "corrupt or truncated PNG header")
@@ -157,7 +157,7 @@ def _sniff(data: bytes | memoryview, source: str) -> tuple[str | None, tuple[int
             if dims is not None:  # frame header found, but the bytes end before the image data
                 raise ImageError(source, "truncated JPEG (ends before the image data)")
             return "JPEG", None
-        if bytes(data[-2:]) != b"\xff\xd9" and bytes(data[scan_start:]).find(b"\xff\xd9") < 0:
+        if not data.endswith(b"\xff\xd9") and data.find(b"\xff\xd9", scan_start) < 0:
             raise ImageError(source, "truncated JPEG (no end-of-image marker)")
         return "JPEG", dims
     if head[:6] in (b"GIF87a", b"GIF89a"):
@@ -206,17 +206,17 @@ def decode_image(
     oversized data; it never allocates the pixels of an image over :data:`MAX_IMAGE_PIXELS`.
     """
     channels = _check_args(size, color)
-    buf = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data
-    if buf.dtype != np.uint8 or buf.ndim != 1:
-        buf = np.frombuffer(buf.tobytes(), dtype=np.uint8)
-    if buf.size == 0:
+    if not isinstance(data, bytes):
+        data = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
+    if not data:
         raise ImageError(source, "empty file (0 bytes)")
-    fmt, dims = _sniff(memoryview(buf), source)
+    fmt, dims = _sniff(data, source)
     if dims is not None:
         width, height = dims
         if width * height > MAX_IMAGE_PIXELS:
             raise ImageError(
-                source, f"{fmt} header claims {width}x{height} pixels, over the limit of {MAX_IMAGE_PIXELS}"
+                source,
+                f"{fmt} header claims {width}x{height} pixels, over the limit of {MAX_IMAGE_PIXELS}",
             )
         if width == 0 or (height == 0 and fmt != "JPEG"):  # JPEG may give its height later (DNL)
             raise ImageError(source, f"{fmt} header claims an empty {width}x{height} image")
@@ -225,15 +225,21 @@ def decode_image(
     else:
         flags = (_RGB_FLAG if _RGB_FLAG is not None else cv2.IMREAD_COLOR) | _ORIENT
     try:
-        img = cv2.imdecode(buf, flags)
+        img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     except cv2.error as exc:
         text = str(exc)
         if "MAX_IMAGE" in text or "validateInputImageSize" in text:
-            raise ImageError(source, f"image is over OpenCV's size limit ({MAX_IMAGE_PIXELS} pixels)") from None
+            raise ImageError(
+                source, f"image is over OpenCV's size limit ({MAX_IMAGE_PIXELS} pixels)"
+            ) from None
         last = [line for line in text.splitlines() if line.strip()]
-        raise ImageError(source, f"cannot decode: {last[-1].strip() if last else 'OpenCV error'}") from None
+        raise ImageError(
+            source, f"cannot decode: {last[-1].strip() if last else 'OpenCV error'}"
+        ) from None
     if img is None or img.size == 0:
-        what = "not a recognised image format" if fmt is None else f"corrupt or truncated {fmt} data"
+        what = (
+            "not a recognised image format" if fmt is None else f"corrupt or truncated {fmt} data"
+        )
         raise ImageError(source, what)
     if img.dtype != np.uint8:  # IMREAD_COLOR/GRAYSCALE give 8 bits; be safe against odd codecs
         img = cv2.convertScaleAbs(img)
@@ -252,24 +258,30 @@ def decode_image(
 def _load_file(path: Path, size, color: str, interpolation: int) -> np.ndarray:
     source = str(path)
     try:
-        with open(path, "rb") as fh:
+        with open(path, "rb", buffering=0) as fh:  # unbuffered: one read() of the whole file
             nbytes = os.fstat(fh.fileno()).st_size
             if nbytes > MAX_FILE_BYTES:
-                raise ImageError(source, f"file is {nbytes} bytes, over the {MAX_FILE_BYTES}-byte limit for an image")
-            data = fh.read()
+                raise ImageError(
+                    source,
+                    f"file is {nbytes} bytes, over the {MAX_FILE_BYTES}-byte limit for an image",
+                )
+            data = fh.readall()
     except OSError as exc:
-        raise ImageError(source, f"cannot read file ({exc.strerror or type(exc).__name__})") from None
+        raise ImageError(
+            source, f"cannot read file ({exc.strerror or type(exc).__name__})"
+        ) from None
     return decode_image(data, size, color=color, interpolation=interpolation, source=source)
 
 
 # --------------------------------------------------------------------------- many images
 
-# OpenCV parallelises some calls (resize of large images, colour conversion) over its own thread
-# pool. Inside our thread pool that only oversubscribes the cores: every worker is already busy,
-# and OpenCV's pool serves one caller at a time, so the other workers would queue for it. While a
-# parallel read runs, OpenCV is therefore set to one thread (restored afterwards; a counter keeps
-# overlapping reads from restoring too early). A sequential read (workers=1) leaves OpenCV alone so
-# that its internal threading can still speed up single large images.
+# OpenCV parallelises some calls (resize and colour conversion of large images) over its own
+# thread pool (pthreads in the pip wheels). Inside our pool that can only hurt: every core already
+# has a decode worker, so OpenCV's extra threads oversubscribe the CPU, and its single pool is shared
+# by all callers, so concurrent calls contend for it. While a parallel read runs, OpenCV is set to
+# one thread (restored afterwards; a counter keeps overlapping reads from restoring too early). A
+# sequential read (workers=1) leaves OpenCV alone, so its threading still helps with large images.
+# The setting is process-wide: other OpenCV users in the process run single-threaded meanwhile.
 _cv_lock = threading.Lock()
 _cv_depth = 0
 _cv_saved = 0
@@ -345,7 +357,10 @@ def read_image_files(
         for b in bounds:
             run(b)
     else:
-        with _opencv_single_threaded(), ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
+        with (
+            _opencv_single_threaded(),
+            ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool,
+        ):
             for _ in pool.map(run, bounds):
                 pass
 
@@ -388,17 +403,21 @@ def plain_loop_read(
     """The naive baseline: ``cv2.imread`` + ``cv2.resize`` + ``np.array``, one file after another.
 
     Same decoding flags and return value as :func:`read_image_files`, so results compare equal; no
-    header checks, no thread pool. Kept for benchmarks and tests only.
+    header checks, no thread pool; with ``size=None`` all images must share one size. Kept for
+    benchmarks and tests only.
     """
     channels = _check_args(size, color)
     images, ok, skipped = [], [], []
     for i, p in enumerate(paths):
-        if channels == 1:
-            img = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE | _ORIENT)
-        else:
-            img = cv2.imread(str(p), cv2.IMREAD_COLOR | _ORIENT)
-            if img is not None:
-                img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        try:
+            if channels == 1:
+                img = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE | _ORIENT)
+            else:
+                img = cv2.imread(str(p), cv2.IMREAD_COLOR | _ORIENT)
+                if img is not None:
+                    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        except cv2.error:  # e.g. over OpenCV's pixel limit
+            img = None
         if img is None:
             skipped.append((str(p), "cv2.imread failed"))
             continue
@@ -472,11 +491,16 @@ def read_image_folder(
     labels: list[int] = []
     for label, name in enumerate(classes):
         folder = root / name
-        members = sorted((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.relative_to(folder).as_posix())
+        members = sorted(
+            (p for p in folder.rglob("*") if p.is_file()),
+            key=lambda p: p.relative_to(folder).as_posix(),
+        )
         files.extend(members)
         labels.extend([label] * len(members))
 
-    x, ok, skipped = read_image_files(files, size, color=color, workers=workers, interpolation=interpolation)
+    x, ok, skipped = read_image_files(
+        files, size, color=color, workers=workers, interpolation=interpolation
+    )
     rel = [p.relative_to(root).as_posix() for p in files]
     skipped_rel = [(p.relative_to(root).as_posix(), "not inside a class folder") for p in loose]
     index = {str(p): i for i, p in enumerate(files)}
@@ -503,14 +527,20 @@ def _find_split_base(root: Path) -> Path:
     if has_splits(root):
         return root
     candidates = [
-        p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".") and has_splits(p)
+        p
+        for p in sorted(root.iterdir())
+        if p.is_dir() and not p.name.startswith(".") and has_splits(p)
     ]
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
-        raise DataError(f"{root}: no train/ and test/ folders found (looked in it and its sub-folders)")
+        raise DataError(
+            f"{root}: no train/ and test/ folders found (looked in it and its sub-folders)"
+        )
     names = ", ".join(p.name for p in candidates)
-    raise DataError(f"{root}: several folders hold train/ and test/ ({names}); point at one of them")
+    raise DataError(
+        f"{root}: several folders hold train/ and test/ ({names}); point at one of them"
+    )
 
 
 def read_split_image_folder(

@@ -12,8 +12,8 @@ Allowed globals (module.name -> stand-in):
   ``numpy.ndarray``, ``numpy.dtype`` (simple numeric/bool dtypes only),
   ``numpy[._]core.multiarray.scalar``, ``numpy[._]core.numeric._frombuffer`` (protocol 5)
 * ``_codecs.encode`` (only ``encode(str, "latin1")``: how protocol-2 pickles written by
-  Python 3 carry ``bytes``, e.g. the raw data of a NumPy array) and ``builtins.bytes`` /
-  ``__builtin__.bytes`` (only ``bytes()``: how they carry ``b""``)
+  Python 3 carry ``bytes``, e.g. the raw data of a NumPy array) and ``builtins.bytes``
+  (only ``bytes()``: how they carry ``b""``)
 * ``collections.OrderedDict``
 * ``torch._utils._rebuild_tensor_v2`` and ``torch._utils._rebuild_tensor``
 * torch storage classes ``torch[.cuda].{Float,Double,Half,BFloat16,Byte,Char,Short,Int,
@@ -33,6 +33,7 @@ importing torch.
 
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import math
 import pickle
@@ -57,8 +58,9 @@ __all__ = [
     "safe_load",
 ]
 
-# Largest element count a tensor may expand to beyond its storage (stride-0 views).
-_MAX_EXPANDED_ELEMENTS = 1 << 28
+# Largest element count a tensor may have beyond its storage's own (stride-0 "expanded"
+# views): bounds the memory a small hostile file can make the reader allocate.
+_MAX_EXPANDED_ELEMENTS = 1 << 22
 
 
 def _one_line(text: Any, limit: int = 200) -> str:
@@ -335,7 +337,7 @@ class _PendingTensor(_Frozen):
                     f"tensor of shape {self.size} (offset {self.offset}, strides {self.stride}) "
                     f"runs past its storage of {flat.shape[0]} elements"
                 )
-            if count > max(flat.shape[0], _MAX_EXPANDED_ELEMENTS):
+            if count > flat.shape[0] and count > _MAX_EXPANDED_ELEMENTS:
                 raise DataError(f"tensor of shape {self.size} expands its storage implausibly")
             base = flat[self.offset :]
             view = np.lib.stride_tricks.as_strided(
@@ -407,7 +409,6 @@ def _build_allowlist() -> dict[tuple[str, str], Any]:
         ("collections", "OrderedDict"): _Callable(collections.OrderedDict),
         ("_codecs", "encode"): _Callable(_codecs_encode),
         ("builtins", "bytes"): _Callable(_empty_bytes),
-        ("__builtin__", "bytes"): _Callable(_empty_bytes),
         ("numpy", "ndarray"): _NDARRAY,
         ("numpy", "dtype"): _Callable(_DTypeSpec),
         ("torch._utils", "_rebuild_tensor_v2"): _Callable(_rebuild_tensor_v2),
@@ -446,13 +447,19 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._name = name
         self._persistent = persistent_load
 
-    def find_class(self, module: str, name: str) -> Any:  # noqa: D102
+    def find_class(self, module: str, name: str) -> Any:
+        # Python 2 names (``__builtin__.eval``, ``copy_reg._reconstructor``) as Python 3 ones,
+        # as the stock unpickler's fix_imports does; the allowlist decides either way.
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
         target = ALLOWED_GLOBALS.get((module, name))
         if target is None:
             raise DataError(refused_message(self._name, module, name))
         return target
 
-    def persistent_load(self, pid: Any) -> Any:  # noqa: D102
+    def persistent_load(self, pid: Any) -> Any:
         if self._persistent is None:
             raise DataError(
                 f"{self._name}: refusing to load: the pickle refers to external data "
@@ -490,7 +497,7 @@ def safe_load(
     except DataError as exc:
         msg = str(exc)
         raise (exc if msg.startswith(f"{name}:") else DataError(f"{name}: {msg}")) from None
-    except Exception as exc:  # noqa: BLE001 - any malformed stream must become DataError
+    except Exception as exc:  # any malformed stream must become DataError
         raise _failure(name, exc) from None
     return resolve(obj, name=name) if resolve_arrays else obj
 
@@ -612,7 +619,7 @@ class CompatPickler(pickle._Pickler):  # type: ignore[name-defined]
         self._py2_strings = py2_strings
         self._pid = persistent_id
 
-    def persistent_id(self, obj: Any) -> Any:  # noqa: D102
+    def persistent_id(self, obj: Any) -> Any:
         return None if self._pid is None else self._pid(obj)
 
     def save_global_ref(self, obj: GlobalRef) -> None:

@@ -109,6 +109,8 @@ def _read_idx_stream(fh, path: Path, file_size: int, *, compressed: bool) -> np.
     dtype = _IDX_TYPES[code]
     expected = math.prod(dims) * dtype.itemsize
     header = 4 + 4 * ndim
+    if math.prod(d for d in dims if d) * dtype.itemsize >= 2**62:  # numpy cannot even shape it
+        raise DataError(f"{path}: IDX header declares an impossible shape {dims}")
     shape = "x".join(map(str, dims))
     if not compressed:
         actual = file_size - header
@@ -144,7 +146,9 @@ def write_idx(path: str | os.PathLike, array: np.ndarray, *, gzip: bool = True) 
     array = np.asarray(array)
     native = array.dtype.newbyteorder("=") if array.dtype.byteorder not in "=|" else array.dtype
     if native not in _IDX_CODES:
-        raise ValueError(f"IDX cannot hold dtype {array.dtype}; use uint8/int8/int16/int32/float32/float64")
+        raise ValueError(
+            f"IDX cannot hold dtype {array.dtype}; use uint8/int8/int16/int32/float32/float64"
+        )
     if array.ndim == 0 or array.ndim > 255 or any(d >= 2**32 for d in array.shape):
         raise ValueError(f"IDX cannot hold shape {array.shape}")
     code = _IDX_CODES[native]
@@ -187,7 +191,11 @@ def _line_problem(text: str, n_columns: int, has_labels: bool) -> str | None:
         try:
             value = float(field)
         except ValueError:
-            return f"column {col}: non-numeric {what} {field[:20]!r}" if field else f"column {col}: empty {what}"
+            return (
+                f"column {col}: non-numeric {what} {field[:20]!r}"
+                if field
+                else f"column {col}: empty {what}"
+            )
         if not math.isfinite(value):
             return f"column {col}: non-numeric {what} {field[:20]!r}"
         if is_label:
@@ -245,7 +253,9 @@ def read_label_csv(
     except UnicodeDecodeError:
         raise DataError(f"{path}: line 1: not UTF-8 text") from None
     if not first.strip():
-        raise DataError(f"{path}: line 1: empty (expected a header or {n_pixels + 1} or {n_pixels} columns)")
+        raise DataError(
+            f"{path}: line 1: empty (expected a header or {n_pixels + 1} or {n_pixels} columns)"
+        )
     fields = first.split(",")
     n_columns = len(fields)
     if n_columns not in (n_pixels + 1, n_pixels):
@@ -304,7 +314,7 @@ def read_label_csv(
         lineno = first_data_line + row
         with open(path, "rb") as fh:
             raw = next(itertools.islice(fh, lineno - 1, None), b"")
-        text = raw.decode("utf-8", "replace").rstrip("\r\n")
+        text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8", "replace").rstrip("\r\n")
         problem = _line_problem(text, n_columns, has_labels) if bad[row] else None
         if problem is None:  # pandas and the line check disagree: fall back to the exact scan
             raise _scan_for_error(path, first_data_line, n_columns, has_labels)
@@ -323,7 +333,9 @@ def write_label_csv(
     """
     x = np.asarray(x)
     flat = x.reshape(len(x), -1)
-    if flat.size and (flat.min() < 0 or flat.max() > 255 or not np.array_equal(flat, np.round(flat))):
+    if flat.size and (
+        flat.min() < 0 or flat.max() > 255 or not np.array_equal(flat, np.round(flat))
+    ):
         raise ValueError("pixel values must be integers in 0..255")
     columns = [f"pixel{i}" for i in range(flat.shape[1])]
     table = flat.astype(np.int64)

@@ -1,0 +1,89 @@
+"""End to end: `dvc repro` on the embedded default in a fresh copy of the repository,
+then sharing through a DVC remote (a local directory) into a second clone."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def sh(*args: str, cwd: Path, timeout: int = 1800) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("DVC_ROOT", None)
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout + done.stderr
+
+
+def copy_checkout(dest: Path) -> Path:
+    """The repository as a user's clone has it: tracked and untracked-but-not-ignored files."""
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, check=True
+    ).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    sh("git", "init", "-q", cwd=dest)
+    sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A", cwd=dest)
+    sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "clone", cwd=dest)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory) -> Path:
+    repo = copy_checkout(tmp_path_factory.mktemp("repo"))
+    sh("dvc", "repro", cwd=repo)
+    return repo
+
+
+def test_every_experiment_learns_above_chance(reproduced):
+    params = yaml.safe_load((reproduced / "params.yaml").read_text())
+    for name, exp in params["experiments"].items():
+        metrics = json.loads((reproduced / "reports/experiments" / name / "metrics.json").read_text())
+        classes = json.loads((reproduced / "data/prepared" / exp["dataset"] / "meta.json").read_text())["classes"]
+        chance = 1 / len(classes)
+        assert metrics["test_accuracy"] > chance + 0.15, f"{name}: {metrics['test_accuracy']:.3f} vs chance {chance:.3f}"
+        assert (reproduced / "models" / name / "model.keras").is_file()
+
+
+def test_reports_say_the_data_is_generated(reproduced):
+    scorecard = (reproduced / "reports/scorecard.md").read_text()
+    assert "GENERATED SAMPLE DATA" in scorecard
+    assert (reproduced / "reports/figures/accuracy_vs_claimed.png").stat().st_size > 0
+
+
+def test_metrics_and_plots_are_visible_to_dvc(reproduced):
+    metrics = json.loads(sh("dvc", "metrics", "show", "--json", cwd=reproduced))
+    text = json.dumps(metrics)
+    assert "test_accuracy" in text and "objects8_cnn" in text
+    assert "nothing" not in sh("dvc", "plots", "show", "--json", cwd=reproduced)[:200].lower()
+
+
+def test_second_repro_does_nothing_and_remote_round_trip(reproduced, tmp_path):
+    assert "up to date" in sh("dvc", "status", cwd=reproduced).lower()
+    # commit the lock file, push the artefacts, clone, pull: nothing left to recompute
+    remote = tmp_path / "remote"
+    sh("dvc", "remote", "add", "-d", "shared", str(remote), cwd=reproduced)
+    sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A", cwd=reproduced)
+    sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "results", cwd=reproduced)
+    sh("dvc", "push", cwd=reproduced)
+    clone = tmp_path / "clone"
+    sh("git", "clone", "-q", str(reproduced), str(clone), cwd=tmp_path)
+    sh("dvc", "pull", cwd=clone)
+    assert "up to date" in sh("dvc", "status", cwd=clone).lower()
+    out = sh("dvc", "repro", cwd=clone)
+    assert "didn't change" in out or "up to date" in out.lower(), out[-2000:]
+    assert (clone / "models/objects8_cnn/model.keras").is_file()
