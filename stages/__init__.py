@@ -4,3 +4,6 @@ import os
 
 # TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notices) hides the stage's own output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# OpenCV reads its decode-size limit once, at import: set it before anything imports cv2,
+# so an image claiming enormous dimensions is refused instead of allocated.
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(2**28))

@@ -27,6 +27,7 @@ class Strict(BaseModel):
 
 class Profile(Strict):
     max_epochs: int | None = Field(default=None, gt=0)
+    max_batch_size: int | None = Field(default=None, gt=0)
     max_train_examples: int | None = Field(default=None, gt=0)
 
 
@@ -104,9 +105,7 @@ class Experiment(Strict):
     epochs: int = Field(gt=0)
     batch_size: int = Field(gt=0)
     optimizer: Optimizer = Optimizer()
-    loss: Literal["sparse_categorical_crossentropy", "categorical_crossentropy"] = (
-        "sparse_categorical_crossentropy"
-    )
+    loss: Literal["sparse_categorical_crossentropy", "categorical_crossentropy"] = "sparse_categorical_crossentropy"
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
     callbacks: Callbacks = Callbacks()
     seed: int | None = None  # defaults to the top-level seed
@@ -211,7 +210,9 @@ def _check_models(params: Params, path: Path) -> None:
         for arg in exp.model_args:
             if arg not in accepted or arg in ("input_shape", "num_classes"):
                 options = [p for p in accepted if p not in ("input_shape", "num_classes")]
-                raise ConfigError(f"{where}.model_args: {exp.model} takes no argument {arg!r}{did_you_mean(arg, options)}")
+                raise ConfigError(
+                    f"{where}.model_args: {exp.model} takes no argument {arg!r}{did_you_mean(arg, options)}"
+                )
 
 
 def experiment(params: Params, name: str) -> Experiment:
@@ -224,3 +225,9 @@ def effective_epochs(params: Params, exp: Experiment) -> int:
     """The study's epochs, capped by the active profile (the embedded default trains briefly)."""
     cap = params.active.max_epochs
     return min(exp.epochs, cap) if cap else exp.epochs
+
+
+def effective_batch_size(params: Params, exp: Experiment) -> int:
+    """The study's batch size, capped by the active profile (few images still give enough steps)."""
+    cap = params.active.max_batch_size
+    return min(exp.batch_size, cap) if cap else exp.batch_size

@@ -16,8 +16,7 @@ from stages import config, fetch
 from stages.errors import DataError
 from stages.generate import GENERATORS
 from stages.io import atomic_path, write_json
-
-RAW = Path("data/raw")
+from stages.paths import RAW
 
 
 def fetch_source(params: config.Params, name: str, dest: Path) -> str:
@@ -39,8 +38,14 @@ def fetch_source(params: config.Params, name: str, dest: Path) -> str:
     mirror = Path(params.data.mirror).expanduser() if params.data.mirror else None
     for f in src.files:
         fetch.download(
-            f.url, dest / Path(urlparse(f.url).path).name, md5=f.md5, sha256=f.sha256, size=f.size,
-            mirror=mirror, retries=params.data.download_retries, timeout=params.data.download_timeout,
+            f.url,
+            dest / Path(urlparse(f.url).path).name,
+            md5=f.md5,
+            sha256=f.sha256,
+            size=f.size,
+            mirror=mirror,
+            retries=params.data.download_retries,
+            timeout=params.data.download_timeout,
         )
     return f"mirror {mirror}" if mirror else "downloaded from the official URLs"
 
@@ -52,7 +57,9 @@ def main(name: str) -> None:
     with atomic_path(RAW / name, is_dir=True) as tmp:
         origin = fetch_source(params, name, tmp)
         files = sorted(p.name for p in tmp.iterdir())
-        write_json(tmp / "provenance.json", {"source": name, "origin": origin, "profile": params.profile, "files": files})
+        write_json(
+            tmp / "provenance.json", {"source": name, "origin": origin, "profile": params.profile, "files": files}
+        )
     print(f"download@{name}: {len(files)} file(s), {origin}")
 
 

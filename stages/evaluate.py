@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-import time
-from pathlib import Path
 
-import keras
 import numpy as np
 from sklearn import metrics as skm
 
 from stages import config, plots
-from stages.io import write_json, write_text
-from stages.train import MODELS, PREPARED, REPORTS, load_split, make_dataset
+from stages.io import load_npy, write_json, write_text
+from stages.paths import EXPERIMENT_REPORTS as REPORTS
+from stages.paths import MODELS, PREPARED
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str], top_k: int = 3) -> dict:
@@ -22,7 +20,9 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[
     out = {
         "test_accuracy": float(skm.accuracy_score(y_true, y_pred)),
         "test_loss": float(skm.log_loss(y_true, np.clip(probs, 1e-7, 1), labels=labels)),
-        "test_precision_macro": float(skm.precision_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "test_precision_macro": float(
+            skm.precision_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+        ),
         "test_recall_macro": float(skm.recall_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
         "test_f1_macro": float(skm.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
     }
@@ -36,20 +36,22 @@ def evaluate(params: config.Params, name: str) -> dict:
     meta = json.loads((PREPARED / exp.dataset / "meta.json").read_text())
     summary = json.loads((MODELS / name / "summary.json").read_text())
     classes, out = meta["classes"], REPORTS / name
-    model = keras.models.load_model(MODELS / name / "model.keras")
-    x_test, y_test = load_split(exp.dataset, "test")
-    start = time.perf_counter()
-    probs = model.predict(make_dataset(x_test, y_test, exp.batch_size), verbose=0)
-    test_seconds = time.perf_counter() - start
+    # test-split outputs of the trained model, written by `train` (see the note there)
+    probs = load_npy(MODELS / name / "test_probs.npy")
+    y_test = load_npy(PREPARED / exp.dataset / "y_test.npy")
 
     result = classification_metrics(y_test, probs, classes)
     result.update(
-        test_seconds=round(test_seconds, 3), parameters=summary["parameters"], epochs_run=summary["epochs_run"],
-        train_seconds=summary["train_seconds"], test_images=len(y_test),
+        test_seconds=summary["test_seconds"],
+        parameters=summary["parameters"],
+        epochs_run=summary["epochs_run"],
+        train_seconds=summary["train_seconds"],
+        test_images=len(y_test),
     )
     y_pred = probs.argmax(axis=1)
-    report = skm.classification_report(y_test, y_pred, labels=list(range(len(classes))), target_names=classes,
-                                       output_dict=True, zero_division=0)
+    report = skm.classification_report(
+        y_test, y_pred, labels=list(range(len(classes))), target_names=classes, output_dict=True, zero_division=0
+    )
     cm = skm.confusion_matrix(y_test, y_pred, labels=list(range(len(classes))))
     title = f"{name}: test accuracy {result['test_accuracy']:.3f}{plots.data_label(meta['data'])}"
 
@@ -58,12 +60,14 @@ def evaluate(params: config.Params, name: str) -> dict:
     rows = ["actual,predicted"] + [f"{classes[a]},{classes[p]}" for a, p in zip(y_test, y_pred)]
     write_text(out / "predictions.csv", "\n".join(rows) + "\n")
     plots.confusion(cm, classes, title, out / "confusion.png")
-    plots.learning_curves(out / "train", f"{name}: learning curves{plots.data_label(meta['data'])}", out / "learning_curves.png")
+    plots.learning_curves(
+        out / "train", f"{name}: learning curves{plots.data_label(meta['data'])}", out / "learning_curves.png"
+    )
     return result
 
 
 def main(name: str) -> None:
-    params = config.load()
+    params = config.load(check_models=False)
     result = evaluate(params, name)
     print(f"evaluate@{name}: test accuracy {result['test_accuracy']:.4f}, loss {result['test_loss']:.4f}")
 

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import shutil
 import sys
-from pathlib import Path
 
 from stages import config, fetch
 from stages.io import atomic_path
-
-RAW, EXTRACTED = Path("data/raw"), Path("data/extracted")
+from stages.paths import EXTRACTED, RAW
 
 
 def archive_stem(name: str) -> str:

@@ -76,14 +76,8 @@ def _check(
     if size is not None:
         actual = path.stat().st_size
         if actual != size:
-            raise DataError(
-                f"size mismatch for {label}: expected {size} bytes, got {actual}"
-            )
-    wanted = {
-        name: value.strip().lower()
-        for name, value in (("md5", md5), ("sha256", sha256))
-        if value
-    }
+            raise DataError(f"size mismatch for {label}: expected {size} bytes, got {actual}")
+    wanted = {name: value.strip().lower() for name, value in (("md5", md5), ("sha256", sha256)) if value}
     if not wanted:
         return
     hashers = {name: hashlib.new(name) for name in wanted}
@@ -97,9 +91,7 @@ def _check(
     for name, expected in wanted.items():
         actual = hashers[name].hexdigest()
         if actual != expected:
-            raise DataError(
-                f"checksum mismatch for {label}: expected {name} {expected}, got {actual}"
-            )
+            raise DataError(f"checksum mismatch for {label}: expected {name} {expected}, got {actual}")
 
 
 def verify(
@@ -153,9 +145,7 @@ class _Progress:
             self._show(done, "\n")
 
 
-def _fetch_once(
-    url: str, tmp: Path, dest: Path, timeout: float, progress: bool
-) -> None:
+def _fetch_once(url: str, tmp: Path, dest: Path, timeout: float, progress: bool) -> None:
     """One attempt to stream ``url`` into ``tmp``; raises _Retry or _Fatal."""
     request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
     try:
@@ -185,14 +175,10 @@ def _fetch_once(
                         chunk = response.read(_CHUNK)
                     except (http.client.HTTPException, OSError) as e:
                         reason = _one_line(e) or type(e).__name__
-                        raise _Retry(
-                            f"connection lost after {done} bytes: {reason}"
-                        ) from None
+                        raise _Retry(f"connection lost after {done} bytes: {reason}") from None
                     if not chunk:
                         break
-                    fh.write(
-                        chunk
-                    )  # an OSError here is a local disk problem, not a network one
+                    fh.write(chunk)  # an OSError here is a local disk problem, not a network one
                     done += len(chunk)
                     bar.update(done)
         except OSError as e:
@@ -238,16 +224,12 @@ def download(
     if mirror is not None:
         source = Path(mirror) / name
         if not source.is_file():
-            raise DataError(
-                f"mirror file {source} not found (data.mirror is set, so {url} is not downloaded)"
-            )
+            raise DataError(f"mirror file {source} not found (data.mirror is set, so {url} is not downloaded)")
         with atomic_path(dest) as tmp:
             try:
                 shutil.copyfile(source, tmp)
             except OSError as e:
-                raise DataError(
-                    f"cannot copy {source} to {dest}: {_one_line(e)}"
-                ) from None
+                raise DataError(f"cannot copy {source} to {dest}: {_one_line(e)}") from None
             _check(tmp, source, **checks)
         return dest
 
@@ -271,9 +253,7 @@ def download(
                     )
                     time.sleep(delay)
         else:
-            raise DataError(
-                f"cannot download {url} after {attempts} attempts: {reason}. {hint}"
-            )
+            raise DataError(f"cannot download {url} after {attempts} attempts: {reason}. {hint}")
         _check(tmp, dest, **checks)
     return dest
 
@@ -284,9 +264,7 @@ def download(
 def _safe_parts(archive: Path, name: str) -> tuple[str, ...]:
     """The path components of member ``name``; refuse absolute paths and ``..``."""
     if not name or "\x00" in name:
-        raise DataError(
-            f"refusing member {name!r} of {archive}: empty name or NUL byte"
-        )
+        raise DataError(f"refusing member {name!r} of {archive}: empty name or NUL byte")
     if name.startswith(("/", "\\")) or PurePosixPath(name).is_absolute():
         raise DataError(f"refusing member {name!r} of {archive}: absolute path")
     parts = tuple(p for p in PurePosixPath(name).parts if p not in ("", "."))
@@ -301,9 +279,7 @@ def _target(archive: Path, root: Path, name: str, parts: tuple[str, ...]) -> Pat
     real_root = os.path.realpath(root)
     real = os.path.realpath(target)
     if os.path.commonpath([real, real_root]) != real_root:
-        raise DataError(
-            f"refusing member {name!r} of {archive}: it would be written outside {root}"
-        )
+        raise DataError(f"refusing member {name!r} of {archive}: it would be written outside {root}")
     return target
 
 
@@ -311,18 +287,14 @@ def _mkdir(path: Path, archive: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise DataError(
-            f"cannot create {path} while extracting {archive}: {_one_line(e)}"
-        ) from None
+        raise DataError(f"cannot create {path} while extracting {archive}: {_one_line(e)}") from None
 
 
 class _Corrupt(Exception):
     """Reading an archive member failed (wraps the reader's own error)."""
 
 
-def _copy(
-    src: BinaryIO, target: Path, archive: Path, name: str, written: int, max_bytes: int
-) -> int:
+def _copy(src: BinaryIO, target: Path, archive: Path, name: str, written: int, max_bytes: int) -> int:
     """Stream ``src`` into ``target``, counting bytes against ``max_bytes``; return the new total."""
     _mkdir(target.parent, archive)
     try:
@@ -330,9 +302,7 @@ def _copy(
             while True:
                 try:
                     chunk = src.read(_CHUNK)
-                except (
-                    _CORRUPT
-                ) as e:  # keep reader errors apart from local write errors
+                except _CORRUPT as e:  # keep reader errors apart from local write errors
                     raise _Corrupt(_one_line(e) or type(e).__name__) from e
                 if not chunk:
                     break
@@ -344,9 +314,7 @@ def _copy(
                     )
                 out.write(chunk)
     except OSError as e:
-        raise DataError(
-            f"cannot write {target} while extracting {archive}: {_one_line(e)}"
-        ) from None
+        raise DataError(f"cannot write {target} while extracting {archive}: {_one_line(e)}") from None
     return written
 
 
@@ -372,14 +340,10 @@ def _extract_tar(archive: Path, root: Path, max_bytes: int, max_members: int) ->
         declared = 0
         for member in tf:
             if len(members) >= max_members:
-                raise DataError(
-                    f"refusing {archive}: more than {max_members} members (at {member.name!r})"
-                )
+                raise DataError(f"refusing {archive}: more than {max_members} members (at {member.name!r})")
             problem = _tar_kind(member)
             if problem:
-                raise DataError(
-                    f"refusing member {member.name!r} of {archive}: {problem}"
-                )
+                raise DataError(f"refusing member {member.name!r} of {archive}: {problem}")
             parts = _safe_parts(archive, member.name)
             if member.isreg():
                 declared += member.size
@@ -400,26 +364,18 @@ def _extract_tar(archive: Path, root: Path, max_bytes: int, max_members: int) ->
             try:
                 filtered = tarfile.data_filter(member, str(root))
             except tarfile.FilterError as e:
-                raise DataError(
-                    f"refusing member {member.name!r} of {archive}: {_one_line(e)}"
-                ) from None
+                raise DataError(f"refusing member {member.name!r} of {archive}: {_one_line(e)}") from None
             if not parts:
                 if member.isdir():
                     continue
-                raise DataError(
-                    f"refusing member {member.name!r} of {archive}: not a file name"
-                )
+                raise DataError(f"refusing member {member.name!r} of {archive}: not a file name")
             target = _target(archive, root, member.name, parts)
             if member.isdir():
                 _mkdir(target, archive)
                 continue
             src = tf.extractfile(member)
-            if (
-                src is None
-            ):  # pragma: no cover - isreg() members always have a file object
-                raise DataError(
-                    f"refusing member {member.name!r} of {archive}: no data"
-                )
+            if src is None:  # pragma: no cover - isreg() members always have a file object
+                raise DataError(f"refusing member {member.name!r} of {archive}: no data")
             with src:
                 written = _copy(src, target, archive, member.name, written, max_bytes)
             if filtered.mode is not None:
@@ -430,21 +386,15 @@ def _extract_zip(archive: Path, root: Path, max_bytes: int, max_members: int) ->
     with zipfile.ZipFile(archive) as zf:
         infos = zf.infolist()
         if len(infos) > max_members:
-            raise DataError(
-                f"refusing {archive}: {len(infos)} members, more than {max_members}"
-            )
+            raise DataError(f"refusing {archive}: {len(infos)} members, more than {max_members}")
         members: list[tuple[zipfile.ZipInfo, tuple[str, ...]]] = []
         declared = 0
         for info in infos:
             mode = info.external_attr >> 16
             if stat.S_ISLNK(mode):
-                raise DataError(
-                    f"refusing member {info.filename!r} of {archive}: symbolic link"
-                )
+                raise DataError(f"refusing member {info.filename!r} of {archive}: symbolic link")
             if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-                raise DataError(
-                    f"refusing member {info.filename!r} of {archive}: special file (mode {mode:o})"
-                )
+                raise DataError(f"refusing member {info.filename!r} of {archive}: special file (mode {mode:o})")
             parts = _safe_parts(archive, info.filename)
             declared += info.file_size
             if declared > max_bytes:
@@ -458,9 +408,7 @@ def _extract_zip(archive: Path, root: Path, max_bytes: int, max_members: int) ->
             if not parts:
                 if info.is_dir():
                     continue
-                raise DataError(
-                    f"refusing member {info.filename!r} of {archive}: not a file name"
-                )
+                raise DataError(f"refusing member {info.filename!r} of {archive}: not a file name")
             target = _target(archive, root, info.filename, parts)
             if info.is_dir():
                 _mkdir(target, archive)
@@ -540,16 +488,12 @@ def extract(
     if not archive.is_file():
         raise DataError(f"archive {archive} not found")
     if dest.exists() and not dest.is_dir():
-        raise DataError(
-            f"cannot extract {archive} to {dest}: it exists and is not a folder"
-        )
+        raise DataError(f"cannot extract {archive} to {dest}: it exists and is not a folder")
     extractor = _detect(archive)
     with atomic_path(dest, is_dir=True) as tmp:
         try:
             extractor(archive, tmp, max_bytes, max_members)
         except (*_CORRUPT, _Corrupt) as e:
             reason = _one_line(e) or type(e).__name__
-            raise DataError(
-                f"corrupt or truncated archive {archive}: {reason}"
-            ) from None
+            raise DataError(f"corrupt or truncated archive {archive}: {reason}") from None
     return dest

@@ -14,8 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from stages.synthetic import shape_dataset
 
 GENERATORS: dict[str, Callable[..., None]] = {}

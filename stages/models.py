@@ -117,8 +117,13 @@ def cifar_rgb_cnn(
 
     def conv(x: keras.KerasTensor, filters: int, name: str) -> keras.KerasTensor:
         x = layers.Conv2D(
-            filters, 3, padding="same", activation="mish", kernel_initializer="he_uniform",
-            kernel_regularizer=regularizers.L2(l2), name=name,
+            filters,
+            3,
+            padding="same",
+            activation="mish",
+            kernel_initializer="he_uniform",
+            kernel_regularizer=regularizers.L2(l2),
+            name=name,
         )(x)
         return layers.BatchNormalization(name=f"{name}_bn")(x)
 

@@ -40,7 +40,13 @@ def learning_curves(live_dir: Path, title: str, path: Path) -> None:
         for prefix, style in (("train/", "-"), ("eval/", "--")):
             series = read_live_metric(live_dir, f"{prefix}{metric}")
             if series is not None:
-                ax.plot(series.index, series.to_numpy(), style, marker="o", label=prefix.rstrip("/").replace("eval", "validation"))
+                ax.plot(
+                    series.index,
+                    series.to_numpy(),
+                    style,
+                    marker="o",
+                    label=prefix.rstrip("/").replace("eval", "validation"),
+                )
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)

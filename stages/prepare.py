@@ -18,8 +18,8 @@ from stages import config
 from stages.datasets import RawData, read_raw
 from stages.errors import ConfigError, DataError
 from stages.io import atomic_path, save_npy, write_json
+from stages.paths import EXTRACTED, PREPARED, RAW
 
-EXTRACTED, PREPARED = Path("data/extracted"), Path("data/prepared")
 OBJECTS8_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse"]
 
 
@@ -111,7 +111,7 @@ def prepare(params: config.Params, name: str) -> dict:
     arrays = {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
     if ds.task == "classification":
         arrays = {k: (resize(to_color(x, ds.color), ds.image_size), y) for k, (x, y) in arrays.items()}
-    origin = (PREPARED.parent / "raw" / ds.source / "provenance.json")
+    origin = RAW / ds.source / "provenance.json"
     meta = {
         "dataset": name,
         "task": ds.task,
@@ -124,7 +124,10 @@ def prepare(params: config.Params, name: str) -> dict:
     with atomic_path(PREPARED / name, is_dir=True) as tmp:
         for part, (x, y) in arrays.items():
             save_npy(tmp / f"x_{part}.npy", np.ascontiguousarray(x, dtype=np.uint8))
-            save_npy(tmp / f"y_{part}.npy", np.ascontiguousarray(y, dtype=np.uint8 if ds.task == "segmentation" else np.int64))
+            save_npy(
+                tmp / f"y_{part}.npy",
+                np.ascontiguousarray(y, dtype=np.uint8 if ds.task == "segmentation" else np.int64),
+            )
         write_json(tmp / "meta.json", meta)
     return meta
 
@@ -144,7 +147,8 @@ def main(name: str) -> None:
     if name not in params.datasets:
         raise ConfigError(f"params.yaml: unknown dataset {name!r}{config.did_you_mean(name, params.datasets)}")
     meta = prepare(params, name)
-    print(f"prepare@{name}: {meta['counts']} images of shape {meta['image_shape']}, {len(meta['skipped'])} skipped ({meta['data']})")
+    shape, skipped = meta["image_shape"], len(meta["skipped"])
+    print(f"prepare@{name}: {meta['counts']} images of shape {shape}, {skipped} skipped ({meta['data']})")
     for s in meta["skipped"][:20]:
         print(f"  skipped {s['file']}: {s['reason']}")
 

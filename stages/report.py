@@ -14,33 +14,35 @@ import pandas as pd
 
 from stages import config, plots
 from stages.io import atomic_path, write_json, write_text
-from stages.train import MODELS, REPORTS
-
-OUT = Path("reports")
+from stages.paths import EXPERIMENT_REPORTS as EXP_REPORTS
+from stages.paths import MODELS
+from stages.paths import REPORTS as OUT
 
 
 def scorecard(params: config.Params) -> pd.DataFrame:
     rows = []
     for name, exp in params.experiments.items():
-        metrics_file = REPORTS / name / "metrics.json"
+        metrics_file = EXP_REPORTS / name / "metrics.json"
         if not metrics_file.is_file():
             continue
         m = json.loads(metrics_file.read_text())
         summary = json.loads((MODELS / name / "summary.json").read_text())
-        rows.append({
-            "study": exp.study,
-            "experiment": name,
-            "model": exp.model,
-            "variant": "study" if exp.claimed else "project",
-            "claimed_accuracy": exp.claimed.get("test_accuracy"),
-            "test_accuracy": round(m["test_accuracy"], 4),
-            "test_loss": round(m["test_loss"], 4) if "test_loss" in m else None,
-            "test_mean_iou": round(m["test_mean_iou"], 4) if "test_mean_iou" in m else None,
-            "parameters": m["parameters"],
-            "epochs": f"{m['epochs_run']}/{exp.epochs}",
-            "train_seconds": m["train_seconds"],
-            "data": summary["data"],
-        })
+        rows.append(
+            {
+                "study": exp.study,
+                "experiment": name,
+                "model": exp.model,
+                "variant": "study" if exp.claimed else "project",
+                "claimed_accuracy": exp.claimed.get("test_accuracy"),
+                "test_accuracy": round(m["test_accuracy"], 4),
+                "test_loss": round(m["test_loss"], 4) if "test_loss" in m else None,
+                "test_mean_iou": round(m["test_mean_iou"], 4) if "test_mean_iou" in m else None,
+                "parameters": m["parameters"],
+                "epochs": f"{m['epochs_run']}/{exp.epochs}",
+                "train_seconds": m["train_seconds"],
+                "data": summary["data"],
+            }
+        )
     df = pd.DataFrame(rows)
     if df.empty:
         return df
@@ -71,7 +73,8 @@ def main() -> None:
     banner = (
         "**These numbers come from GENERATED SAMPLE DATA (profile `embedded`), not the real datasets:"
         " they show the pipeline works, not that a study is reproduced.** Run with `profile: full` for that.\n\n"
-        if generated else ""
+        if generated
+        else ""
     )
     table = df.to_markdown(index=False) if not df.empty else "(no evaluated experiments)"
     write_text(OUT / "scorecard.md", f"# Reproduction scorecard\n\n{banner}{table}\n")

@@ -52,8 +52,9 @@ def _draw(canvas: np.ndarray, shape: str, cx: int, cy: int, r: int, color: tuple
 
 def shape_image(label: int, size: int, channels: int, rng: np.random.Generator) -> np.ndarray:
     """One size x size image of class ``label`` (uint8, ``channels`` = 1 or 3)."""
-    bg = rng.integers(0, 256, size=3)
-    fg = (bg + rng.integers(90, 166, size=3)) % 256  # keeps foreground/background contrast
+    # a dark background and a bright shape: colours vary, but the shape always stands out
+    bg = rng.integers(0, 96, size=3)
+    fg = rng.integers(160, 256, size=3)
     if channels == 1:
         bg, fg = bg[:1].repeat(3), fg[:1].repeat(3)
     canvas = np.empty((size, size, 3), np.uint8)
@@ -61,12 +62,14 @@ def shape_image(label: int, size: int, channels: int, rng: np.random.Generator) 
     r = int(rng.integers(size // 5, size // 3 + 1))
     cx, cy = (int(v) for v in rng.integers(r, size - r, size=2))
     _draw(canvas, SHAPES[label % len(SHAPES)], cx, cy, r, tuple(int(c) for c in fg), rng)
-    noise = rng.normal(0, 12, canvas.shape)
+    noise = rng.normal(0, 8, canvas.shape)
     img = np.clip(canvas + noise, 0, 255).astype(np.uint8)
     return img[..., :1] if channels == 1 else img
 
 
-def shape_dataset(n_per_class: int, num_classes: int, size: int, channels: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def shape_dataset(
+    n_per_class: int, num_classes: int, size: int, channels: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """A shuffled balanced set: images (N, size, size, channels) uint8 and labels int64."""
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(num_classes), n_per_class)

@@ -21,11 +21,10 @@ import numpy as np
 import tensorflow as tf
 
 from stages import config
-from stages.io import atomic_path, load_npy, write_json
+from stages.io import atomic_path, load_npy, save_npy, write_json
 from stages.models import build
-
-PREPARED, MODELS, CHECKPOINTS = Path("data/prepared"), Path("models"), Path("checkpoints")
-REPORTS = Path("reports/experiments")
+from stages.paths import CHECKPOINTS, MODELS, PREPARED
+from stages.paths import EXPERIMENT_REPORTS as REPORTS
 
 
 def load_split(dataset: str, part: str) -> tuple[np.ndarray, np.ndarray]:
@@ -68,8 +67,11 @@ def make_optimizer(opt: config.Optimizer, epochs: int, steps_per_epoch: int) -> 
         total = epochs * steps_per_epoch
         warmup = int(0.2 * total) if opt.schedule == "onecycle" else 0
         lr = keras.optimizers.schedules.CosineDecay(
-            0.0 if warmup else opt.learning_rate, decay_steps=max(1, total - warmup),
-            warmup_target=opt.learning_rate if warmup else None, warmup_steps=warmup, alpha=0.0,
+            0.0 if warmup else opt.learning_rate,
+            decay_steps=max(1, total - warmup),
+            warmup_target=opt.learning_rate if warmup else None,
+            warmup_steps=warmup,
+            alpha=0.0,
         )
     kwargs = {"learning_rate": lr}
     if opt.weight_decay is not None:
@@ -111,18 +113,28 @@ def callbacks(exp: config.Experiment, name: str, resuming: bool) -> list[keras.c
     cbs: list[keras.callbacks.Callback] = [keras.callbacks.BackupAndRestore(str(ckpt_dir / "backup")), EpochTimer()]
     if exp.callbacks.checkpoint:
         monitor = exp.callbacks.checkpoint.monitor
-        cbs.append(keras.callbacks.ModelCheckpoint(
-            str(ckpt_dir / "best.keras"), monitor=monitor, save_best_only=True,
-            initial_value_threshold=_best_so_far(live_dir, monitor) if resuming else None,
-        ))
+        cbs.append(
+            keras.callbacks.ModelCheckpoint(
+                str(ckpt_dir / "best.keras"),
+                monitor=monitor,
+                save_best_only=True,
+                initial_value_threshold=_best_so_far(live_dir, monitor) if resuming else None,
+            )
+        )
     if exp.callbacks.reduce_lr:
         r = exp.callbacks.reduce_lr
-        cbs.append(keras.callbacks.ReduceLROnPlateau(monitor=r.monitor, factor=r.factor, patience=r.patience, min_lr=r.min_lr))
+        cbs.append(
+            keras.callbacks.ReduceLROnPlateau(monitor=r.monitor, factor=r.factor, patience=r.patience, min_lr=r.min_lr)
+        )
     if exp.callbacks.early_stopping:
         e = exp.callbacks.early_stopping
-        cbs.append(keras.callbacks.EarlyStopping(
-            monitor=e.monitor, patience=e.patience, restore_best_weights=e.restore_best_weights,
-        ))
+        cbs.append(
+            keras.callbacks.EarlyStopping(
+                monitor=e.monitor,
+                patience=e.patience,
+                restore_best_weights=e.restore_best_weights,
+            )
+        )
     live = Live(dir=str(live_dir), resume=resuming, save_dvc_exp=False, dvcyaml=None, report=None)
     cbs.append(DVCLiveCallback(live=live))
     return cbs
@@ -142,9 +154,9 @@ def train(params: config.Params, name: str) -> dict:
     x_train, y_train = load_split(exp.dataset, "train")
     x_val, y_val = load_split(exp.dataset, "val")
     one_hot = num_classes if exp.loss == "categorical_crossentropy" else None
-    train_ds = make_dataset(x_train, y_train, exp.batch_size, shuffle_seed=seed, num_classes=one_hot)
-    val_ds = make_dataset(x_val, y_val, exp.batch_size, num_classes=one_hot) if len(x_val) else None
-    epochs = config.effective_epochs(params, exp)
+    epochs, batch_size = config.effective_epochs(params, exp), config.effective_batch_size(params, exp)
+    train_ds = make_dataset(x_train, y_train, batch_size, shuffle_seed=seed, num_classes=one_hot)
+    val_ds = make_dataset(x_val, y_val, batch_size, num_classes=one_hot) if len(x_val) else None
 
     ckpt_dir = CHECKPOINTS / name
     if not exp.resume:
@@ -155,35 +167,51 @@ def train(params: config.Params, name: str) -> dict:
         model = build(exp.model, meta["image_shape"], num_classes, **exp.model_args)
         for layer in model.layers:
             if isinstance(layer, keras.layers.Normalization) and layer.input_mean is None:
-                layer.adapt(x_train[: 10_000].astype(np.float32))
+                layer.adapt(x_train[:10_000].astype(np.float32))
         loss = (
             keras.losses.CategoricalCrossentropy(label_smoothing=exp.label_smoothing)
-            if one_hot else keras.losses.SparseCategoricalCrossentropy()
+            if one_hot
+            else keras.losses.SparseCategoricalCrossentropy()
         )
-        steps = math.ceil(len(x_train) / exp.batch_size)
+        steps = math.ceil(len(x_train) / batch_size)
         model.compile(optimizer=make_optimizer(exp.optimizer, epochs, steps), loss=loss, metrics=["accuracy"])
-    print(f"train@{name}: {exp.model} ({model.count_params():,} parameters) on {exp.dataset} "
-          f"{meta['counts']}, {epochs} epochs, batch {exp.batch_size}" + (" (resuming)" if resuming else ""))
+    print(
+        f"train@{name}: {exp.model} ({model.count_params():,} parameters) on {exp.dataset} "
+        f"{meta['counts']}, {epochs} epochs, batch {batch_size}" + (" (resuming)" if resuming else "")
+    )
     start = time.perf_counter()
     history = model.fit(
-        train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks(exp, name, resuming), verbose=2,
+        train_ds,
+        validation_data=val_ds,
+        epochs=epochs,
+        callbacks=callbacks(exp, name, resuming),
+        verbose=2,
         shuffle=False,  # the tf.data pipeline already reshuffles every epoch, seeded
     )
     seconds = time.perf_counter() - start
     best = ckpt_dir / "best.keras"
     if exp.callbacks.checkpoint and best.is_file():
         model = keras.models.load_model(best)  # the study kept the best epoch, not the last
+    # Predict the test split here, while TensorFlow is loaded: `evaluate` then needs only
+    # NumPy and scikit-learn, which saves a TensorFlow start-up per experiment.
+    x_test, y_test = load_split(exp.dataset, "test")
+    start = time.perf_counter()
+    test_probs = model.predict(make_dataset(x_test, y_test, batch_size), verbose=0).astype(np.float32)
+    test_seconds = time.perf_counter() - start
     summary = {
         "model": exp.model,
         "parameters": int(model.count_params()),
         "trainable_parameters": int(sum(int(np.prod(w.shape)) for w in model.trainable_weights)),
         "epochs_run": history.epoch[-1] + 1 if history.epoch else epochs,
         "epochs_requested": epochs,
+        "batch_size": batch_size,
         "train_seconds": round(seconds, 2),
+        "test_seconds": round(test_seconds, 3),
         "data": meta["data"],
     }
     with atomic_path(MODELS / name, is_dir=True) as tmp:
         model.save(tmp / "model.keras")
+        save_npy(tmp / "test_probs.npy", test_probs)
         write_json(tmp / "summary.json", summary)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return summary

@@ -35,9 +35,14 @@ def test_repository_params_are_valid():
         (lambda d: d["experiments"]["objects8_cnn"].update(dataset="objects9"), "did you mean 'objects8'"),
         (lambda d: d["experiments"]["objects8_cnn"].update(model="objects8_cn"), "did you mean 'objects8_cnn'"),
         (lambda d: d["experiments"]["objects8_cnn"]["model_args"].update(filter=3), "did you mean 'filters'"),
-        (lambda d: d["experiments"]["objects8_cnn"]["optimizer"].update(name="adamm")
-         if "optimizer" in d["experiments"]["objects8_cnn"]
-         else d["experiments"]["objects8_cnn"].update(optimizer={"name": "adamm"}), "optimizer.name"),
+        (
+            lambda d: (
+                d["experiments"]["objects8_cnn"]["optimizer"].update(name="adamm")
+                if "optimizer" in d["experiments"]["objects8_cnn"]
+                else d["experiments"]["objects8_cnn"].update(optimizer={"name": "adamm"})
+            ),
+            "optimizer.name",
+        ),
         (lambda d: d.update(profile="fast"), "profile"),
         (lambda d: d["datasets"]["objects8"].update(source="cifar100"), "unknown source 'cifar100'"),
         (lambda d: d["datasets"]["objects8"].update(val_fraction=1.5), "datasets.objects8.val_fraction"),

@@ -75,9 +75,7 @@ class _Server:
         self.httpd.routes = {}
         self.httpd.hits = Counter()
         self.httpd.lock = threading.Lock()
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, args=(0.05,), daemon=True
-        )
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def url(self, path: str) -> str:
@@ -115,9 +113,7 @@ FAST = {"backoff": 0.01, "timeout": 5.0, "progress": False}
 def test_download_ok_with_checksums(server, tmp_path, capsys):
     url = server.route("/d/x.tar.gz", ("ok", PAYLOAD))
     dest = tmp_path / "raw" / "x.tar.gz"
-    out = download(
-        url, dest, md5=MD5, sha256=SHA256.upper(), size=len(PAYLOAD), backoff=0.01
-    )
+    out = download(url, dest, md5=MD5, sha256=SHA256.upper(), size=len(PAYLOAD), backoff=0.01)
     assert out == dest
     assert dest.read_bytes() == PAYLOAD
     assert _leftovers(dest.parent) == ["x.tar.gz"]
@@ -175,9 +171,7 @@ def test_download_connection_refused(tmp_path):
 
 
 def test_download_truncated_body_retried_then_ok(server, tmp_path):
-    url = server.route(
-        "/x.bin", ("short", PAYLOAD[:1000], len(PAYLOAD)), ("ok", PAYLOAD)
-    )
+    url = server.route("/x.bin", ("short", PAYLOAD[:1000], len(PAYLOAD)), ("ok", PAYLOAD))
     dest = download(url, tmp_path / "x.bin", md5=MD5, **FAST)
     assert dest.read_bytes() == PAYLOAD
     assert server.hits("/x.bin") == 2
@@ -186,9 +180,7 @@ def test_download_truncated_body_retried_then_ok(server, tmp_path):
 def test_download_truncated_body_refused(server, tmp_path):
     url = server.route("/x.bin", ("short", PAYLOAD[:1000], len(PAYLOAD)))
     dest = tmp_path / "x.bin"
-    with pytest.raises(
-        DataError, match=r"after 2 attempts: incomplete read: got 1000 of 102400 bytes"
-    ):
+    with pytest.raises(DataError, match=r"after 2 attempts: incomplete read: got 1000 of 102400 bytes"):
         download(url, dest, retries=2, **FAST)
     assert not dest.exists()
     assert _leftovers(tmp_path) == []
@@ -196,9 +188,7 @@ def test_download_truncated_body_refused(server, tmp_path):
 
 def test_download_timeout_retried(server, tmp_path):
     url = server.route("/x.bin", ("slow", 1.0), ("ok", PAYLOAD))
-    dest = download(
-        url, tmp_path / "x.bin", md5=MD5, backoff=0.01, timeout=0.2, progress=False
-    )
+    dest = download(url, tmp_path / "x.bin", md5=MD5, backoff=0.01, timeout=0.2, progress=False)
     assert dest.read_bytes() == PAYLOAD
 
 
@@ -228,9 +218,7 @@ def test_download_mirror_miss_and_bad_mirror_file(server, tmp_path):
     with pytest.raises(DataError, match=f"mirror file {mirror / 'x.tar.gz'} not found"):
         download(url, tmp_path / "raw" / "x.tar.gz", mirror=mirror, **FAST)
     (mirror / "x.tar.gz").write_bytes(b"corrupt")
-    with pytest.raises(
-        DataError, match=f"checksum mismatch for {mirror / 'x.tar.gz'}: expected md5"
-    ):
+    with pytest.raises(DataError, match=f"checksum mismatch for {mirror / 'x.tar.gz'}: expected md5"):
         download(url, tmp_path / "raw" / "x.tar.gz", md5=MD5, mirror=mirror, **FAST)
     assert server.hits("/x.tar.gz") == 0
     assert _leftovers(tmp_path / "raw") == []
@@ -262,9 +250,7 @@ def test_verify(tmp_path):
 # -------------------------------------------------------------------------- archives
 
 
-def _tar(
-    path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], mode: str = "w:gz"
-) -> Path:
+def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], mode: str = "w:gz") -> Path:
     with tarfile.open(path, mode) as tf:
         for info, data in members:
             if data is not None:
@@ -275,9 +261,7 @@ def _tar(
     return path
 
 
-def _info(
-    name: str, kind: bytes = tarfile.REGTYPE, linkname: str = ""
-) -> tarfile.TarInfo:
+def _info(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.type = kind
     info.linkname = linkname
@@ -448,9 +432,7 @@ def test_extract_too_many_members(tmp_path):
     assert extract(archive, tmp_path / "out", max_members=5).is_dir()
 
 
-def _random_members(
-    n: int = 4, size: int = 50_000
-) -> list[tuple[tarfile.TarInfo, bytes]]:
+def _random_members(n: int = 4, size: int = 50_000) -> list[tuple[tarfile.TarInfo, bytes]]:
     rng = __import__("random").Random(0)
     return [(_info(f"f{i}.bin"), rng.randbytes(size)) for i in range(n)]
 
@@ -467,14 +449,10 @@ def test_extract_truncated_tar(tmp_path, mode):
 
 
 def test_extract_tar_cut_at_member_boundary(tmp_path):
-    full = _tar(
-        tmp_path / "full.tar", [(_info("a"), b"x" * 512), (_info("b"), b"y" * 512)], "w"
-    ).read_bytes()
+    full = _tar(tmp_path / "full.tar", [(_info("a"), b"x" * 512), (_info("b"), b"y" * 512)], "w").read_bytes()
     archive = tmp_path / "cut.tar"
     archive.write_bytes(full[:2048])  # two complete members, no end-of-archive blocks
-    with pytest.raises(
-        DataError, match="corrupt or truncated archive .*end-of-archive"
-    ):
+    with pytest.raises(DataError, match="corrupt or truncated archive .*end-of-archive"):
         extract(archive, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -563,7 +541,5 @@ def test_extract_fuzz_only_dataerror(blob):
             for p in dest.rglob("*"):
                 assert not p.is_symlink()
                 assert os.path.realpath(p).startswith(os.path.realpath(dest) + os.sep)
-        assert _leftovers(work) == ["a.tar.gz", "out"] or _leftovers(work) == [
-            "a.tar.gz"
-        ]
+        assert _leftovers(work) == ["a.tar.gz", "out"] or _leftovers(work) == ["a.tar.gz"]
         assert _leftovers(Path(tmp)) == ["work"]

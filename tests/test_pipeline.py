@@ -28,9 +28,16 @@ def sh(*args: str, cwd: Path, timeout: int = 1800) -> str:
 
 def copy_checkout(dest: Path) -> Path:
     """The repository as a user's clone has it: tracked and untracked-but-not-ignored files."""
-    files = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, check=True
-    ).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, files):
         src = REPO / rel
         if src.is_file():
@@ -55,7 +62,9 @@ def test_every_experiment_learns_above_chance(reproduced):
         metrics = json.loads((reproduced / "reports/experiments" / name / "metrics.json").read_text())
         classes = json.loads((reproduced / "data/prepared" / exp["dataset"] / "meta.json").read_text())["classes"]
         chance = 1 / len(classes)
-        assert metrics["test_accuracy"] > chance + 0.15, f"{name}: {metrics['test_accuracy']:.3f} vs chance {chance:.3f}"
+        assert metrics["test_accuracy"] > chance + 0.15, (
+            f"{name}: {metrics['test_accuracy']:.3f} vs chance {chance:.3f}"
+        )
         assert (reproduced / "models" / name / "model.keras").is_file()
 
 

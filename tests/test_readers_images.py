@@ -59,12 +59,7 @@ def huge_png(width: int = 100_000, height: int = 100_000) -> bytes:
     """A tiny, well-formed PNG (valid CRCs) whose IHDR claims an enormous image."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 64)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + png_chunk(b"IHDR", ihdr)
-        + png_chunk(b"IDAT", idat)
-        + png_chunk(b"IEND", b"")
-    )
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
 
 
 def huge_jpeg(width: int = 60_000, height: int = 60_000) -> bytes:
@@ -113,9 +108,7 @@ def folder(tmp_path: Path) -> Path:
     (cat / "empty.jpg").write_bytes(b"")
     (cat / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(range(256)) * 4)
     good_jpeg = encode(noisy(40, 40, 2), ".jpg")
-    (dog / "a_blue.jpg").write_bytes(
-        encode(solid_rgb(8, 8, (0, 0, 255)), ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 100])
-    )
+    (dog / "a_blue.jpg").write_bytes(encode(solid_rgb(8, 8, (0, 0, 255)), ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 100]))
     (dog / "b_trunc.jpg").write_bytes(good_jpeg[: len(good_jpeg) * 2 // 3])
     (dog / "c_huge.png").write_bytes(huge_png())
     (dog / "d_noise.png").write_bytes(encode(noisy(33, 25, 3), ".png"))
@@ -202,9 +195,7 @@ def test_opencv_honours_the_pixel_limit_set_by_the_module():
     )
     env = {k: v for k, v in os.environ.items() if k != "OPENCV_IO_MAX_IMAGE_PIXELS"}
     env["PYTHONPATH"] = str(REPO)
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
-    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert "REFUSED" in out.stdout, out.stdout + out.stderr
 
 
@@ -268,6 +259,18 @@ def test_read_image_files_empty_and_all_bad(tmp_path: Path):
     ]
 
 
+def test_read_image_files_oversized_file_and_directory(tmp_path: Path, monkeypatch):
+    big = tmp_path / "big.png"
+    big.write_bytes(encode(noisy(20, 20, 0), ".png"))
+    small = tmp_path / "small.png"
+    small.write_bytes(encode(np.zeros((2, 2), np.uint8), ".png"))
+    monkeypatch.setattr(images, "MAX_FILE_BYTES", small.stat().st_size)
+    x, ok, skipped = read_image_files([big, small, tmp_path], (2, 2), workers=1)
+    assert ok == [1] and x.shape == (1, 2, 2, 3)
+    assert "over the" in skipped[0][1] and "byte limit" in skipped[0][1]
+    assert skipped[1] == (str(tmp_path), "not a regular file")
+
+
 def test_opencv_thread_setting_is_restored(tmp_path: Path):
     before = cv2.getNumThreads()
     paths = [tmp_path / f"{i}.png" for i in range(20)]
@@ -283,9 +286,7 @@ def test_opencv_thread_setting_is_restored(tmp_path: Path):
 def test_read_image_folder(folder: Path):
     out = read_image_folder(folder, (8, 8), workers=2)
     has_cmyk = (folder / "cat" / "e_cmyk.jpg").exists()
-    cat_files = ["a_red.png", "b_gray.png", "c_rgba.png", "d_odd.jpg"] + (
-        ["e_cmyk.jpg"] if has_cmyk else []
-    )
+    cat_files = ["a_red.png", "b_gray.png", "c_rgba.png", "d_odd.jpg"] + (["e_cmyk.jpg"] if has_cmyk else [])
     expected_files = [f"cat/{f}" for f in cat_files] + [
         "dog/a_blue.jpg",
         "dog/d_noise.png",
@@ -334,11 +335,7 @@ def test_read_image_folder_given_class_order(folder: Path):
     assert out["classes"] == ["zebra", "dog", "cat"]
     assert out["files"][0] == "zebra/a_stripes.bmp"
     labels = dict(zip(out["files"], out["y"].tolist(), strict=True))
-    assert (
-        labels["zebra/a_stripes.bmp"] == 0
-        and labels["dog/a_blue.jpg"] == 1
-        and labels["cat/a_red.png"] == 2
-    )
+    assert labels["zebra/a_stripes.bmp"] == 0 and labels["dog/a_blue.jpg"] == 1 and labels["cat/a_red.png"] == 2
     assert out["x"].shape[1:] == (4, 4, 1)
     with pytest.raises(DataError, match="missing: \\['bird'\\]"):
         read_image_folder(folder, (4, 4), classes=["cat", "dog", "zebra", "bird"])

@@ -105,9 +105,7 @@ def zip_pth(path: Path, obj, storages: list[Stor], *, prefix: str = "archive") -
         zf.writestr(f"{prefix}/data.pkl", buf.getvalue())
         zf.writestr(f"{prefix}/byteorder", b"little")
         for s in storages:
-            zf.writestr(
-                f"{prefix}/data/{s.key}", s.array.astype(s.array.dtype.newbyteorder("<")).tobytes()
-            )
+            zf.writestr(f"{prefix}/data/{s.key}", s.array.astype(s.array.dtype.newbyteorder("<")).tobytes())
         zf.writestr(f"{prefix}/version", b"3\n")
 
 
@@ -619,9 +617,7 @@ def test_safe_load_plain_values_and_numpy_pickles():
         safe_load(io.BytesIO(pickle.dumps(np.array([{}], dtype=object), protocol=2)), name="obj")
 
 
-@pytest.mark.parametrize(
-    "data", [b"", b"\x80\x02", b"\x80\x02}q\x00(X", b"garbage\n", b"\x80\x05\x95" + b"\xff" * 8]
-)
+@pytest.mark.parametrize("data", [b"", b"\x80\x02", b"\x80\x02}q\x00(X", b"garbage\n", b"\x80\x05\x95" + b"\xff" * 8])
 def test_malformed_pickles(data):
     with pytest.raises(DataError, match="^bad.pkl: ") as info:
         safe_load(io.BytesIO(data), name="bad.pkl")
@@ -719,9 +715,7 @@ def test_cifar_wrong_data_length_and_labels(tmp_path):
 def test_cifar_hostile_batch_is_refused(tmp_path):
     root, _ = _cifar(tmp_path)
     marker = tmp_path / "pwned"
-    (root / "data_batch_1").write_bytes(
-        pickle.dumps(Payload(os.system, f"touch {marker}"), protocol=2)
-    )
+    (root / "data_batch_1").write_bytes(pickle.dumps(Payload(os.system, f"touch {marker}"), protocol=2))
     with pytest.raises(DataError) as info:
         read_cifar_python(root)
     _assert_refused(info.value, str(root / "data_batch_1"), "posix.system", "os.system")
@@ -730,9 +724,7 @@ def test_cifar_hostile_batch_is_refused(tmp_path):
 
 # ---------------------------------------------------------------------- hypothesis
 
-FUZZ = settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @pytest.fixture(scope="module")
@@ -767,9 +759,7 @@ def seeds(tmp_path_factory) -> dict[str, bytes]:
     return out
 
 
-def _mutate(
-    data: bytes, edits: list[tuple[float, int]], cut: float | None, head_bias: bool
-) -> bytes:
+def _mutate(data: bytes, edits: list[tuple[float, int]], cut: float | None, head_bias: bool) -> bytes:
     buf = bytearray(data)
     span = min(len(buf), 1024) if head_bias else len(buf)
     for where, value in edits:
@@ -827,9 +817,7 @@ def test_fuzz_mutated_pickle_inside_valid_zip(tmp_path_factory, seeds, edits, cu
 def cifar_seed(tmp_path_factory) -> tuple[Path, bytes]:
     d = tmp_path_factory.mktemp("cifar_seed")
     x_train, y_train, x_test, y_test = make_data(2, 2, n_classes=10)
-    root = write_cifar_python(
-        d, x_train, y_train, x_test, y_test, [str(i) for i in range(10)], n_train_batches=1
-    )
+    root = write_cifar_python(d, x_train, y_train, x_test, y_test, [str(i) for i in range(10)], n_train_batches=1)
     return root, (root / "test_batch").read_bytes()
 
 
@@ -843,9 +831,7 @@ def cifar_seed(tmp_path_factory) -> tuple[Path, bytes]:
 def test_fuzz_cifar_batches(cifar_seed, edits, cut, head, noise):
     root, good = cifar_seed
     try:
-        (root / "test_batch").write_bytes(
-            noise if noise is not None else _mutate(good, edits, cut, head)
-        )
+        (root / "test_batch").write_bytes(noise if noise is not None else _mutate(good, edits, cut, head))
         _only_success_or_data_error(lambda: read_cifar_python(root, n_train_batches=1))
     finally:
         (root / "test_batch").write_bytes(good)

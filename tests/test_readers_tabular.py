@@ -69,9 +69,7 @@ def test_idx_truncated(tmp_path: Path, compress):
     raw = b"\x00\x00\x08\x03" + struct.pack(">3I", 10, 28, 28) + a.tobytes()[:-100]
     path = tmp_path / "train-images-idx3-ubyte"
     path.write_bytes(gzip.compress(raw) if compress else raw)
-    with pytest.raises(
-        DataError, match=r"train-images-idx3-ubyte: truncated.*10x28x28.*7840.*7740"
-    ):
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte: truncated.*10x28x28.*7840.*7740"):
         read_idx(path)
 
 
@@ -110,9 +108,7 @@ def test_idx_bad_headers(tmp_path: Path, raw, message):
         ((2**32 - 1,) * 3, "impossible shape", "impossible shape"),
     ],
 )
-def test_idx_absurd_dims_refused_before_allocating(
-    tmp_path: Path, monkeypatch, dims, plain_message, gz_message
-):
+def test_idx_absurd_dims_refused_before_allocating(tmp_path: Path, monkeypatch, dims, plain_message, gz_message):
     raw = b"\x00\x00\x0e\x03" + struct.pack(">3I", *dims) + b"\x00" * 64
     (tmp_path / "huge.idx").write_bytes(raw)
     (tmp_path / "huge.idx.gz").write_bytes(gzip.compress(raw))
@@ -151,9 +147,7 @@ def test_write_idx_rejects_unsupported_dtype(tmp_path: Path):
 SIDE, NPIX = 3, 9  # small images keep the CSV tests readable; 28x28 is covered separately
 
 
-def csv_rows(
-    n: int, labels: bool = True, seed: int = 0
-) -> tuple[list[str], np.ndarray, np.ndarray]:
+def csv_rows(n: int, labels: bool = True, seed: int = 0) -> tuple[list[str], np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, (n, NPIX))
     y = rng.integers(0, 10, n)
@@ -185,9 +179,7 @@ def test_csv_with_and_without_header(tmp_path: Path, with_header, end):
 
 def test_csv_pixels_only_test_file(tmp_path: Path):
     rows, x, _ = csv_rows(4, labels=False)
-    gx, gy = read_label_csv(
-        write(tmp_path, [header(False), *rows], "test.csv"), n_pixels=NPIX, side=SIDE
-    )
+    gx, gy = read_label_csv(write(tmp_path, [header(False), *rows], "test.csv"), n_pixels=NPIX, side=SIDE)
     assert gy is None
     np.testing.assert_array_equal(gx, x)
 

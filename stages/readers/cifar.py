@@ -34,9 +34,7 @@ def _batches_dir(folder: Path) -> Path:
         return folder / BATCHES_DIR
     if folder.is_dir():
         return folder
-    raise DataError(
-        f"{folder}: no such folder (expected the extracted {BATCHES_DIR}/ or its parent)"
-    )
+    raise DataError(f"{folder}: no such folder (expected the extracted {BATCHES_DIR}/ or its parent)")
 
 
 def _load(path: Path) -> dict:
@@ -48,9 +46,7 @@ def _load(path: Path) -> dict:
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not isinstance(obj, dict):
-        raise DataError(
-            f"{path}: not a CIFAR batch (the pickle holds a {type(obj).__name__}, not a dict)"
-        )
+        raise DataError(f"{path}: not a CIFAR batch (the pickle holds a {type(obj).__name__}, not a dict)")
     return obj
 
 
@@ -91,19 +87,13 @@ def _read_batch(path: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path}: data is a {type(data).__name__}, expected a uint8 array")
     if data.dtype != np.uint8:
         raise DataError(f"{path}: data has dtype {data.dtype}, expected uint8")
-    if (
-        data.size != y.shape[0] * _ROW
-        or (data.ndim == 2 and data.shape[1] != _ROW)
-        or data.ndim > 2
-    ):
+    if data.size != y.shape[0] * _ROW or (data.ndim == 2 and data.shape[1] != _ROW) or data.ndim > 2:
         raise DataError(
             f"{path}: data holds {data.size} values in shape {data.shape}, expected "
             f"{y.shape[0]}×{_ROW} for {y.shape[0]} labels"
         )
     if y.size and (int(y.min()) < 0 or int(y.max()) >= n_classes):
-        raise DataError(
-            f"{path}: labels span {int(y.min())}..{int(y.max())}, out of range for {n_classes} classes"
-        )
+        raise DataError(f"{path}: labels span {int(y.min())}..{int(y.max())}, out of range for {n_classes} classes")
     x = data.reshape(y.shape[0], _CHANNELS, _SIDE, _SIDE).transpose(0, 2, 3, 1)
     return np.ascontiguousarray(x), y
 
@@ -139,14 +129,9 @@ def _dump(path: Path, obj: dict) -> None:
 
 
 def _batch(x: np.ndarray, y: np.ndarray, label: str, classes: list[str], start: int) -> dict:
-    data = np.ascontiguousarray(np.asarray(x, dtype=np.uint8).transpose(0, 3, 1, 2)).reshape(
-        len(x), _ROW
-    )
+    data = np.ascontiguousarray(np.asarray(x, dtype=np.uint8).transpose(0, 3, 1, 2)).reshape(len(x), _ROW)
     labels = [int(v) for v in y]
-    names = [
-        f"{classes[v].lower().replace(' ', '_')}_s_{start + i:06d}.png".encode()
-        for i, v in enumerate(labels)
-    ]
+    names = [f"{classes[v].lower().replace(' ', '_')}_s_{start + i:06d}.png".encode() for i, v in enumerate(labels)]
     return {
         b"batch_label": label.encode("ascii"),
         b"labels": labels,
@@ -181,9 +166,7 @@ def write_cifar_python(
         if x.dtype != np.uint8:
             raise ValueError(f"{what}: images must be uint8, got {x.dtype}")
         if x.ndim != 4 or x.shape[1:] != (_SIDE, _SIDE, _CHANNELS) or len(x) != len(y):
-            raise ValueError(
-                f"{what}: expected N×32×32×3 images and N labels, got {x.shape} and {y.shape}"
-            )
+            raise ValueError(f"{what}: expected N×32×32×3 images and N labels, got {x.shape} and {y.shape}")
         if y.size and (y.min() < 0 or y.max() >= len(classes)):
             raise ValueError(f"{what}: labels out of range for {len(classes)} classes")
     if n_train_batches < 1:
@@ -195,9 +178,7 @@ def write_cifar_python(
     for i in range(n_train_batches):
         lo, hi = int(bounds[i]), int(bounds[i + 1])
         label = f"training batch {i + 1} of {n_train_batches}"
-        _dump(
-            root / f"data_batch_{i + 1}", _batch(x_train[lo:hi], y_train[lo:hi], label, classes, lo)
-        )
+        _dump(root / f"data_batch_{i + 1}", _batch(x_train[lo:hi], y_train[lo:hi], label, classes, lo))
     _dump(
         root / "test_batch",
         _batch(np.asarray(x_test), np.asarray(y_test), "testing batch 1 of 1", classes, 0),

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import stat
 import struct
 import threading
 from collections.abc import Iterator, Sequence
@@ -208,6 +209,11 @@ def decode_image(
     channels = _check_args(size, color)
     if not isinstance(data, bytes):
         data = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
+    return _decode(data, size, channels, interpolation, source)
+
+
+def _decode(data: bytes, size: tuple[int, int] | None, channels: int, interpolation: int, source: str) -> np.ndarray:
+    """decode_image without the argument checks (done once per call of read_image_files)."""
     if not data:
         raise ImageError(source, "empty file (0 bytes)")
     fmt, dims = _sniff(data, source)
@@ -229,17 +235,11 @@ def decode_image(
     except cv2.error as exc:
         text = str(exc)
         if "MAX_IMAGE" in text or "validateInputImageSize" in text:
-            raise ImageError(
-                source, f"image is over OpenCV's size limit ({MAX_IMAGE_PIXELS} pixels)"
-            ) from None
+            raise ImageError(source, f"image is over OpenCV's size limit ({MAX_IMAGE_PIXELS} pixels)") from None
         last = [line for line in text.splitlines() if line.strip()]
-        raise ImageError(
-            source, f"cannot decode: {last[-1].strip() if last else 'OpenCV error'}"
-        ) from None
+        raise ImageError(source, f"cannot decode: {last[-1].strip() if last else 'OpenCV error'}") from None
     if img is None or img.size == 0:
-        what = (
-            "not a recognised image format" if fmt is None else f"corrupt or truncated {fmt} data"
-        )
+        what = "not a recognised image format" if fmt is None else f"corrupt or truncated {fmt} data"
         raise ImageError(source, what)
     if img.dtype != np.uint8:  # IMREAD_COLOR/GRAYSCALE give 8 bits; be safe against odd codecs
         img = cv2.convertScaleAbs(img)
@@ -255,22 +255,34 @@ def decode_image(
     return np.ascontiguousarray(img)
 
 
-def _load_file(path: Path, size, color: str, interpolation: int) -> np.ndarray:
+def _load_file(path: Path, size, channels: int, interpolation: int) -> np.ndarray:
     source = str(path)
     try:
-        with open(path, "rb", buffering=0) as fh:  # unbuffered: one read() of the whole file
-            nbytes = os.fstat(fh.fileno()).st_size
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise ImageError(source, "not a regular file")
+            nbytes = info.st_size
             if nbytes > MAX_FILE_BYTES:
                 raise ImageError(
                     source,
                     f"file is {nbytes} bytes, over the {MAX_FILE_BYTES}-byte limit for an image",
                 )
-            data = fh.readall()
+            # os.read, not open().read(): no io-stack objects per file (this runs per image,
+            # partly holding the GIL); one read of size+1 normally returns the whole file
+            data = os.read(fd, nbytes + 1)
+            if len(data) != nbytes:  # short read, or the file changed size: read what is left
+                parts, total = [data], len(data)
+                while parts[-1] and total <= MAX_FILE_BYTES:
+                    parts.append(os.read(fd, 1 << 20))
+                    total += len(parts[-1])
+                data = b"".join(parts)
+        finally:
+            os.close(fd)
     except OSError as exc:
-        raise ImageError(
-            source, f"cannot read file ({exc.strerror or type(exc).__name__})"
-        ) from None
-    return decode_image(data, size, color=color, interpolation=interpolation, source=source)
+        raise ImageError(source, f"cannot read file ({exc.strerror or type(exc).__name__})") from None
+    return _decode(data, size, channels, interpolation, source)
 
 
 # --------------------------------------------------------------------------- many images
@@ -338,7 +350,7 @@ def read_image_files(
     def run(bounds: tuple[int, int]) -> None:
         for i in range(*bounds):
             try:
-                img = _load_file(paths[i], size, color, interpolation)
+                img = _load_file(paths[i], size, channels, interpolation)
             except ImageError as exc:
                 reasons[i] = exc.reason
                 continue
@@ -498,9 +510,7 @@ def read_image_folder(
         files.extend(members)
         labels.extend([label] * len(members))
 
-    x, ok, skipped = read_image_files(
-        files, size, color=color, workers=workers, interpolation=interpolation
-    )
+    x, ok, skipped = read_image_files(files, size, color=color, workers=workers, interpolation=interpolation)
     rel = [p.relative_to(root).as_posix() for p in files]
     skipped_rel = [(p.relative_to(root).as_posix(), "not inside a class folder") for p in loose]
     index = {str(p): i for i, p in enumerate(files)}
@@ -526,21 +536,13 @@ def _find_split_base(root: Path) -> Path:
 
     if has_splits(root):
         return root
-    candidates = [
-        p
-        for p in sorted(root.iterdir())
-        if p.is_dir() and not p.name.startswith(".") and has_splits(p)
-    ]
+    candidates = [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".") and has_splits(p)]
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
-        raise DataError(
-            f"{root}: no train/ and test/ folders found (looked in it and its sub-folders)"
-        )
+        raise DataError(f"{root}: no train/ and test/ folders found (looked in it and its sub-folders)")
     names = ", ".join(p.name for p in candidates)
-    raise DataError(
-        f"{root}: several folders hold train/ and test/ ({names}); point at one of them"
-    )
+    raise DataError(f"{root}: several folders hold train/ and test/ ({names}); point at one of them")
 
 
 def read_split_image_folder(
@@ -585,6 +587,5 @@ def read_split_image_folder(
         "classes": train["classes"],
         "files_train": train["files"],
         "files_test": test["files"],
-        "skipped": [(f"train/{p}", r) for p, r in train["skipped"]]
-        + [(f"test/{p}", r) for p, r in test["skipped"]],
+        "skipped": [(f"train/{p}", r) for p, r in train["skipped"]] + [(f"test/{p}", r) for p, r in test["skipped"]],
     }

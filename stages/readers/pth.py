@@ -97,8 +97,17 @@ def _read_zip(path: Path, name: str) -> Any:
             return _read_zip_open(zf, name)
     except DataError:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError,
-            NotImplementedError, RuntimeError, KeyError, struct.error) as exc:
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        OSError,
+        EOFError,
+        ValueError,
+        NotImplementedError,
+        RuntimeError,
+        KeyError,
+        struct.error,
+    ) as exc:
         raise DataError(f"{name}: corrupt zip archive ({type(exc).__name__}: {exc})".replace("\n", " ")) from None
 
 
@@ -136,9 +145,7 @@ def _read_zip_open(zf: zipfile.ZipFile, name: str) -> Any:
             raise DataError(f"{name}: the archive lacks the storage entry {record}")
         nbytes = numel * storage_type.itemsize
         if info.file_size != nbytes:
-            raise DataError(
-                f"{name}: storage entry {record} holds {info.file_size} bytes, expected {nbytes}"
-            )
+            raise DataError(f"{name}: storage entry {record} holds {info.file_size} bytes, expected {nbytes}")
         raw = zf.read(info)
         if len(raw) != nbytes:
             raise DataError(f"{name}: storage entry {record} is truncated")
@@ -148,9 +155,7 @@ def _read_zip_open(zf: zipfile.ZipFile, name: str) -> Any:
         return st
 
     with zf.open(by_name[pickles[0]]) as fh:
-        return safe_load(
-            fh, name=name, persistent_load=persistent_load, encoding=_PICKLE_ENCODING
-        )
+        return safe_load(fh, name=name, persistent_load=persistent_load, encoding=_PICKLE_ENCODING)
 
 
 def _read_legacy(path: Path, name: str) -> Any:
@@ -179,9 +184,7 @@ def _read_legacy_open(path: Path, name: str) -> Any:
         views: dict[str, Storage] = {}
 
         def persistent_load(pid: Any) -> Storage:
-            if isinstance(pid, tuple) and pid and isinstance(pid[0], (str, bytes)) and pid[0] in (
-                "module", b"module"
-            ):
+            if isinstance(pid, tuple) and pid and isinstance(pid[0], (str, bytes)) and pid[0] in ("module", b"module"):
                 raise DataError(f"{name}: the file holds a pickled nn.Module, not tensor data")
             storage_type, key, numel, view = _storage_id(pid, name, legacy=True)
             root = roots.get(key)
@@ -226,9 +229,7 @@ def _read_legacy_open(path: Path, name: str) -> Any:
                 raise DataError(f"{name}: truncated: storage {key} is missing")
             (numel,) = struct.unpack(order + "q", head)
             if numel != st.numel:
-                raise DataError(
-                    f"{name}: storage {key} holds {numel} elements, the pickle says {st.numel}"
-                )
+                raise DataError(f"{name}: storage {key} holds {numel} elements, the pickle says {st.numel}")
             nbytes = numel * st.storage_type.itemsize
             if nbytes > size - fh.tell():
                 raise DataError(f"{name}: truncated: storage {key} is cut short")
@@ -244,14 +245,10 @@ def _read_legacy_open(path: Path, name: str) -> Any:
 # ------------------------------------------------------------------- normalisation
 
 _ROLES = {
-    "x_train": ("train_imgs", "train_images", "x_train", "train_x", "xtrain", "trainx",
-                "train_data", "train_img"),
-    "y_train": ("train_labels", "y_train", "train_y", "ytrain", "trainy", "train_targets",
-                "train_label"),
-    "x_test": ("test_imgs", "test_images", "x_test", "test_x", "xtest", "testx",
-               "test_data", "test_img"),
-    "y_test": ("test_labels", "y_test", "test_y", "ytest", "testy", "test_targets",
-               "test_label"),
+    "x_train": ("train_imgs", "train_images", "x_train", "train_x", "xtrain", "trainx", "train_data", "train_img"),
+    "y_train": ("train_labels", "y_train", "train_y", "ytrain", "trainy", "train_targets", "train_label"),
+    "x_test": ("test_imgs", "test_images", "x_test", "test_x", "xtest", "testx", "test_data", "test_img"),
+    "y_test": ("test_labels", "y_test", "test_y", "ytest", "testy", "test_targets", "test_label"),
     "classes": ("classes", "class_names", "label_names", "classnames", "labels_names"),
 }
 _SPLIT_IMAGES = ("images", "imgs", "x", "data", "inputs")
@@ -360,9 +357,7 @@ def _float_scale(arrays: list[np.ndarray], name: str) -> float:
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise DataError(f"{name}: float images contain NaN or infinite values")
     if lo < 0.0 or hi > 255.0:
-        raise DataError(
-            f"{name}: float pixel values span {lo:g}..{hi:g}, expected [0, 1] or [0, 255]"
-        )
+        raise DataError(f"{name}: float pixel values span {lo:g}..{hi:g}, expected [0, 1] or [0, 255]")
     return 255.0 if hi <= 1.0 else 1.0
 
 
@@ -445,10 +440,14 @@ def load_pth(path: Path) -> dict:
 # ------------------------------------------------------------------------ writing
 
 _WRITE_STORAGES = {
-    np.dtype(np.float32): "FloatStorage", np.dtype(np.float64): "DoubleStorage",
-    np.dtype(np.float16): "HalfStorage", np.dtype(np.uint8): "ByteStorage",
-    np.dtype(np.int8): "CharStorage", np.dtype(np.int16): "ShortStorage",
-    np.dtype(np.int32): "IntStorage", np.dtype(np.int64): "LongStorage",
+    np.dtype(np.float32): "FloatStorage",
+    np.dtype(np.float64): "DoubleStorage",
+    np.dtype(np.float16): "HalfStorage",
+    np.dtype(np.uint8): "ByteStorage",
+    np.dtype(np.int8): "CharStorage",
+    np.dtype(np.int16): "ShortStorage",
+    np.dtype(np.int32): "IntStorage",
+    np.dtype(np.int64): "LongStorage",
     np.dtype(np.bool_): "BoolStorage",
 }
 
@@ -480,8 +479,10 @@ def write_pth_zip(path: Path, obj: Any, *, numpy_arrays: bool = False) -> None:
         key = str(len(records))
         records.append((key, arr.astype(dt.newbyteorder("<"), copy=False).tobytes()))
         ref = _StorageRef(key, _WRITE_STORAGES[dt], arr.size)
-        strides = tuple(s // arr.itemsize for s in arr.strides) if arr.size else (
-            tuple(int(np.prod(arr.shape[i + 1:])) for i in range(arr.ndim))
+        strides = (
+            tuple(s // arr.itemsize for s in arr.strides)
+            if arr.size
+            else (tuple(int(np.prod(arr.shape[i + 1 :])) for i in range(arr.ndim)))
         )
         return Reduce(
             GlobalRef("torch._utils", "_rebuild_tensor_v2"),

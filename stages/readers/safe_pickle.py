@@ -81,12 +81,35 @@ def refused_message(name: str, module: str, qualname: str) -> str:
 
 # Simple dtypes a pickled NumPy array may carry (no object, structured or void types).
 _NUMPY_SPECS = {
-    "b1": "?", "?": "?", "bool": "?",
-    "u1": "u1", "i1": "i1", "u2": "u2", "i2": "i2", "u4": "u4", "i4": "i4",
-    "u8": "u8", "i8": "i8", "f2": "f2", "f4": "f4", "f8": "f8", "c8": "c8", "c16": "c16",
-    "uint8": "u1", "int8": "i1", "uint16": "u2", "int16": "i2", "uint32": "u4",
-    "int32": "i4", "uint64": "u8", "int64": "i8", "float16": "f2", "float32": "f4",
-    "float64": "f8", "complex64": "c8", "complex128": "c16",
+    "b1": "?",
+    "?": "?",
+    "bool": "?",
+    "u1": "u1",
+    "i1": "i1",
+    "u2": "u2",
+    "i2": "i2",
+    "u4": "u4",
+    "i4": "i4",
+    "u8": "u8",
+    "i8": "i8",
+    "f2": "f2",
+    "f4": "f4",
+    "f8": "f8",
+    "c8": "c8",
+    "c16": "c16",
+    "uint8": "u1",
+    "int8": "i1",
+    "uint16": "u2",
+    "int16": "i2",
+    "uint32": "u4",
+    "int32": "i4",
+    "uint64": "u8",
+    "int64": "i8",
+    "float16": "f2",
+    "float32": "f4",
+    "float64": "f8",
+    "complex64": "c8",
+    "complex128": "c16",
 }
 
 
@@ -196,9 +219,7 @@ class _PendingArray:
         dt = dtype.to_numpy()
         count = math.prod(shape)
         if len(raw) != count * dt.itemsize:
-            raise TypeError(
-                f"array data holds {len(raw)} bytes, shape {shape} of {dt} needs {count * dt.itemsize}"
-            )
+            raise TypeError(f"array data holds {len(raw)} bytes, shape {shape} of {dt} needs {count * dt.itemsize}")
         arr = np.frombuffer(bytes(raw), dtype=dt, count=count)
         arr = np.array(arr.reshape(shape, order="F" if fortran else "C"), copy=True, order="C")
         self.array = _native(arr)
@@ -389,18 +410,40 @@ def _rebuild_tensor_v2(
 # ----------------------------------------------------------------------- allowlist
 
 _STORAGE_DTYPES = {
-    "FloatStorage": "float32", "DoubleStorage": "float64", "HalfStorage": "float16",
-    "BFloat16Storage": "bfloat16", "ByteStorage": "uint8", "CharStorage": "int8",
-    "ShortStorage": "int16", "IntStorage": "int32", "LongStorage": "int64",
-    "BoolStorage": "bool", "ComplexFloatStorage": "complex64",
+    "FloatStorage": "float32",
+    "DoubleStorage": "float64",
+    "HalfStorage": "float16",
+    "BFloat16Storage": "bfloat16",
+    "ByteStorage": "uint8",
+    "CharStorage": "int8",
+    "ShortStorage": "int16",
+    "IntStorage": "int32",
+    "LongStorage": "int64",
+    "BoolStorage": "bool",
+    "ComplexFloatStorage": "complex64",
     "ComplexDoubleStorage": "complex128",
 }
 _TORCH_DTYPES = {
-    "float32": "float32", "float": "float32", "float64": "float64", "double": "float64",
-    "float16": "float16", "half": "float16", "bfloat16": "bfloat16", "uint8": "uint8",
-    "int8": "int8", "int16": "int16", "short": "int16", "int32": "int32", "int": "int32",
-    "int64": "int64", "long": "int64", "bool": "bool", "complex64": "complex64",
-    "cfloat": "complex64", "complex128": "complex128", "cdouble": "complex128",
+    "float32": "float32",
+    "float": "float32",
+    "float64": "float64",
+    "double": "float64",
+    "float16": "float16",
+    "half": "float16",
+    "bfloat16": "bfloat16",
+    "uint8": "uint8",
+    "int8": "int8",
+    "int16": "int16",
+    "short": "int16",
+    "int32": "int32",
+    "int": "int32",
+    "int64": "int64",
+    "long": "int64",
+    "bool": "bool",
+    "complex64": "complex64",
+    "cfloat": "complex64",
+    "complex128": "complex128",
+    "cdouble": "complex128",
 }
 
 
@@ -491,9 +534,7 @@ def safe_load(
     then call :func:`resolve`).  Any failure raises a one-line :class:`DataError`.
     """
     try:
-        obj = _RestrictedUnpickler(
-            fileobj, name=name, persistent_load=persistent_load, encoding=encoding
-        ).load()
+        obj = _RestrictedUnpickler(fileobj, name=name, persistent_load=persistent_load, encoding=encoding).load()
     except DataError as exc:
         msg = str(exc)
         raise (exc if msg.startswith(f"{name}:") else DataError(f"{name}: {msg}")) from None
@@ -623,9 +664,7 @@ class CompatPickler(pickle._Pickler):  # type: ignore[name-defined]
         return None if self._pid is None else self._pid(obj)
 
     def save_global_ref(self, obj: GlobalRef) -> None:
-        self.write(
-            pickle.GLOBAL + obj.module.encode("utf-8") + b"\n" + obj.name.encode("utf-8") + b"\n"
-        )
+        self.write(pickle.GLOBAL + obj.module.encode("utf-8") + b"\n" + obj.name.encode("utf-8") + b"\n")
         self.memoize(obj)
 
     def save_reduce_marker(self, obj: Reduce) -> None:

@@ -94,9 +94,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 def _read_idx_stream(fh, path: Path, file_size: int, *, compressed: bool) -> np.ndarray:
     magic = _read_exact(fh, 4)
     if len(magic) < 4 or magic[0] != 0 or magic[1] != 0:
-        raise DataError(
-            f"{path}: not an IDX file (magic {magic.hex(' ') or 'missing'}, expected 00 00 <type> <ndim>)"
-        )
+        raise DataError(f"{path}: not an IDX file (magic {magic.hex(' ') or 'missing'}, expected 00 00 <type> <ndim>)")
     code, ndim = magic[2], magic[3]
     if code not in _IDX_TYPES:
         raise DataError(f"{path}: unknown IDX data type code 0x{code:02x}")
@@ -117,20 +115,16 @@ def _read_idx_stream(fh, path: Path, file_size: int, *, compressed: bool) -> np.
         if actual != expected:
             kind = "truncated" if actual < expected else "trailing bytes after the data"
             raise DataError(
-                f"{path}: {kind}: shape {shape} of {dtype.name} needs {expected} data bytes,"
-                f" file has {actual}"
+                f"{path}: {kind}: shape {shape} of {dtype.name} needs {expected} data bytes, file has {actual}"
             )
     elif expected > file_size * _GZIP_MAX_RATIO + 4096:
         raise DataError(
-            f"{path}: IDX header declares shape {shape} ({expected} bytes), impossible for a"
-            f" {file_size}-byte gzip file"
+            f"{path}: IDX header declares shape {shape} ({expected} bytes), impossible for a {file_size}-byte gzip file"
         )
     array = np.empty(math.prod(dims), dtype=dtype)
     got = _readinto_full(fh, memoryview(array).cast("B"))
     if got != expected:
-        raise DataError(
-            f"{path}: truncated: shape {shape} of {dtype.name} needs {expected} data bytes, file has {got}"
-        )
+        raise DataError(f"{path}: truncated: shape {shape} of {dtype.name} needs {expected} data bytes, file has {got}")
     if compressed and fh.read(1):
         raise DataError(f"{path}: trailing bytes after the {expected} data bytes of shape {shape}")
     if dtype.itemsize > 1:
@@ -146,9 +140,7 @@ def write_idx(path: str | os.PathLike, array: np.ndarray, *, gzip: bool = True) 
     array = np.asarray(array)
     native = array.dtype.newbyteorder("=") if array.dtype.byteorder not in "=|" else array.dtype
     if native not in _IDX_CODES:
-        raise ValueError(
-            f"IDX cannot hold dtype {array.dtype}; use uint8/int8/int16/int32/float32/float64"
-        )
+        raise ValueError(f"IDX cannot hold dtype {array.dtype}; use uint8/int8/int16/int32/float32/float64")
     if array.ndim == 0 or array.ndim > 255 or any(d >= 2**32 for d in array.shape):
         raise ValueError(f"IDX cannot hold shape {array.shape}")
     code = _IDX_CODES[native]
@@ -191,11 +183,7 @@ def _line_problem(text: str, n_columns: int, has_labels: bool) -> str | None:
         try:
             value = float(field)
         except ValueError:
-            return (
-                f"column {col}: non-numeric {what} {field[:20]!r}"
-                if field
-                else f"column {col}: empty {what}"
-            )
+            return f"column {col}: non-numeric {what} {field[:20]!r}" if field else f"column {col}: empty {what}"
         if not math.isfinite(value):
             return f"column {col}: non-numeric {what} {field[:20]!r}"
         if is_label:
@@ -253,9 +241,7 @@ def read_label_csv(
     except UnicodeDecodeError:
         raise DataError(f"{path}: line 1: not UTF-8 text") from None
     if not first.strip():
-        raise DataError(
-            f"{path}: line 1: empty (expected a header or {n_pixels + 1} or {n_pixels} columns)"
-        )
+        raise DataError(f"{path}: line 1: empty (expected a header or {n_pixels + 1} or {n_pixels} columns)")
     fields = first.split(",")
     n_columns = len(fields)
     if n_columns not in (n_pixels + 1, n_pixels):
@@ -333,9 +319,7 @@ def write_label_csv(
     """
     x = np.asarray(x)
     flat = x.reshape(len(x), -1)
-    if flat.size and (
-        flat.min() < 0 or flat.max() > 255 or not np.array_equal(flat, np.round(flat))
-    ):
+    if flat.size and (flat.min() < 0 or flat.max() > 255 or not np.array_equal(flat, np.round(flat))):
         raise ValueError("pixel values must be integers in 0..255")
     columns = [f"pixel{i}" for i in range(flat.shape[1])]
     table = flat.astype(np.int64)

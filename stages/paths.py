@@ -1,0 +1,11 @@
+"""Where each stage reads and writes (relative to the repository root, as dvc.yaml says)."""
+
+from pathlib import Path
+
+RAW = Path("data/raw")  # download@<source>
+EXTRACTED = Path("data/extracted")  # extract@<source>
+PREPARED = Path("data/prepared")  # prepare@<dataset>
+MODELS = Path("models")  # train@<experiment>
+CHECKPOINTS = Path("checkpoints")  # per-epoch state of an unfinished training run (not a DVC output)
+REPORTS = Path("reports")
+EXPERIMENT_REPORTS = REPORTS / "experiments"  # evaluate@<experiment>
