@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -13,6 +14,15 @@ from typing import Any
 
 import numpy as np
 
+from stages.errors import PipelineError
+
+# Write failures that the user fixes outside the program: say so in one line.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+class OutputError(PipelineError):
+    """An output could not be written (disk full, read-only or forbidden folder)."""
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
@@ -21,18 +31,32 @@ def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[
     The temporary lives in the same folder so the final ``os.replace`` is atomic.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    inner = tmp / target.name
-    if is_dir:
-        inner.mkdir()
+    tmp: Path | None = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        inner = tmp / target.name
+        if is_dir:
+            inner.mkdir()
         yield inner
         if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        os.replace(inner, target)
+            # a folder cannot be replaced in one step: move the old one aside, put it back on failure
+            old = tmp / ".old"
+            os.replace(target, old)
+            try:
+                os.replace(inner, target)
+            except OSError:
+                os.replace(old, target)
+                raise
+        else:
+            os.replace(inner, target)
+    except OSError as exc:
+        if exc.errno in _WRITE_ERRNOS:
+            raise OutputError(f"cannot write {target}: {exc.strerror} (earlier outputs are left as they were)") from exc
+        raise
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
