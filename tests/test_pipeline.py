@@ -96,3 +96,16 @@ def test_second_repro_does_nothing_and_remote_round_trip(reproduced, tmp_path):
     out = sh("dvc", "repro", cwd=clone)
     assert "didn't change" in out or "up to date" in out.lower(), out[-2000:]
     assert (clone / "models/objects8_cnn/model.keras").is_file()
+
+
+def test_exp_run_with_one_changed_parameter_retrains_only_that_experiment(reproduced):
+    out = sh(
+        "dvc", "exp", "run", "-n", "baseline-1-epoch", "-S", "experiments.cifar_gray_baseline.epochs=1", cwd=reproduced
+    )
+    assert "Running stage 'train@cifar_gray_baseline'" in out
+    retrained = [line for line in out.splitlines() if line.startswith("Running stage 'train@")]
+    assert retrained == ["Running stage 'train@cifar_gray_baseline':"], retrained
+    shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=reproduced))
+    assert "baseline-1-epoch" in json.dumps(shown)
+    diff = sh("dvc", "metrics", "diff", "HEAD", "baseline-1-epoch", cwd=reproduced)
+    assert "cifar_gray_baseline" in diff and "test_accuracy" in diff

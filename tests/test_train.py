@@ -34,22 +34,43 @@ def make_project(root: Path, n: int = 600, epochs: int = EPOCHS) -> None:
                 img[12:20, 4:28] = 220
         save_npy(prepared / f"x_{part}.npy", x)
         save_npy(prepared / f"y_{part}.npy", y.astype(np.int64))
-    write_json(prepared / "meta.json", {"classes": ["square", "bar"], "image_shape": [32, 32, 1],
-                                        "counts": {"train": n}, "data": "generated sample data", "task": "classification"})
+    write_json(
+        prepared / "meta.json",
+        {
+            "classes": ["square", "bar"],
+            "image_shape": [32, 32, 1],
+            "counts": {"train": n},
+            "data": "generated sample data",
+            "task": "classification",
+        },
+    )
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["profile"] = "full"
     params["datasets"] = {"tiny": {"source": "cifar10", "color": "gray"}}
     params["experiments"] = {
-        "tiny": {"study": "test", "dataset": "tiny", "model": "cifar_gray_baseline", "epochs": epochs,
-                 "batch_size": 32, "callbacks": {"checkpoint": {"monitor": "val_accuracy"}}}
+        "tiny": {
+            "study": "test",
+            "dataset": "tiny",
+            "model": "cifar_gray_baseline",
+            "epochs": epochs,
+            "batch_size": 32,
+            "callbacks": {"checkpoint": {"monitor": "val_accuracy"}},
+        }
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params))
 
 
 def run_train(root: Path, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "stages.train", "tiny"], cwd=root, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "stages.train", "tiny"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
 
 
 def logged_epochs(root: Path) -> list[int]:
@@ -96,3 +117,16 @@ def test_killed_training_resumes_from_its_last_epoch(tmp_path):
     epochs = logged_epochs(tmp_path)
     assert epochs == list(range(EPOCHS)), f"killed after {done_before} epochs, then logged {epochs}"
     assert out.count("Epoch ") <= EPOCHS - done_before + 1, "resumed run repeated finished epochs"
+
+
+def test_single_device_strategy_without_gpus_or_tf_config(monkeypatch):
+    import tensorflow as tf
+
+    from stages.train import distribution_strategy
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    if len(tf.config.list_physical_devices("GPU")) > 1:
+        pytest.skip("several GPUs visible: MirroredStrategy is expected")
+    strategy = distribution_strategy()
+    assert strategy.num_replicas_in_sync == 1
+    assert not isinstance(strategy, tf.distribute.MirroredStrategy)
