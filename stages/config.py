@@ -29,6 +29,7 @@ class Profile(Strict):
     max_epochs: int | None = Field(default=None, gt=0)
     max_batch_size: int | None = Field(default=None, gt=0)
     max_train_examples: int | None = Field(default=None, gt=0)
+    batchnorm_momentum: float | None = Field(default=None, gt=0, lt=1)
 
 
 class DataSettings(Strict):
@@ -97,6 +98,13 @@ class Callbacks(Strict):
     early_stopping: EarlyStop | None = None
 
 
+class ExperimentOverride(Strict):
+    """An experiment's settings under one profile (e.g. the big gray28 models' small input when embedded)."""
+
+    model_args: dict[str, Any] = {}  # merged over the experiment's model_args
+    max_train_examples: int | None = Field(default=None, gt=0)
+
+
 class Experiment(Strict):
     study: str
     dataset: str
@@ -105,13 +113,26 @@ class Experiment(Strict):
     epochs: int = Field(gt=0)
     batch_size: int = Field(gt=0)
     optimizer: Optimizer = Optimizer()
-    loss: Literal["sparse_categorical_crossentropy", "categorical_crossentropy"] = "sparse_categorical_crossentropy"
+    # sparse_crossentropy_dice: segmentation, cross-entropy plus a soft Dice term (mean over classes)
+    loss: Literal["sparse_categorical_crossentropy", "categorical_crossentropy", "sparse_crossentropy_dice"] = (
+        "sparse_categorical_crossentropy"
+    )
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    augment: bool = False  # segmentation: random flips applied to image and mask together (tf.data)
     callbacks: Callbacks = Callbacks()
     seed: int | None = None  # defaults to the top-level seed
     resume: bool = True  # continue an interrupted run from its last completed epoch
     claimed: dict[str, float] = {}  # the report's own numbers, for the scorecard
     note: str = ""
+    max_train_examples: int | None = Field(default=None, gt=0)  # train on the first N prepared images only
+    profiles: dict[Literal["embedded", "full"], ExperimentOverride] = {}  # per-profile overrides
+
+
+class Ensemble(Strict):
+    """Majority vote of one experiment retrained with each seed (one DVC stage per seed)."""
+
+    experiment: str
+    seeds: list[int] = Field(min_length=1)
 
 
 class Params(Strict):
@@ -122,6 +143,7 @@ class Params(Strict):
     sources: dict[str, Source]
     datasets: dict[str, Dataset]
     experiments: dict[str, Experiment]
+    ensembles: dict[str, Ensemble] = {}
 
     @model_validator(mode="after")
     def _names_exist(self) -> Params:
@@ -129,6 +151,8 @@ class Params(Strict):
             _check_name(ds.source, self.sources, f"datasets.{name}.source", "source")
         for name, exp in self.experiments.items():
             _check_name(exp.dataset, self.datasets, f"experiments.{name}.dataset", "dataset")
+        for name, ens in self.ensembles.items():
+            _check_name(ens.experiment, self.experiments, f"ensembles.{name}.experiment", "experiment")
         return self
 
     @property
@@ -207,7 +231,7 @@ def _check_models(params: Params, path: Path) -> None:
         if exp.model not in MODELS:
             raise ConfigError(f"{where}.model: unknown model {exp.model!r}{did_you_mean(exp.model, MODELS)}")
         accepted = inspect.signature(MODELS[exp.model]).parameters
-        for arg in exp.model_args:
+        for arg in {**exp.model_args, **{k: v for o in exp.profiles.values() for k, v in o.model_args.items()}}:
             if arg not in accepted or arg in ("input_shape", "num_classes"):
                 options = [p for p in accepted if p not in ("input_shape", "num_classes")]
                 raise ConfigError(
@@ -218,7 +242,16 @@ def _check_models(params: Params, path: Path) -> None:
 def experiment(params: Params, name: str) -> Experiment:
     if name not in params.experiments:
         raise ConfigError(f"{PARAMS_FILE}: unknown experiment {name!r}{did_you_mean(name, params.experiments)}")
-    return params.experiments[name]
+    exp = params.experiments[name]
+    override = exp.profiles.get(params.profile)
+    if override is None:
+        return exp
+    return exp.model_copy(
+        update={
+            "model_args": {**exp.model_args, **override.model_args},
+            "max_train_examples": override.max_train_examples or exp.max_train_examples,
+        }
+    )
 
 
 def effective_epochs(params: Params, exp: Experiment) -> int:

@@ -129,6 +129,44 @@ def _has_split_folders(root: Path) -> bool:
     return any(p.is_dir() and (p.parent / "test").is_dir() for p in root.rglob("train"))
 
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+
+
+def _visible_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX")
+
+
+def _has_images(folder: Path) -> bool:
+    return any(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in folder.iterdir())
+
+
+def find_class_root(root: Path, max_depth: int = 4) -> Path | None:
+    """The shallowest folder (``root`` or below) with at least two class sub-folders holding images.
+
+    Kaggle zips nest it (``natural-images/natural_images/<class>/``); some hold two copies
+    (``natural_images/`` and ``data/natural_images/``): the first by name wins.
+    """
+    level = [root] if root.is_dir() else []
+    for _ in range(max_depth + 1):
+        for folder in level:
+            if sum(_has_images(d) for d in _visible_dirs(folder)) >= 2:
+                return folder
+        level = [d for folder in level for d in _visible_dirs(folder)]
+    return None
+
+
+def _image_folder(root: Path, size: tuple[int, int] | None, color: str) -> RawData:
+    """``<class>/<image files>`` (class = folder name, any format OpenCV reads; no test split:
+    the dataset's ``test_fraction`` makes one). Stray and corrupt files are skipped and listed."""
+    from stages.readers.images import read_image_folder
+
+    base = find_class_root(root)
+    out = read_image_folder(base, size, color="rgb")
+    prefix = base.relative_to(root).as_posix()
+    skipped = [(f"{prefix}/{f}" if prefix != "." else f, reason) for f, reason in out["skipped"]]
+    return RawData(out["x"], out["y"], None, None, out["classes"], skipped)
+
+
 # First match wins: order from most to least specific layout.
 FORMATS: list[tuple[str, Callable[[Path], bool], Callable[..., RawData]]] = [
     ("cifar_python", lambda root: _find(root, "cifar-10-batches-py") is not None, _cifar_python),
@@ -136,6 +174,7 @@ FORMATS: list[tuple[str, Callable[[Path], bool], Callable[..., RawData]]] = [
     ("mnist_idx", lambda root: _find_file(root, "train-images?idx3-ubyte*") is not None, _mnist_idx),
     ("label_csv", lambda root: _find_file(root, "train.csv") is not None, _label_csv),
     ("split_image_folder", _has_split_folders, _split_image_folder),
+    ("image_folder", lambda root: find_class_root(root) is not None, _image_folder),  # the least specific
 ]
 
 

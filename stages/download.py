@@ -31,11 +31,17 @@ def fetch_source(params: config.Params, name: str, dest: Path) -> str:
             raise DataError(f"sources.{name}.path: {local} does not exist or is not a file")
         shutil.copyfile(local, dest / local.name)
         return f"local copy {local}"
-    if src.kaggle:
-        from stages.kaggle import kaggle_download
-
-        return kaggle_download(src.kaggle, dest)
     mirror = Path(params.data.mirror).expanduser() if params.data.mirror else None
+    if src.kaggle:
+        from stages.kaggle import archive_name, kaggle_download
+
+        if mirror is None:
+            return kaggle_download(src.kaggle, dest)
+        local = mirror / archive_name(src.kaggle)  # the archive Kaggle's client would have downloaded
+        if not local.is_file():
+            raise DataError(f"mirror file {local} not found (data.mirror is set, so Kaggle is not asked)")
+        shutil.copyfile(local, dest / local.name)
+        return f"mirror {mirror}"
     for f in src.files:
         fetch.download(
             f.url,

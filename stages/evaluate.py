@@ -31,10 +31,80 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[
     return out
 
 
+def pixel_confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Confusion matrix over all pixels (rows: true class, columns: predicted)."""
+    idx = y_true.astype(np.int64).ravel() * num_classes + y_pred.astype(np.int64).ravel()
+    return np.bincount(idx, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def segmentation_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
+    """Pixel accuracy (the pets study's metric), per-class IoU and Dice, their means over classes.
+
+    A class absent from both truth and prediction has no IoU/Dice (NaN, left out of the means).
+    """
+    cm = pixel_confusion(y_true, y_pred, len(classes)).astype(np.float64)
+    tp, truth, pred = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = tp / (truth + pred - tp)
+        dice = 2 * tp / (truth + pred)
+    out = {
+        "test_accuracy": float(tp.sum() / max(cm.sum(), 1)),
+        "test_mean_iou": float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0,
+        "test_dice_mean": float(np.nanmean(dice)) if np.isfinite(dice).any() else 0.0,
+    }
+    for c, name in enumerate(classes):
+        out[f"test_iou_{name}"] = None if np.isnan(iou[c]) else float(iou[c])
+        out[f"test_dice_{name}"] = None if np.isnan(dice[c]) else float(dice[c])
+    return out
+
+
+def evaluate_segmentation(name: str, meta: dict, summary: dict, y_test: np.ndarray) -> dict:
+    classes, out = meta["classes"], REPORTS / name
+    masks = load_npy(MODELS / name / "test_masks.npy")
+    result = segmentation_metrics(y_test, masks, classes)
+    # the trivial baseline: every pixel labelled with the most frequent training class
+    majority = int(np.bincount(load_npy(PREPARED / meta["dataset"] / "y_train.npy").ravel()).argmax())
+    baseline = segmentation_metrics(y_test, np.full_like(y_test, majority), classes)
+    result.update(
+        test_loss=summary.get("test_loss"),
+        baseline_accuracy=baseline["test_accuracy"],
+        baseline_mean_iou=baseline["test_mean_iou"],
+        test_seconds=summary["test_seconds"],
+        parameters=summary["parameters"],
+        epochs_run=summary["epochs_run"],
+        train_seconds=summary["train_seconds"],
+        test_images=len(y_test),
+    )
+    result = {k: v for k, v in result.items() if v is not None}
+    cm = pixel_confusion(y_test, masks, len(classes))
+    report = {
+        c: {"iou": result.get(f"test_iou_{c}"), "dice": result.get(f"test_dice_{c}"), "pixels": int(cm[i].sum())}
+        for i, c in enumerate(classes)
+    }
+    label = plots.data_label(meta["data"])
+    write_json(out / "metrics.json", result)
+    write_json(out / "classification_report.json", {"data": meta["data"], "unit": "pixels", "classes": report})
+    # a seeded sample of pixels for `dvc plots` (all pixels would be millions of rows)
+    rng = np.random.default_rng(0)
+    pick = rng.choice(y_test.size, size=min(20_000, y_test.size), replace=False)
+    rows = ["actual,predicted"] + [
+        f"{classes[a]},{classes[p]}" for a, p in zip(y_test.ravel()[pick], masks.ravel()[pick])
+    ]
+    write_text(out / "predictions.csv", "\n".join(rows) + "\n")
+    title = f"{name}: pixel accuracy {result['test_accuracy']:.3f}, mean IoU {result['test_mean_iou']:.3f}{label}"
+    plots.confusion(cm, classes, title, out / "confusion.png")
+    plots.learning_curves(out / "train", f"{name}: learning curves{label}", out / "learning_curves.png")
+    x_test = load_npy(PREPARED / meta["dataset"] / "x_test.npy", mmap=True)
+    plots.segmentation_panels(x_test, y_test, masks, classes, f"{name}: test images{label}", out / "samples.png")
+    return result
+
+
 def evaluate(params: config.Params, name: str) -> dict:
     exp = config.experiment(params, name)
     meta = json.loads((PREPARED / exp.dataset / "meta.json").read_text())
     summary = json.loads((MODELS / name / "summary.json").read_text())
+    if meta.get("task") == "segmentation":
+        return evaluate_segmentation(name, meta, summary, load_npy(PREPARED / exp.dataset / "y_test.npy"))
     classes, out = meta["classes"], REPORTS / name
     # test-split outputs of the trained model, written by `train` (see the note there)
     probs = load_npy(MODELS / name / "test_probs.npy")
@@ -48,6 +118,8 @@ def evaluate(params: config.Params, name: str) -> dict:
         train_seconds=summary["train_seconds"],
         test_images=len(y_test),
     )
+    if "flops" in summary:  # one image's forward pass (stages.models.flops)
+        result["flops"] = summary["flops"]
     y_pred = probs.argmax(axis=1)
     report = skm.classification_report(
         y_test, y_pred, labels=list(range(len(classes))), target_names=classes, output_dict=True, zero_division=0
@@ -56,7 +128,8 @@ def evaluate(params: config.Params, name: str) -> dict:
     title = f"{name}: test accuracy {result['test_accuracy']:.3f}{plots.data_label(meta['data'])}"
 
     write_json(out / "metrics.json", result)
-    write_json(out / "classification_report.json", {"data": meta["data"], "classes": report})
+    top = plots.top_confusions(cm, classes)
+    write_json(out / "classification_report.json", {"data": meta["data"], "classes": report, "top_confusions": top})
     rows = ["actual,predicted"] + [f"{classes[a]},{classes[p]}" for a, p in zip(y_test, y_pred)]
     write_text(out / "predictions.csv", "\n".join(rows) + "\n")
     plots.confusion(cm, classes, title, out / "confusion.png")
@@ -69,6 +142,12 @@ def evaluate(params: config.Params, name: str) -> dict:
 def main(name: str) -> None:
     params = config.load(check_models=False)
     result = evaluate(params, name)
+    if "test_mean_iou" in result:
+        print(
+            f"evaluate@{name}: pixel accuracy {result['test_accuracy']:.4f}, mean IoU {result['test_mean_iou']:.4f}"
+            f" (majority-class baseline: {result['baseline_accuracy']:.4f}, {result['baseline_mean_iou']:.4f})"
+        )
+        return
     print(f"evaluate@{name}: test accuracy {result['test_accuracy']:.4f}, loss {result['test_loss']:.4f}")
 
 

@@ -7,6 +7,7 @@ Each generator writes into ``dest`` the files the real source would provide.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import tarfile
@@ -25,9 +26,15 @@ def generator(fn: Callable[..., None]) -> Callable[..., None]:
     return fn
 
 
-def deterministic_tar_gz(path: Path, members: dict[str, bytes]) -> None:
-    """A .tar.gz whose bytes depend only on its content (fixed mtimes, no gzip timestamp)."""
-    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+def deterministic_tar_gz(path: Path, members: dict[str, bytes], *, compress: bool = True) -> None:
+    """A .tar.gz whose bytes depend only on its content (fixed mtimes, no gzip timestamp).
+
+    ``compress=False`` writes a plain tar under the same name (as the Oxford-IIIT Pet archives are).
+    """
+    with (
+        open(path, "wb") as raw,
+        gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if compress else contextlib.nullcontext(raw) as gz,
+    ):
         with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
             dirs = sorted({str(Path(n).parent) for n in members} - {"."})
             for d in dirs:
@@ -58,3 +65,199 @@ def cifar10(dest: Path, options: dict[str, Any], seed: int) -> None:
         f.unlink()
     (batches / "cifar-10-batches-py").rmdir()
     batches.rmdir()
+
+
+# --- gray28 (seeds/003): 28x28 grayscale, as a Kaggle CSV or as MNIST-family IDX files --------
+
+FASHION_MNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+
+
+@generator
+def gray28(dest: Path, options: dict[str, Any], seed: int) -> None:
+    """Generated 28x28 grayscale images of ``classes`` classes in the study's competition form.
+
+    ``format: csv`` (default): Kaggle's ``train.csv`` (label + 784 pixels, with header) and
+    ``test.csv`` (pixels only, unless ``test_labels: true``). ``format: idx``: the four
+    gzip IDX files under Fashion-MNIST's official names.
+    """
+    from stages.readers.tabular import write_idx, write_label_csv
+
+    classes = int(options.get("classes", 10))
+    train_n, test_n = int(options.get("train_per_class", 100)), int(options.get("test_per_class", 10))
+    x_train, y_train = shape_dataset(train_n, classes, 28, 1, seed)
+    x_test, y_test = shape_dataset(test_n, classes, 28, 1, seed + 1)
+    x_train, x_test = x_train[..., 0], x_test[..., 0]
+    fmt = options.get("format", "csv")
+    if fmt == "csv":
+        write_label_csv(dest / "train.csv", x_train, y_train)
+        write_label_csv(dest / "test.csv", x_test, y_test if options.get("test_labels", False) else None)
+    elif fmt == "idx":
+        arrays = {"train_images": x_train, "train_labels": y_train, "test_images": x_test, "test_labels": y_test}
+        for key, name in FASHION_MNIST_FILES.items():
+            write_idx(dest / name, arrays[key].astype("uint8"))
+    else:
+        raise ValueError(f"gray28 generator: format must be csv or idx, got {fmt!r}")
+
+
+# --- pets (seeds/000 part 1): the Oxford-IIIT Pet archives ------------------------------------
+
+# The 37 breeds in the official class-id order (list.txt CLASS-ID 1..37, as tensorflow-datasets'
+# oxford_iiit_pet builder lists them): cats capitalised, dogs lower-case.
+PET_BREEDS = (
+    "Abyssinian american_bulldog american_pit_bull_terrier basset_hound beagle Bengal Birman Bombay boxer "
+    "British_Shorthair chihuahua Egyptian_Mau english_cocker_spaniel english_setter german_shorthaired "
+    "great_pyrenees havanese japanese_chin keeshond leonberger Maine_Coon miniature_pinscher newfoundland "
+    "Persian pomeranian pug Ragdoll Russian_Blue saint_bernard samoyed scottish_terrier shiba_inu Siamese "
+    "Sphynx staffordshire_bull_terrier wheaten_terrier yorkshire_terrier"
+).split()
+# tensorflow-datasets' _CORRUPT_SAMPLES: files of the real archive that are "mostly wrong format"
+# (some with an alpha channel). Which odd format each one gets here is our choice.
+PET_ODD_FILES = (
+    "beagle_116 chihuahua_121 Abyssinian_5 Abyssinian_34 Egyptian_Mau_14 Egyptian_Mau_139 Egyptian_Mau_145 "
+    "Egyptian_Mau_156 Egyptian_Mau_167 Egyptian_Mau_177 Egyptian_Mau_186 Egyptian_Mau_191"
+).split()
+_ODD_FORMATS = ("png_rgba", "gray_jpeg", "cmyk_jpeg", "png_rgb")
+
+
+def _encode_pet_image(img, kind: str) -> bytes:
+    import cv2
+
+    if kind == "png_rgba":  # PNG data under a .jpg name, with an alpha channel
+        rgba = cv2.cvtColor(img, cv2.COLOR_RGB2BGRA)
+        return cv2.imencode(".png", rgba)[1].tobytes()
+    if kind == "png_rgb":
+        return cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))[1].tobytes()
+    if kind == "gray_jpeg":
+        return cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2GRAY))[1].tobytes()
+    if kind == "cmyk_jpeg":
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(img).convert("CMYK").save(buf, format="JPEG", quality=90)
+        return buf.getvalue()
+    return cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+
+
+@generator
+def pets(dest: Path, options: dict[str, Any], seed: int) -> None:
+    """``images.tar.gz`` + ``annotations.tar.gz`` laid out as the official Oxford-IIIT Pet archives.
+
+    Both are uncompressed tar under a .tar.gz name, as the real ones. ``images/<Breed>_<n>.jpg``
+    for all 37 breeds (plus the 12 odd-format files tensorflow-datasets names, three ``.mat``
+    files and a few images that no list or trimap covers); ``annotations/`` holds ``trimaps/``
+    (PNG, values 1..3, plus macOS ``._<name>.png`` junk), ``xmls/`` (head boxes, trainval only),
+    ``list.txt``, ``trainval.txt`` and ``test.txt``.
+    """
+    import cv2
+    import numpy as np
+
+    from stages.synthetic import pet_scene
+
+    per_breed = int(options.get("images_per_breed", 16))
+    rng = np.random.default_rng(seed)
+    images: dict[str, bytes] = {}
+    ann: dict[str, bytes] = {}
+    rows: dict[str, list[str]] = {"trainval": [], "test": []}
+    breed_ids = {"cat": 0, "dog": 0}
+    odd = iter(_ODD_FORMATS * 3)
+    for class_id, breed in enumerate(PET_BREEDS, start=1):
+        dog = breed[0].islower()
+        species = "dog" if dog else "cat"
+        breed_ids[species] += 1
+        odd_names = [n for n in PET_ODD_FILES if n.rsplit("_", 1)[0] == breed]
+        names = [f"{breed}_{n}" for n in range(1, per_breed + 1) if f"{breed}_{n}" not in odd_names] + odd_names
+        for i, name in enumerate(names):
+            h, w = (int(v) for v in rng.integers(110, 200, size=2))
+            img, trimap = pet_scene(rng, h, w, dog)
+            kind = next(odd) if name in PET_ODD_FILES else "jpeg"
+            images[f"images/{name}.jpg"] = _encode_pet_image(img, kind)
+            ann[f"annotations/trimaps/{name}.png"] = cv2.imencode(".png", trimap)[1].tobytes()
+            ann[f"annotations/trimaps/._{name}.png"] = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(60)
+            part = "trainval" if i % 2 == 0 else "test"
+            rows[part].append(f"{name} {class_id} {2 if dog else 1} {breed_ids[species]}")
+            if part == "trainval":
+                ann[f"annotations/xmls/{name}.xml"] = (
+                    f"<annotation><filename>{name}.jpg</filename><size><width>{w}</width><height>{h}</height>"
+                    f"<depth>3</depth></size><object><name>{species}</name><bndbox><xmin>1</xmin><ymin>1</ymin>"
+                    f"<xmax>{w // 2}</xmax><ymax>{h // 2}</ymax></bndbox></object></annotation>\n"
+                ).encode()
+        # one image per breed that no list or trimap covers (the real archive has such images)
+        extra, _ = pet_scene(rng, 120, 150, dog)
+        images[f"images/{breed}_{per_breed + 500}.jpg"] = _encode_pet_image(extra, "jpeg")
+    for n in (100, 101, 102):  # MATLAB files among the images
+        images[f"images/Abyssinian_{n}.mat"] = b"MATLAB 5.0 MAT-file, Platform: GLNXA64" + bytes(90)
+    header = (
+        "#Image CLASS-ID SPECIES BREED ID\n#ID: 1:37 Class ids\n#SPECIES: 1:Cat 2:Dog\n"
+        "#BREED ID: 1-25:Cat 1:12:Dog\n#All images with 1st letter as captial are cat images\n"
+        "#images with small first letter are dog images\n"
+    )
+    everything = sorted(rows["trainval"] + rows["test"], key=lambda r: r.split()[0].lower())
+    ann["annotations/list.txt"] = (header + "\n".join(everything) + "\n").encode()
+    for part, lines in rows.items():
+        ann[f"annotations/{part}.txt"] = ("\n".join(lines) + "\n").encode()
+    deterministic_tar_gz(dest / "images.tar.gz", images, compress=False)
+    deterministic_tar_gz(dest / "annotations.tar.gz", ann, compress=False)
+
+
+# --- natural (seeds/004): Kaggle "Natural Images", an image-folder zip ------------------------
+
+NATURAL_CLASSES = ["airplane", "car", "cat", "dog", "flower", "fruit", "motorbike", "person"]
+# stages/synthetic.py shapes that stay apart under the study's flips and rotations up to 144 degrees
+# (not both hbars/vbars, nor both plus/cross)
+NATURAL_SHAPES = [0, 1, 2, 3, 5, 6, 8, 9]  # disc square triangle hbars ring plus checker dots
+
+
+def deterministic_zip(path: Path, members: dict[str, bytes]) -> None:
+    """A zip whose bytes depend only on its content (sorted entries, fixed timestamps)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        for d in sorted({str(Path(n).parent) + "/" for n in members} - {"./"}):
+            zf.writestr(zipfile.ZipInfo(d, date_time=(2019, 11, 11, 0, 0, 0)), b"")
+        for name in sorted(members):
+            info = zipfile.ZipInfo(name, date_time=(2019, 11, 11, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, members[name])
+
+
+@generator
+def natural_images(dest: Path, options: dict[str, Any], seed: int) -> None:
+    """``natural-images.zip`` as Kaggle's client downloads it: ``natural_images/<class>/<class>_NNNN.jpg``.
+
+    Eight classes of generated shapes (stages/synthetic.py), each image its own size (``min_size`` to
+    ``max_size`` pixels a side, not square), as the real set's. Odd files so that those paths run in
+    every default run: a grayscale JPEG and an RGBA PNG in each of the first classes, one truncated
+    (corrupt) JPEG and a Windows ``Thumbs.db`` (the real set has one in 7 of its 8 folders).
+    """
+    import cv2
+    import numpy as np
+
+    from stages.synthetic import shape_image
+
+    per_class = int(options.get("per_class", 40))
+    lo, hi = int(options.get("min_size", 60)), int(options.get("max_size", 160))
+    rng = np.random.default_rng(seed)
+    members: dict[str, bytes] = {}
+    for label, name in enumerate(NATURAL_CLASSES):
+        for i in range(per_class):
+            h, w = (int(v) for v in rng.integers(lo, hi + 1, size=2))
+            img = cv2.resize(shape_image(NATURAL_SHAPES[label], 64, 3, rng), (w, h), interpolation=cv2.INTER_LINEAR)
+            bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+            stem = f"natural_images/{name}/{name}_{i:04d}"
+            if i == 1 and label % 2 == 0:  # one-channel JPEG
+                members[f"{stem}.jpg"] = cv2.imencode(".jpg", cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))[1].tobytes()
+            elif i == 1:  # a PNG with an alpha channel
+                members[f"{stem}.png"] = cv2.imencode(".png", cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA))[1].tobytes()
+            else:
+                members[f"{stem}.jpg"] = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    # a download cut short: the first 200 bytes of a JPEG (header only, no scan data)
+    members[f"natural_images/car/car_{per_class:04d}.jpg"] = members["natural_images/car/car_0000.jpg"][:200]
+    # Windows' thumbnail cache (an OLE compound file), as in the real archive
+    members["natural_images/airplane/Thumbs.db"] = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504)
+    deterministic_zip(dest / "natural-images.zip", members)

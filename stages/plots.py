@@ -55,8 +55,23 @@ def learning_curves(live_dir: Path, title: str, path: Path) -> None:
     save(fig, path)
 
 
-def confusion(cm: np.ndarray, classes: list[str], title: str, path: Path) -> None:
-    """Row-normalised confusion matrix with counts; the largest off-diagonal cells stand out."""
+def top_confusions(cm: np.ndarray, classes: list[str], k: int = 3) -> list[dict]:
+    """The ``k`` largest off-diagonal cells (true class taken for predicted class), largest first."""
+    off = np.asarray(cm, dtype=np.int64).copy()
+    np.fill_diagonal(off, 0)
+    order = np.argsort(-off, axis=None, kind="stable")[:k]
+    totals = np.maximum(np.asarray(cm).sum(axis=1), 1)
+    pairs = [np.unravel_index(i, off.shape) for i in order]
+    return [
+        {"true": classes[t], "predicted": classes[p], "count": int(off[t, p]), "rate": float(off[t, p] / totals[t])}
+        for t, p in pairs
+        if off[t, p] > 0
+    ]
+
+
+def confusion(cm: np.ndarray, classes: list[str], title: str, path: Path, top: int = 3) -> None:
+    """Row-normalised confusion matrix; the ``top`` largest off-diagonal cells are framed in red
+    and listed (true -> predicted, count) under the figure."""
     from sklearn.metrics import ConfusionMatrixDisplay
 
     size = max(5.0, 0.55 * len(classes) + 2)
@@ -65,5 +80,40 @@ def confusion(cm: np.ndarray, classes: list[str], title: str, path: Path) -> Non
     ConfusionMatrixDisplay(rates, display_labels=classes).plot(
         ax=ax, cmap="Blues", values_format=".2f", colorbar=False, xticks_rotation=45
     )
+    worst = top_confusions(cm, classes, top)
+    for c in worst:
+        t, p = classes.index(c["true"]), classes.index(c["predicted"])
+        ax.add_patch(plt.Rectangle((p - 0.5, t - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
+    if worst:
+        listed = "; ".join(f"{c['true']} -> {c['predicted']} ({c['count']})" for c in worst)
+        ax.text(0.5, -0.22, f"most confused (true -> predicted): {listed}", transform=ax.transAxes,
+                ha="center", va="top", fontsize=8, color="darkred", wrap=True)  # fmt: skip
     ax.set_title(title)
+    save(fig, path)
+
+
+# Segmentation masks: one colour per class (pet, background, border in the pets study)
+MASK_COLORS = np.array([[230, 60, 60], [40, 40, 40], [250, 220, 60], [60, 120, 230], [80, 200, 120]], np.uint8)
+
+
+def color_mask(mask: np.ndarray) -> np.ndarray:
+    """(H, W) class ids -> (H, W, 3) RGB."""
+    return MASK_COLORS[np.asarray(mask) % len(MASK_COLORS)]
+
+
+def segmentation_panels(
+    images: np.ndarray, truth: np.ndarray, pred: np.ndarray, classes: list[str], title: str, path: Path, n: int = 4
+) -> None:
+    """The study's figure: random test images, their true masks and the predicted masks."""
+    picks = np.random.default_rng(0).choice(len(images), size=min(n, len(images)), replace=False)
+    fig, axes = plt.subplots(len(picks), 3, figsize=(7.5, 2.5 * len(picks)), squeeze=False)
+    for row, i in zip(axes, picks):
+        img = images[i][..., 0] if images[i].shape[-1] == 1 else images[i]
+        for ax, panel, label in zip(row, (img, color_mask(truth[i]), color_mask(pred[i])), ("image", "true", "pred")):
+            ax.imshow(panel, cmap="gray" if panel.ndim == 2 else None, interpolation="nearest")
+            ax.set_title(f"{label} (#{i})", fontsize=8)
+            ax.axis("off")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=MASK_COLORS[c] / 255) for c in range(len(classes))]
+    fig.legend(handles, classes, loc="lower center", ncol=len(classes))
+    fig.suptitle(title, fontsize=9)
     save(fig, path)

@@ -89,7 +89,7 @@ def load_source(params: config.Params, name: str) -> RawData:
 
         d = load_pth(Path(ds.pth).expanduser())
         return RawData(d["x_train"], d["y_train"], d["x_test"], d["y_test"], d.get("classes") or OBJECTS8_CLASSES)
-    _, raw = read_raw(EXTRACTED / ds.source, tuple(ds.image_size) if ds.image_size else None, ds.color)
+    _, raw = read_raw(EXTRACTED / ds.source, tuple(ds.image_size) if ds.image_size else None, ds.color, ds.options)
     return raw
 
 

@@ -51,6 +51,68 @@ def scorecard(params: config.Params) -> pd.DataFrame:
     return df.dropna(axis=1, how="all")
 
 
+def mean_epoch_seconds(live_dir: Path) -> float | None:
+    """Mean of dvclive's per-epoch ``epoch_seconds`` (train.py's EpochTimer) under ``live_dir``."""
+    found = (live_dir / "plots/metrics/train/epoch_seconds.tsv", live_dir / "plots/metrics/epoch_seconds.tsv")
+    tsv = next((t for t in found if t.is_file()), None)  # dvclive's DVCLiveCallback logs it under train/
+    if tsv is None:
+        return None
+    values = [float(line.split("\t")[-1]) for line in tsv.read_text().splitlines()[1:] if line.strip()]
+    return sum(values) / len(values) if values else None
+
+
+def timing_table(
+    params: config.Params, study: str, exp_reports: Path = EXP_REPORTS, models: Path = MODELS
+) -> pd.DataFrame:
+    """The study's runtime table: training seconds per epoch and test-set prediction seconds, per model."""
+    rows = []
+    for name, exp in params.experiments.items():
+        summary_file = models / name / "summary.json"
+        if exp.study != study or not summary_file.is_file():
+            continue
+        summary = json.loads(summary_file.read_text())
+        per_epoch = mean_epoch_seconds(exp_reports / name / "train")
+        rows.append(
+            {
+                "experiment": name,
+                "model": exp.model,
+                "parameters": summary["parameters"],
+                "epochs": summary["epochs_run"],
+                "train_seconds_per_epoch": round(per_epoch, 3) if per_epoch is not None else None,
+                "test_seconds": summary["test_seconds"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def write_timing(params: config.Params, study: str, out: Path = OUT) -> pd.DataFrame:
+    df = timing_table(params, study)
+    note = "Seconds per training epoch (mean of dvclive's `epoch_seconds`) and for predicting the test set."
+    if params.profile == "embedded":
+        note += " Profile `embedded`: generated sample data, few images, small inputs."
+    table = df.to_markdown(index=False) if not df.empty else "(no trained experiments)"
+    write_text(out / f"{study}_timing.md", f"# {study}: runtime per model\n\n{note}\n\n{table}\n")
+    write_json(out / f"{study}_timing.json", {"profile": params.profile, "rows": df.to_dict(orient="records")})
+    return df
+
+
+def ensembles_table(ensemble_reports: Path = OUT / "ensembles") -> str:
+    """Markdown rows of every voted ensemble (stage `ensemble`), or an empty string."""
+    rows = []
+    for f in sorted(ensemble_reports.glob("*/metrics.json")):
+        m = json.loads(f.read_text())
+        rows.append(
+            {
+                "ensemble": f.parent.name,
+                "members": m["members"],
+                "ensemble_accuracy": round(m["ensemble_accuracy"], 4),
+                "best_member_accuracy": round(m["best_member_accuracy"], 4),
+                "mean_member_accuracy": round(m["mean_member_accuracy"], 4),
+            }
+        )
+    return f"\n## Ensembles (majority vote)\n\n{pd.DataFrame(rows).to_markdown(index=False)}\n" if rows else ""
+
+
 def comparison_figure(df: pd.DataFrame, path: Path, title: str) -> None:
     fig, ax = plots.plt.subplots(figsize=(max(6, 0.9 * len(df) + 2), 4))
     xs = range(len(df))
@@ -77,7 +139,8 @@ def main() -> None:
         else ""
     )
     table = df.to_markdown(index=False) if not df.empty else "(no evaluated experiments)"
-    write_text(OUT / "scorecard.md", f"# Reproduction scorecard\n\n{banner}{table}\n")
+    write_text(OUT / "scorecard.md", f"# Reproduction scorecard\n\n{banner}{table}\n{ensembles_table()}")
+    write_timing(params, "gray28")  # the study that reported seconds per epoch
     write_json(OUT / "scorecard.json", {"profile": params.profile, "rows": df.to_dict(orient="records")})
     with atomic_path(OUT / "figures", is_dir=True) as tmp:
         if not df.empty:

@@ -76,3 +76,49 @@ def shape_dataset(
     rng.shuffle(labels)
     images = np.stack([shape_image(int(y), size, channels, rng) for y in labels])
     return images, labels.astype(np.int64)
+
+
+# --- pets-unet (seeds/000 part 1): a "pet" on a textured background, with its trimap -----------
+
+
+def pet_scene(rng: np.random.Generator, height: int, width: int, dog: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One RGB image (uint8 H x W x 3) and its Oxford-style trimap (1 pet, 2 background, 3 border).
+
+    The pet is a bright, textured body ellipse plus a head disc (with ears: pointed for cats,
+    floppy for dogs) on a darker, noisy background gradient; the border class is a band along
+    the outline, as in the real trimaps. Position, size, colours and texture vary per image.
+    """
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    c0, c1 = rng.integers(0, 110, size=3), rng.integers(0, 110, size=3)
+    t = (xx / width * rng.uniform(0.3, 1) + yy / height * rng.uniform(0.3, 1))[..., None] / 2
+    canvas = c0 * (1 - t) + c1 * t + rng.normal(0, 14, (height, width, 1))
+    mask = np.zeros((height, width), np.uint8)
+    s = min(height, width)
+    cx, cy = int(rng.integers(s // 3, width - s // 3 + 1)), int(rng.integers(s // 3, height - s // 3 + 1))
+    ax, ay = int(rng.integers(s // 4, s * 2 // 5)), int(rng.integers(s // 6, s * 2 // 7))
+    cv2.ellipse(mask, (cx, cy), (ax, ay), float(rng.uniform(-30, 30)), 0, 360, 1, -1)
+    hr = max(4, int(ax * rng.uniform(0.45, 0.7)))
+    hx = int(np.clip(cx + rng.choice([-1, 1]) * ax * 0.8, hr, width - hr))
+    hy = int(np.clip(cy - ay * 0.9, hr, height - hr))
+    cv2.circle(mask, (hx, hy), hr, 1, -1)
+    if dog:  # floppy ears hang beside the head
+        for side in (-1, 1):
+            cv2.ellipse(mask, (hx + side * hr, hy + hr // 3), (hr // 3 + 1, hr // 1 + 1), 0, 0, 360, 1, -1)
+    else:  # pointed ears on top
+        for side in (-1, 1):
+            pts = np.array([[hx + side * hr // 4, hy - hr // 2], [hx + side * hr, hy - hr // 3],
+                            [hx + side * (hr * 3 // 4), hy - hr - hr // 2]], np.int32)  # fmt: skip
+            cv2.fillPoly(mask, [pts], 1)
+    fur = rng.integers(150, 256, size=3).astype(np.float32)
+    stripes = 18 * np.sin(xx * rng.uniform(0.2, 0.6) + yy * rng.uniform(0.2, 0.6))[..., None]
+    pet = fur + stripes + rng.normal(0, 10, (height, width, 1))
+    inside = mask.astype(bool)
+    canvas[inside] = pet[inside]
+    img = np.clip(canvas, 0, 255).astype(np.uint8)
+    k = max(3, (s // 25) | 1)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    outline = cv2.dilate(mask, kernel).astype(bool) & ~cv2.erode(mask, kernel).astype(bool)
+    trimap = np.full((height, width), 2, np.uint8)
+    trimap[inside] = 1
+    trimap[outline] = 3
+    return img, trimap

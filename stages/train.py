@@ -20,7 +20,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from stages import config
+from stages import config, paths
+from stages.flops import model_flops
 from stages.io import atomic_path, load_npy, save_npy, write_json
 from stages.models import build
 from stages.paths import CHECKPOINTS, MODELS, PREPARED
@@ -32,17 +33,34 @@ def load_split(dataset: str, part: str) -> tuple[np.ndarray, np.ndarray]:
     return load_npy(folder / f"x_{part}.npy"), load_npy(folder / f"y_{part}.npy")
 
 
+def flip_together(image: tf.Tensor, mask: tf.Tensor, seed: int | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+    """Segmentation augmentation: one random draw flips an image (H, W, C) and its mask (H, W)
+    left-right together, so that the labels stay on their pixels."""
+    flip = tf.random.uniform([], seed=seed) < 0.5
+    return tf.where(flip, tf.reverse(image, [1]), image), tf.where(flip, tf.reverse(mask, [1]), mask)
+
+
 def make_dataset(
-    x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle_seed: int | None = None, num_classes: int | None = None
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    *,
+    shuffle_seed: int | None = None,
+    num_classes: int | None = None,
+    augment_seed: int | None = None,
 ) -> tf.data.Dataset:
     """uint8 arrays -> batches of float32 0..255 images (the models scale them).
 
     ``shuffle_seed`` set: a seeded reshuffle every epoch (training). ``num_classes``
     set: one-hot labels, for categorical cross-entropy with label smoothing.
+    ``augment_seed`` set (segmentation: ``y`` holds masks): seeded random flips applied
+    to each image and its mask together (:func:`flip_together`).
     """
     ds = tf.data.Dataset.from_tensor_slices((x, y)).cache()
     if shuffle_seed is not None:
         ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+    if augment_seed is not None:
+        ds = ds.map(lambda img, mask: flip_together(img, mask, augment_seed), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size)
 
     def to_float(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -83,6 +101,35 @@ def make_optimizer(opt: config.Optimizer, epochs: int, steps_per_epoch: int) -> 
     ](**kwargs)
 
 
+@keras.saving.register_keras_serializable(package="stages")
+class SparseCrossentropyDice(keras.losses.Loss):
+    """Segmentation loss: pixel cross-entropy + ``dice_weight`` x (1 - soft Dice, mean over classes)."""
+
+    def __init__(self, dice_weight: float = 1.0, name: str = "sparse_crossentropy_dice", **kwargs) -> None:
+        super().__init__(name=name, **kwargs)
+        self.dice_weight = dice_weight
+
+    def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        if y_true.shape.rank == y_pred.shape.rank:
+            y_true = tf.squeeze(y_true, -1)
+        labels = tf.cast(y_true, tf.int32)
+        ce = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, y_pred), axis=[1, 2])
+        onehot = tf.one_hot(labels, tf.shape(y_pred)[-1], dtype=y_pred.dtype)
+        inter = tf.reduce_sum(onehot * y_pred, axis=[1, 2])
+        total = tf.reduce_sum(onehot + y_pred, axis=[1, 2])
+        dice = tf.reduce_mean((2 * inter + 1) / (total + 1), axis=-1)
+        return ce + self.dice_weight * (1 - dice)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "dice_weight": self.dice_weight}
+
+
+def pixel_log_loss(y: np.ndarray, probs: np.ndarray) -> float:
+    """Mean cross-entropy over all pixels of masks ``y`` (N, H, W) under ``probs`` (N, H, W, K)."""
+    picked = np.take_along_axis(probs, y[..., None].astype(np.int64), axis=-1)
+    return float(-np.log(np.clip(picked, 1e-7, 1)).mean())
+
+
 class EpochTimer(keras.callbacks.Callback):
     """Adds ``epoch_seconds`` (training wall time of the epoch) to the logged metrics."""
 
@@ -105,11 +152,14 @@ def _best_so_far(live_dir: Path, monitor: str) -> float | None:
     return max(values) if "acc" in monitor else min(values)
 
 
-def callbacks(exp: config.Experiment, name: str, resuming: bool) -> list[keras.callbacks.Callback]:
+def callbacks(
+    exp: config.Experiment, name: str, resuming: bool, *, run: str | None = None
+) -> list[keras.callbacks.Callback]:
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
-    ckpt_dir, live_dir = CHECKPOINTS / name, REPORTS / name / "train"
+    # ``run``: another run of the experiment (an ensemble member), with its own state and logs
+    ckpt_dir, live_dir = CHECKPOINTS / (run or name), (paths.REPORTS / run if run else REPORTS / name) / "train"
     cbs: list[keras.callbacks.Callback] = [keras.callbacks.BackupAndRestore(str(ckpt_dir / "backup")), EpochTimer()]
     if exp.callbacks.checkpoint:
         monitor = exp.callbacks.checkpoint.monitor
@@ -140,51 +190,77 @@ def callbacks(exp: config.Experiment, name: str, resuming: bool) -> list[keras.c
     return cbs
 
 
-def train(params: config.Params, name: str) -> dict:
+def set_batchnorm_momentum(model: keras.Model, momentum: float) -> None:
+    """Every BatchNormalization layer, nested backbones included (read at trace time, so before fit)."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            set_batchnorm_momentum(layer, momentum)
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+
+
+def train(params: config.Params, name: str, *, seed: int | None = None, out: Path | None = None) -> dict:
+    """Train experiment ``name``; ``seed``/``out`` retrain it as another run (an ensemble member)
+    into ``out`` (under models/), logging to the same path under reports/."""
     exp = config.experiment(params, name)
+    run = str(Path(out).relative_to(MODELS)) if out is not None else None
     if exp.callbacks.reduce_lr and exp.optimizer.schedule != "constant":
         raise config.ConfigError(
             f"params.yaml: experiments.{name}: callbacks.reduce_lr and optimizer.schedule "
             f"{exp.optimizer.schedule!r} both set the learning rate; keep one"
         )
-    seed = params.seed if exp.seed is None else exp.seed
+    if seed is None:
+        seed = params.seed if exp.seed is None else exp.seed
     keras.utils.set_random_seed(seed)
     meta = json.loads((PREPARED / exp.dataset / "meta.json").read_text())
     num_classes = len(meta["classes"])
     x_train, y_train = load_split(exp.dataset, "train")
+    if exp.max_train_examples:  # prepared train images are already in seeded random order
+        x_train, y_train = x_train[: exp.max_train_examples], y_train[: exp.max_train_examples]
     x_val, y_val = load_split(exp.dataset, "val")
     one_hot = num_classes if exp.loss == "categorical_crossentropy" else None
+    segmentation = meta.get("task") == "segmentation"
     epochs, batch_size = config.effective_epochs(params, exp), config.effective_batch_size(params, exp)
-    train_ds = make_dataset(x_train, y_train, batch_size, shuffle_seed=seed, num_classes=one_hot)
+    augment_seed = seed if segmentation and exp.augment else None
+    train_ds = make_dataset(
+        x_train, y_train, batch_size, shuffle_seed=seed, num_classes=one_hot, augment_seed=augment_seed
+    )
     val_ds = make_dataset(x_val, y_val, batch_size, num_classes=one_hot) if len(x_val) else None
 
-    ckpt_dir = CHECKPOINTS / name
+    ckpt_dir = CHECKPOINTS / (run or name)
     if not exp.resume:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     resuming = (ckpt_dir / "backup").is_dir()
 
     with distribution_strategy().scope():
         model = build(exp.model, meta["image_shape"], num_classes, **exp.model_args)
+        if params.active.batchnorm_momentum:
+            set_batchnorm_momentum(model, params.active.batchnorm_momentum)
         for layer in model.layers:
             if isinstance(layer, keras.layers.Normalization) and layer.input_mean is None:
                 layer.adapt(x_train[:10_000].astype(np.float32))
-        loss = (
-            keras.losses.CategoricalCrossentropy(label_smoothing=exp.label_smoothing)
-            if one_hot
-            else keras.losses.SparseCategoricalCrossentropy()
-        )
+        if exp.loss == "sparse_crossentropy_dice":
+            loss = SparseCrossentropyDice()
+        elif one_hot:
+            loss = keras.losses.CategoricalCrossentropy(label_smoothing=exp.label_smoothing)
+        else:
+            loss = keras.losses.SparseCategoricalCrossentropy()
         steps = math.ceil(len(x_train) / batch_size)
-        model.compile(optimizer=make_optimizer(exp.optimizer, epochs, steps), loss=loss, metrics=["accuracy"])
+        # segmentation: pixel accuracy (the pets study's metric), named as the classifiers' accuracy
+        metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy") if segmentation else "accuracy"
+        model.compile(optimizer=make_optimizer(exp.optimizer, epochs, steps), loss=loss, metrics=[metric])
     print(
         f"train@{name}: {exp.model} ({model.count_params():,} parameters) on {exp.dataset} "
-        f"{meta['counts']}, {epochs} epochs, batch {batch_size}" + (" (resuming)" if resuming else "")
+        f"{meta['counts']}, {epochs} epochs, batch {batch_size}"
+        + (f", first {len(x_train)} train images" if exp.max_train_examples else "")
+        + (" (resuming)" if resuming else "")
     )
     start = time.perf_counter()
     history = model.fit(
         train_ds,
         validation_data=val_ds,
         epochs=epochs,
-        callbacks=callbacks(exp, name, resuming),
+        callbacks=callbacks(exp, name, resuming, run=run),
         verbose=2,
         shuffle=False,  # the tf.data pipeline already reshuffles every epoch, seeded
     )
@@ -198,29 +274,47 @@ def train(params: config.Params, name: str) -> dict:
     start = time.perf_counter()
     test_probs = model.predict(make_dataset(x_test, y_test, batch_size), verbose=0).astype(np.float32)
     test_seconds = time.perf_counter() - start
+    outputs = {"test_probs.npy": test_probs}
+    if segmentation:  # per-pixel probabilities are too big to keep: the predicted masks instead
+        outputs = {"test_masks.npy": test_probs.argmax(axis=-1).astype(np.uint8)}
     summary = {
         "model": exp.model,
         "parameters": int(model.count_params()),
         "trainable_parameters": int(sum(int(np.prod(w.shape)) for w in model.trainable_weights)),
+        "flops": model_flops(model),
         "epochs_run": history.epoch[-1] + 1 if history.epoch else epochs,
         "epochs_requested": epochs,
         "batch_size": batch_size,
+        "seed": seed,
         "train_seconds": round(seconds, 2),
         "test_seconds": round(test_seconds, 3),
         "data": meta["data"],
+        "classes": meta["classes"],
     }
-    with atomic_path(MODELS / name, is_dir=True) as tmp:
+    if segmentation:
+        summary["test_loss"] = round(pixel_log_loss(y_test, test_probs), 5)
+    with atomic_path(out or MODELS / name, is_dir=True) as tmp:
         model.save(tmp / "model.keras")
-        save_npy(tmp / "test_probs.npy", test_probs)
+        for file, array in outputs.items():
+            save_npy(tmp / file, array)
         write_json(tmp / "summary.json", summary)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return summary
 
 
-def main(name: str) -> None:
+def main(name: str, *options: str) -> None:
+    """``python -m stages.train <experiment> [--seed N --out models/...]`` (the latter: an ensemble member)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=f"python -m stages.train {name}")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(options)
+    if args.out is not None and not args.out.is_relative_to(MODELS):
+        raise config.ConfigError(f"--out {args.out}: must be a folder under {MODELS}/")
     params = config.load()
     config.experiment(params, name)
-    summary = train(params, name)
+    summary = train(params, name, seed=args.seed, out=args.out)
     print(f"train@{name}: done, {summary['epochs_run']} epochs in {summary['train_seconds']} s")
 
 

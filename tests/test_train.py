@@ -47,6 +47,7 @@ def make_project(root: Path, n: int = 600, epochs: int = EPOCHS) -> None:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["profile"] = "full"
     params["datasets"] = {"tiny": {"source": "cifar10", "color": "gray"}}
+    params["ensembles"] = {}
     params["experiments"] = {
         "tiny": {
             "study": "test",

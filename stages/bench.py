@@ -1,0 +1,189 @@
+"""Benchmark: `python -m stages.bench` -> reports/bench.json and reports/bench.md.
+
+Not part of `dvc repro`. Measures, in one run on this machine (ratios, since the
+machines are noisy; compare two implementations in the same run):
+
+1. prepare: decode + resize images/s of the project's reader vs a plain per-image loop;
+2. input pipeline: training images/s through the project's tf.data pipeline vs the same
+   model fed one in-memory batch over and over (the compute-only ceiling);
+3. compute efficiency: achieved training GFLOP/s vs this machine's dense matmul GFLOP/s;
+4. DVC overhead: `dvc status` and a no-op `dvc repro` on this repository.
+
+Uses small real data where ../shared/datasets exists, generated data otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from stages.io import write_json, write_text
+from stages.paths import REPORTS
+from stages.readers.images import plain_loop_read, read_image_files
+from stages.synthetic import shape_dataset
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+MODELS_TO_TIME = [  # (builder, input shape, classes, batch size): the classification studies
+    ("cifar_gray_baseline", (32, 32, 1), 10, 128),
+    ("cifar_gray_tuned", (32, 32, 1), 10, 128),
+    ("cifar_rgb_cnn", (32, 32, 3), 10, 128),
+    ("objects8_cnn", (32, 32, 3), 8, 50),
+    ("resnet_fast", (32, 32, 3), 10, 256),
+]
+
+
+def rate(fn, n: int, repeats: int = 3) -> float:
+    """Items per second of ``fn()`` processing ``n`` items, best of ``repeats``."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return n / best
+
+
+def photo_folder(root: Path, n: int = 600) -> list[Path]:
+    """JPEGs the size of Kaggle Natural Images' photos (a few hundred pixels a side)."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        h, w = int(rng.integers(200, 400)), int(rng.integers(250, 500))
+        img = cv2.resize(shape_dataset(1, 1, 64, 3, i)[0][0], (w, h))
+        path = root / f"photo_{i:04d}.jpg"
+        cv2.imwrite(str(path), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        paths.append(path)
+    return paths
+
+
+def bench_prepare(tmp: Path) -> list[dict]:
+    sets: list[tuple[str, list[Path], tuple[int, int]]] = [
+        ("generated photos 200-400 px -> 50x50", photo_folder(tmp / "photos"), (50, 50))
+    ]
+    natural = SHARED / "natural-images-30px.zip"
+    if natural.is_file():
+        with zipfile.ZipFile(natural) as zf:
+            zf.extractall(tmp / "natural")
+        files = sorted(p for p in (tmp / "natural").rglob("*.jpg"))[:3000]
+        sets.append(("real Natural Images (30x30 copy) -> 50x50", files, (50, 50)))
+    rows = []
+    for label, paths, size in sets:
+        plain = rate(lambda paths=paths, size=size: plain_loop_read(paths, size), len(paths))
+        project = rate(lambda paths=paths, size=size: read_image_files(paths, size), len(paths))
+        rows.append(
+            {
+                "data": label,
+                "images": len(paths),
+                "plain_loop_per_s": round(plain),
+                "project_per_s": round(project),
+                "ratio": round(project / plain, 2),
+            }
+        )
+    return rows
+
+
+def bench_training(steps: int = 30) -> tuple[list[dict], float]:
+    import keras
+    import tensorflow as tf
+
+    from stages.flops import model_flops
+    from stages.models import build
+    from stages.train import make_dataset
+
+    a = tf.random.normal((2048, 2048))
+    matmul = tf.function(lambda: tf.matmul(a, a))
+    matmul()
+    matmul_gflops = rate(lambda: [matmul() for _ in range(20)], 20 * 2 * 2048**3) / 1e9
+
+    rows = []
+    for name, shape, classes, batch in MODELS_TO_TIME:
+        x, y = shape_dataset(max(1, batch * steps // classes + 1), classes, shape[0], shape[2], 0)
+        model = build(name, shape, classes)
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        pipeline = make_dataset(x, y, batch, shuffle_seed=0).repeat()
+        one_batch = tf.data.Dataset.from_tensors((tf.constant(x[:batch], tf.float32), tf.constant(y[:batch]))).repeat()
+        model.fit(pipeline, steps_per_epoch=3, epochs=1, verbose=0)  # build and warm up
+        piped = rate(lambda m=model, d=pipeline: m.fit(d, steps_per_epoch=steps, epochs=1, verbose=0), steps * batch, 2)
+        ceiling = rate(
+            lambda m=model, d=one_batch: m.fit(d, steps_per_epoch=steps, epochs=1, verbose=0), steps * batch, 2
+        )
+        train_flops = 3 * model_flops(model)
+        rows.append(
+            {
+                "model": name,
+                "batch": batch,
+                "pipeline_images_per_s": round(piped),
+                "in_memory_images_per_s": round(ceiling),
+                "pipeline_vs_ceiling": round(piped / ceiling, 3),
+                "train_gflop_per_image": round(train_flops / 1e9, 4),
+                "achieved_gflops": round(piped * train_flops / 1e9, 1),
+                "fraction_of_matmul": round(piped * train_flops / 1e9 / matmul_gflops, 3),
+            }
+        )
+        keras.backend.clear_session()
+    return rows, round(matmul_gflops, 1)
+
+
+def bench_dvc() -> dict:
+    out = {}
+    for label, cmd in (("dvc_status_s", ["dvc", "status"]), ("dvc_repro_noop_s", ["dvc", "repro"])):
+        start = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        out[label] = round(time.perf_counter() - start, 2)
+        out[f"{label}_ok"] = done.returncode == 0 and (
+            "up to date" in done.stdout.lower() or "didn't change" in done.stdout
+        )
+    return out
+
+
+def markdown(result: dict) -> str:
+    import pandas as pd
+
+    parts = [f"# Benchmark ({result['machine']}, data: {result['data']})\n"]
+    parts += ["## Prepare: decode + resize\n", pd.DataFrame(result["prepare"]).to_markdown(index=False), ""]
+    parts += [
+        f"## Training input pipeline and compute (matmul: {result['matmul_gflops']} GFLOP/s)\n",
+        pd.DataFrame(result["training"]).to_markdown(index=False),
+        "",
+    ]
+    parts += ["## DVC overhead\n", pd.DataFrame([result["dvc"]]).to_markdown(index=False), ""]
+    return "\n".join(parts) + "\n"
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        prepare = bench_prepare(Path(tmp))
+    training, matmul = bench_training()
+    result = {
+        "machine": f"{os.cpu_count()} CPU cores, no GPU"
+        if not _gpus()
+        else f"{os.cpu_count()} CPU cores, GPU: {_gpus()}",
+        "data": "real (../shared/datasets) + generated" if SHARED.is_dir() else "generated",
+        "prepare": prepare,
+        "matmul_gflops": matmul,
+        "training": training,
+        "dvc": bench_dvc(),
+    }
+    write_json(REPORTS / "bench.json", result)
+    text = markdown(result)
+    write_text(REPORTS / "bench.md", text)
+    print(text)
+
+
+def _gpus() -> str:
+    import tensorflow as tf
+
+    return ", ".join(d.name for d in tf.config.list_physical_devices("GPU"))
+
+
+if __name__ == "__main__":
+    from stages.cli import run
+
+    run(main, sys.argv[1:])
