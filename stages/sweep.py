@@ -56,7 +56,8 @@ def sweep_table(exp_show: Any, experiment: str) -> pd.DataFrame:
     """One row per DVC experiment: the experiment's hyperparameters that vary, and its metrics."""
     metrics_file = f"reports/experiments/{experiment}/metrics.json"
     rows, seen = [], set()
-    for run in _runs(exp_show):
+    # named experiments first, so a run that equals the workspace keeps its experiment name
+    for run in sorted(_runs(exp_show), key=lambda r: r["rev"] == "workspace"):
         data = run["data"]
         params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
         metrics = (data.get("metrics") or {}).get(metrics_file, {}).get("data")
@@ -70,7 +71,7 @@ def sweep_table(exp_show: Any, experiment: str) -> pd.DataFrame:
         seen.add(key)
         rows.append(
             {
-                "run": run.get("name") or str(run["rev"])[:7],
+                "run": run.get("name") or ("workspace" if run["rev"] == "workspace" else str(run["rev"])[:7]),
                 **flat,
                 "test_accuracy": metrics["test_accuracy"],
                 "test_loss": metrics.get("test_loss"),
