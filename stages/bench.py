@@ -53,12 +53,14 @@ def rate(fn, n: int, repeats: int = 3) -> float:
 def photo_folder(root: Path, n: int = 600) -> list[Path]:
     """JPEGs the size of Kaggle Natural Images' photos (a few hundred pixels a side)."""
     rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(n):
         h, w = int(rng.integers(200, 400)), int(rng.integers(250, 500))
         img = cv2.resize(shape_dataset(1, 1, 64, 3, i)[0][0], (w, h))
         path = root / f"photo_{i:04d}.jpg"
-        cv2.imwrite(str(path), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        if not cv2.imwrite(str(path), img, [cv2.IMWRITE_JPEG_QUALITY, 90]):
+            raise OSError(f"cannot write {path}")
         paths.append(path)
     return paths
 
@@ -89,7 +91,7 @@ def bench_prepare(tmp: Path) -> list[dict]:
     return rows
 
 
-def bench_training(steps: int = 30) -> tuple[list[dict], float]:
+def bench_training(steps: int = 50) -> tuple[list[dict], float]:
     import keras
     import tensorflow as tf
 
@@ -110,10 +112,8 @@ def bench_training(steps: int = 30) -> tuple[list[dict], float]:
         pipeline = make_dataset(x, y, batch, shuffle_seed=0).repeat()
         one_batch = tf.data.Dataset.from_tensors((tf.constant(x[:batch], tf.float32), tf.constant(y[:batch]))).repeat()
         model.fit(pipeline, steps_per_epoch=3, epochs=1, verbose=0)  # build and warm up
-        piped = rate(lambda m=model, d=pipeline: m.fit(d, steps_per_epoch=steps, epochs=1, verbose=0), steps * batch, 2)
-        ceiling = rate(
-            lambda m=model, d=one_batch: m.fit(d, steps_per_epoch=steps, epochs=1, verbose=0), steps * batch, 2
-        )
+        piped = rate(lambda m=model, d=pipeline: m.fit(d, steps_per_epoch=steps, epochs=1, verbose=0), steps * batch)
+        ceiling = rate(lambda m=model, d=one_batch: m.fit(d, steps_per_epoch=steps, epochs=1, verbose=0), steps * batch)
         train_flops = 3 * model_flops(model)
         rows.append(
             {
