@@ -44,8 +44,7 @@ def _cifar_python(root: Path, size: tuple[int, int] | None, color: str) -> RawDa
 def _split_image_folder(root: Path, size: tuple[int, int] | None, color: str) -> RawData:
     from stages.readers.images import read_split_image_folder
 
-    base = next(p.parent for p in sorted(root.rglob("train")) if p.is_dir() and (p.parent / "test").is_dir())
-    out = read_split_image_folder(base, size or (32, 32), color="rgb")
+    out = read_split_image_folder(_split_base(root), size or (32, 32), color="rgb")
     return RawData(out["x_train"], out["y_train"], out["x_test"], out["y_test"], out["classes"], out["skipped"])
 
 
@@ -125,8 +124,9 @@ def _label_csv(root: Path, size: tuple[int, int] | None, color: str, options: di
     )
 
 
-def _has_split_folders(root: Path) -> bool:
-    return any(p.is_dir() and (p.parent / "test").is_dir() for p in root.rglob("train"))
+def _split_base(root: Path) -> Path | None:
+    """The folder (at any depth: archives add their own top folders) holding both train/ and test/."""
+    return next((p.parent for p in sorted(root.rglob("train")) if p.is_dir() and (p.parent / "test").is_dir()), None)
 
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
@@ -173,7 +173,7 @@ FORMATS: list[tuple[str, Callable[[Path], bool], Callable[..., RawData]]] = [
     ("oxford_pets", _is_pets, _pets),
     ("mnist_idx", lambda root: _find_file(root, "train-images?idx3-ubyte*") is not None, _mnist_idx),
     ("label_csv", lambda root: _find_file(root, "train.csv") is not None, _label_csv),
-    ("split_image_folder", _has_split_folders, _split_image_folder),
+    ("split_image_folder", lambda root: _split_base(root) is not None, _split_image_folder),
     ("image_folder", lambda root: find_class_root(root) is not None, _image_folder),  # the least specific
 ]
 
