@@ -6,7 +6,8 @@ machines are noisy; compare two implementations in the same run):
 1. prepare: decode + resize images/s of the project's reader vs a plain per-image loop;
 2. input pipeline: training images/s through the project's tf.data pipeline vs the same
    model fed one in-memory batch over and over (the compute-only ceiling);
-3. compute efficiency: achieved training GFLOP/s vs this machine's dense matmul GFLOP/s;
+3. compute efficiency: achieved training GFLOP/s vs this machine's dense matmul GFLOP/s, and
+   what moves it (batch size, XLA, oneDNN, threads, activation);
 4. DVC overhead: `dvc status` and a no-op `dvc repro` on this repository.
 
 Uses small real data where ../shared/datasets exists, generated data otherwise.
@@ -31,12 +32,27 @@ from stages.readers.images import plain_loop_read, read_image_files
 from stages.synthetic import shape_dataset
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-MODELS_TO_TIME = [  # (builder, input shape, classes, batch size): the classification studies
-    ("cifar_gray_baseline", (32, 32, 1), 10, 128),
-    ("cifar_gray_tuned", (32, 32, 1), 10, 128),
-    ("cifar_rgb_cnn", (32, 32, 3), 10, 128),
-    ("objects8_cnn", (32, 32, 3), 8, 50),
-    ("resnet_fast", (32, 32, 3), 10, 256),
+MODELS_TO_TIME = [  # (builder, its arguments, input shape, classes, batch size): the classification studies
+    ("cifar_gray_baseline", {}, (32, 32, 1), 10, 128),
+    ("cifar_gray_tuned", {}, (32, 32, 1), 10, 128),
+    ("cifar_rgb_cnn", {}, (32, 32, 3), 10, 128),
+    ("objects8_cnn", {}, (32, 32, 3), 8, 50),
+    ("resnet_fast", {"activation": "relu"}, (32, 32, 3), 10, 256),
+    ("gray28_cnn1", {}, (28, 28, 1), 10, 128),
+    ("gray28_tuned", {}, (28, 28, 1), 10, 128),
+    ("natural_light", {}, (50, 50, 3), 8, 32),
+    ("natural_resnet50", {}, (50, 50, 3), 8, 32),
+]
+# What moves compute efficiency: cifar_rgb_fast's model (resnet_fast) in memory, one setting changed
+# at a time, each in a fresh process (thread counts and oneDNN are fixed when TensorFlow starts).
+KNOBS = [
+    ("as trained (relu, batch 256, 2 threads, oneDNN, no XLA)", {}, {}),
+    ("batch 64", {"batch": 64}, {}),
+    ("batch 512", {"batch": 512}, {}),
+    ("XLA (jit_compile=True)", {"jit_compile": True}, {}),
+    ("oneDNN off", {}, {"TF_ENABLE_ONEDNN_OPTS": "0"}),
+    ("1 thread", {}, {"TF_NUM_INTRAOP_THREADS": "1", "OMP_NUM_THREADS": "1"}),
+    ("gelu instead of relu", {"activation": "gelu"}, {}),
 ]
 
 
@@ -105,9 +121,9 @@ def bench_training(steps: int = 50) -> tuple[list[dict], float]:
     matmul_gflops = rate(lambda: [matmul() for _ in range(20)], 20 * 2 * 2048**3) / 1e9
 
     rows = []
-    for name, shape, classes, batch in MODELS_TO_TIME:
+    for name, args, shape, classes, batch in MODELS_TO_TIME:
         x, y = shape_dataset(max(1, batch * steps // classes + 1), classes, shape[0], shape[2], 0)
-        model = build(name, shape, classes)
+        model = build(name, shape, classes, **args)
         model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
         pipeline = make_dataset(x, y, batch, shuffle_seed=0).repeat()
         one_batch = tf.data.Dataset.from_tensors((tf.constant(x[:batch], tf.float32), tf.constant(y[:batch]))).repeat()
@@ -129,6 +145,36 @@ def bench_training(steps: int = 50) -> tuple[list[dict], float]:
         )
         keras.backend.clear_session()
     return rows, round(matmul_gflops, 1)
+
+
+def knob_rate(setting: dict, steps: int = 30) -> float:
+    """Training images/s of resnet_fast fed one in-memory batch, with ``setting`` (batch, jit_compile,
+    activation) changed; run by :func:`bench_knobs` in a fresh process."""
+    import tensorflow as tf
+
+    from stages.models import build
+
+    batch = setting.get("batch", 256)
+    x, y = shape_dataset(batch // 10 + 1, 10, 32, 3, 0)
+    model = build("resnet_fast", (32, 32, 3), 10, activation=setting.get("activation", "relu"))
+    jit = setting.get("jit_compile", False)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", jit_compile=jit)
+    data = tf.data.Dataset.from_tensors((tf.constant(x[:batch], tf.float32), tf.constant(y[:batch]))).repeat()
+    model.fit(data, steps_per_epoch=3, epochs=1, verbose=0)
+    return rate(lambda: model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0), steps * batch)
+
+
+def bench_knobs() -> list[dict]:
+    rows, base = [], None
+    for label, setting, env in KNOBS:
+        code = f"from stages.bench import knob_rate; print(knob_rate({setting!r}))"
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, check=True
+        )
+        images = float(done.stdout.strip().splitlines()[-1])
+        base = base or images
+        rows.append({"setting": label, "images_per_s": round(images), "vs_as_trained": round(images / base, 2)})
+    return rows
 
 
 def bench_dvc() -> dict:
@@ -153,6 +199,11 @@ def markdown(result: dict) -> str:
         pd.DataFrame(result["training"]).to_markdown(index=False),
         "",
     ]
+    parts += [
+        "## What moves compute efficiency (resnet_fast, in memory)\n",
+        pd.DataFrame(result["knobs"]).to_markdown(index=False),
+        "",
+    ]
     parts += ["## DVC overhead\n", pd.DataFrame([result["dvc"]]).to_markdown(index=False), ""]
     return "\n".join(parts) + "\n"
 
@@ -161,6 +212,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         prepare = bench_prepare(Path(tmp))
     training, matmul = bench_training()
+    knobs = bench_knobs()
     result = {
         "machine": f"{os.cpu_count()} CPU cores, no GPU"
         if not _gpus()
@@ -169,6 +221,7 @@ def main() -> None:
         "prepare": prepare,
         "matmul_gflops": matmul,
         "training": training,
+        "knobs": knobs,
         "dvc": bench_dvc(),
     }
     write_json(REPORTS / "bench.json", result)

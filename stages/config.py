@@ -39,6 +39,14 @@ class DataSettings(Strict):
     download_timeout: float = Field(default=60.0, gt=0)
 
 
+class Accelerator(Strict):
+    """GPU settings; ``auto`` leaves a CPU run in plain float32 without XLA."""
+
+    # auto: bfloat16 on GPUs that have it (compute capability 8+), float16 with loss scaling on older ones
+    mixed_precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
+    jit_compile: Literal["auto"] | bool = "auto"  # auto: Keras' choice, XLA on a GPU when every layer supports it
+
+
 class RemoteFile(Strict):
     url: str
     md5: str | None = None
@@ -118,6 +126,7 @@ class Experiment(Strict):
         "sparse_categorical_crossentropy"
     )
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    track_test: bool = False  # also log test accuracy after each epoch (time to accuracy; never steers training)
     augment: bool = False  # segmentation: random flips applied to image and mask together (tf.data)
     callbacks: Callbacks = Callbacks()
     seed: int | None = None  # defaults to the top-level seed
@@ -140,6 +149,7 @@ class Params(Strict):
     seed: int = 0
     profiles: dict[Literal["embedded", "full"], Profile]
     data: DataSettings = DataSettings()
+    accelerator: Accelerator = Accelerator()
     sources: dict[str, Source]
     datasets: dict[str, Dataset]
     experiments: dict[str, Experiment]

@@ -435,6 +435,7 @@ def resnet_fast(
     widths: tuple[int, ...] = (32, 64, 128),
     augment: bool = True,
     shift: float = 0.125,
+    activation: str = "gelu",
 ) -> keras.Model:
     """A small residual net for fast CIFAR-size training (in the spirit of airbench).
 
@@ -450,14 +451,14 @@ def resnet_fast(
     def conv_bn(x: keras.KerasTensor, filters: int, name: str) -> keras.KerasTensor:
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=name)(x)
         x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
-        return layers.Activation("gelu", name=f"{name}_gelu")(x)
+        return layers.Activation(activation, name=f"{name}_{activation}")(x)
 
     x = conv_bn(x, widths[0], "stem")
     for i, filters in enumerate(widths, start=1):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"stage{i}_conv")(x)
         x = layers.MaxPooling2D(2, name=f"stage{i}_pool")(x)
         x = layers.BatchNormalization(momentum=0.9, name=f"stage{i}_bn")(x)
-        x = layers.Activation("gelu", name=f"stage{i}_gelu")(x)
+        x = layers.Activation(activation, name=f"stage{i}_{activation}")(x)
         shortcut = x
         x = conv_bn(x, filters, f"stage{i}_res1")
         x = conv_bn(x, filters, f"stage{i}_res2")

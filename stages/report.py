@@ -96,6 +96,47 @@ def write_timing(params: config.Params, study: str, out: Path = OUT) -> pd.DataF
     return df
 
 
+def time_to_accuracy(params: config.Params, exp_reports: Path = EXP_REPORTS) -> pd.DataFrame:
+    """Per epoch of every `track_test` experiment: elapsed training minutes and test accuracy."""
+    rows = []
+    for name, exp in params.experiments.items():
+        live = exp_reports / name / "train"
+        accuracy = plots.read_live_metric(live, "test/accuracy") if exp.track_test else None
+        elapsed = plots.read_live_metric(live, "train/elapsed_seconds") if exp.track_test else None
+        if accuracy is None or elapsed is None:
+            continue
+        for epoch, value in accuracy.items():
+            minutes = elapsed.get(epoch)
+            rows.append(
+                {
+                    "study": exp.study,
+                    "experiment": name,
+                    "epoch": int(epoch),
+                    "elapsed_minutes": round(minutes / 60, 2) if minutes is not None else None,
+                    "test_accuracy": round(float(value), 4),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def time_to_accuracy_figure(df: pd.DataFrame, params: config.Params, path: Path) -> None:
+    """Test accuracy against training minutes, with each study's best claimed accuracy dashed."""
+    fig, ax = plots.plt.subplots(figsize=(7, 4))
+    for name, runs in df.groupby("experiment", sort=False):
+        ax.plot(runs["elapsed_minutes"], runs["test_accuracy"], marker="o", ms=3, label=name)
+    for study in df["study"].unique():
+        claimed = [e.claimed["test_accuracy"] for e in params.experiments.values() if e.study == study and e.claimed]
+        if claimed:
+            ax.axhline(max(claimed), ls="--", color="gray", lw=1)
+            ax.text(0, max(claimed), f" {study}: best claimed {max(claimed):.1%}", va="bottom", fontsize=8)
+    ax.set_xlabel("training wall time (minutes)")
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Time to accuracy")
+    plots.save(fig, path)
+
+
 def ensembles_table(ensemble_reports: Path = OUT / "ensembles") -> str:
     """Markdown rows of every voted ensemble (stage `ensemble`), or an empty string."""
     rows = []
@@ -141,11 +182,20 @@ def main() -> None:
     table = df.to_markdown(index=False) if not df.empty else "(no evaluated experiments)"
     write_text(OUT / "scorecard.md", f"# Reproduction scorecard\n\n{banner}{table}\n{ensembles_table()}")
     write_timing(params, "gray28")  # the study that reported seconds per epoch
+    speed = time_to_accuracy(params)
+    speed_table = speed.to_markdown(index=False) if not speed.empty else "(no experiment sets track_test)"
+    write_text(
+        OUT / "time_to_accuracy.md",
+        "# Time to accuracy\n\nTest accuracy after every epoch of the `track_test` experiments, against the"
+        f" training wall time so far (validation included, test evaluation not).\n\n{speed_table}\n",
+    )
     write_json(OUT / "scorecard.json", {"profile": params.profile, "rows": df.to_dict(orient="records")})
     with atomic_path(OUT / "figures", is_dir=True) as tmp:
         if not df.empty:
             label = " (GENERATED SAMPLE DATA)" if generated else ""
             comparison_figure(df, tmp / "accuracy_vs_claimed.png", f"Test accuracy, reproduced vs claimed{label}")
+        if not speed.empty:
+            time_to_accuracy_figure(speed, params, tmp / "time_to_accuracy.png")
     print(banner.replace("**", "") + table)
 
 

@@ -1,12 +1,13 @@
 """Summarise a hyperparameter sweep run as DVC experiments.
 
-    python -m stages.sweep <experiment>
+    python -m stages.sweep <experiment> [--tensorboard DIR]
 
 Reads `dvc exp show --json` (not files the runs leave lying around), keeps every
 DVC experiment that has metrics for ``experiments.<experiment>``, and writes
 ``reports/sweeps/<experiment>.md`` (every run's varied hyperparameters and test
 accuracy, best first) and ``reports/sweeps/<experiment>.png`` (parallel
-coordinates in the spirit of TensorBoard's HParams view).
+coordinates in the spirit of TensorBoard's HParams view). ``--tensorboard DIR``
+also writes the same runs as TensorBoard HParams logs (``tensorboard --logdir DIR``).
 """
 
 from __future__ import annotations
@@ -120,7 +121,43 @@ def parallel_coordinates(df: pd.DataFrame, title: str, path: Path) -> None:
     plots.save(fig, path)
 
 
-def main(experiment: str) -> None:
+def _hparam_value(value: Any) -> bool | int | float | str | None:
+    """A value TensorBoard's HParams accepts (bool, int, float, str); None for a missing one."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return value if isinstance(value, (bool, int, float, str)) else str(value)
+
+
+def write_tensorboard(df: pd.DataFrame, logdir: Path) -> None:
+    """One HParams session per run (its varied hyperparameters, test accuracy and loss as metrics)."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hp
+
+    names = [c for c in df.columns if c not in ("run", "test_accuracy", "test_loss")]
+    metrics = [c for c in ("test_accuracy", "test_loss") if c in df.columns]
+    writer = tf.summary.create_file_writer(str(logdir))
+    with writer.as_default():
+        hp.hparams_config(hparams=[hp.HParam(n) for n in names], metrics=[hp.Metric(m) for m in metrics])
+    writer.close()
+    for _, row in df.iterrows():
+        writer = tf.summary.create_file_writer(str(logdir / str(row["run"])))
+        with writer.as_default():
+            values = {n: v for n in names if (v := _hparam_value(row[n])) is not None}
+            hp.hparams(values, trial_id=str(row["run"]))
+            for m in metrics:
+                if (v := _hparam_value(row[m])) is not None:
+                    tf.summary.scalar(m, v, step=0)
+        writer.close()
+
+
+def main(experiment: str, *options: str) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=f"python -m stages.sweep {experiment}")
+    parser.add_argument("--tensorboard", type=Path, metavar="DIR", help="also write TensorBoard HParams logs")
+    args = parser.parse_args(options)
     done = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True)
     if done.returncode != 0:
         raise PipelineError(f"`dvc exp show --json` failed: {done.stderr.strip().splitlines()[-1:]}")
@@ -131,6 +168,8 @@ def main(experiment: str) -> None:
     write_text(OUT / f"{experiment}.md", f"# Sweep of `{experiment}`: {len(df)} runs, best first\n\n{table}\n")
     if len(df) > 1:
         parallel_coordinates(df, f"{experiment}: {len(df)} runs", OUT / f"{experiment}.png")
+    if args.tensorboard:
+        write_tensorboard(df, args.tensorboard / experiment)
     print(table)
 
 

@@ -15,6 +15,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -26,6 +27,9 @@ from stages.io import atomic_path, load_npy, save_npy, write_json
 from stages.models import build
 from stages.paths import CHECKPOINTS, MODELS, PREPARED
 from stages.paths import EXPERIMENT_REPORTS as REPORTS
+
+if TYPE_CHECKING:
+    from dvclive import Live
 
 
 def load_split(dataset: str, part: str) -> tuple[np.ndarray, np.ndarray]:
@@ -131,14 +135,55 @@ def pixel_log_loss(y: np.ndarray, probs: np.ndarray) -> float:
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Adds ``epoch_seconds`` (training wall time of the epoch) to the logged metrics."""
+    """Adds ``epoch_seconds`` (wall time of the epoch, validation included) and ``elapsed_seconds``
+    (the run's total so far) to the logged metrics."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.elapsed = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.start = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        seconds = time.perf_counter() - self.start
+        self.elapsed += seconds
         if logs is not None:
-            logs["epoch_seconds"] = time.perf_counter() - self.start
+            logs["epoch_seconds"] = seconds
+            logs["elapsed_seconds"] = self.elapsed
+
+
+class TestTracker(keras.callbacks.Callback):
+    """Logs ``test/accuracy`` and ``test/loss`` to dvclive after every epoch, for time-to-accuracy
+    curves. Only logged: nothing (checkpoint, early stopping, learning rate) is steered by them."""
+
+    def __init__(self, test_ds: tf.data.Dataset, live: Live) -> None:
+        super().__init__()
+        self.test_ds, self.live = test_ds, live
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        results = self.model.evaluate(self.test_ds, verbose=0, return_dict=True)
+        self.live.log_metric("test/accuracy", results["accuracy"])
+        self.live.log_metric("test/loss", results["loss"])
+        print(f"  test accuracy {results['accuracy']:.4f}, loss {results['loss']:.4f}")
+
+
+def gpu_capability() -> tuple[int, int] | None:
+    """The first GPU's compute capability, or None without a GPU."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return None
+    return tuple(tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0)))
+
+
+def precision_policy(setting: str, capability: tuple[int, int] | None) -> str:
+    """The Keras dtype policy for ``accelerator.mixed_precision``; ``auto``: float32 on a CPU,
+    bfloat16 on GPUs of compute capability 8 or more, float16 (Keras adds loss scaling) below."""
+    if setting != "auto":
+        return setting
+    if capability is None:
+        return "float32"
+    return "mixed_bfloat16" if capability >= (8, 0) else "mixed_float16"
 
 
 def _best_so_far(live_dir: Path, monitor: str) -> float | None:
@@ -153,14 +198,22 @@ def _best_so_far(live_dir: Path, monitor: str) -> float | None:
 
 
 def callbacks(
-    exp: config.Experiment, name: str, resuming: bool, *, run: str | None = None
+    exp: config.Experiment,
+    name: str,
+    resuming: bool,
+    *,
+    run: str | None = None,
+    test_ds: tf.data.Dataset | None = None,
 ) -> list[keras.callbacks.Callback]:
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
     # ``run``: another run of the experiment (an ensemble member), with its own state and logs
     ckpt_dir, live_dir = CHECKPOINTS / (run or name), (paths.REPORTS / run if run else REPORTS / name) / "train"
+    live = Live(dir=str(live_dir), resume=resuming, save_dvc_exp=False, dvcyaml=None, report=None)
     cbs: list[keras.callbacks.Callback] = [keras.callbacks.BackupAndRestore(str(ckpt_dir / "backup")), EpochTimer()]
+    if test_ds is not None:  # before DVCLiveCallback, which closes the step
+        cbs.append(TestTracker(test_ds, live))
     if exp.callbacks.checkpoint:
         monitor = exp.callbacks.checkpoint.monitor
         cbs.append(
@@ -185,7 +238,6 @@ def callbacks(
                 restore_best_weights=e.restore_best_weights,
             )
         )
-    live = Live(dir=str(live_dir), resume=resuming, save_dvc_exp=False, dvcyaml=None, report=None)
     cbs.append(DVCLiveCallback(live=live))
     return cbs
 
@@ -232,6 +284,10 @@ def train(params: config.Params, name: str, *, seed: int | None = None, out: Pat
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     resuming = (ckpt_dir / "backup").is_dir()
 
+    x_test, y_test = load_split(exp.dataset, "test")
+    test_ds = make_dataset(x_test, y_test, batch_size, num_classes=one_hot)
+    policy = precision_policy(params.accelerator.mixed_precision, gpu_capability())
+    keras.mixed_precision.set_global_policy(policy)
     with distribution_strategy().scope():
         model = build(exp.model, meta["image_shape"], num_classes, **exp.model_args)
         if params.active.batchnorm_momentum:
@@ -248,10 +304,16 @@ def train(params: config.Params, name: str, *, seed: int | None = None, out: Pat
         steps = math.ceil(len(x_train) / batch_size)
         # segmentation: pixel accuracy (the pets study's metric), named as the classifiers' accuracy
         metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy") if segmentation else "accuracy"
-        model.compile(optimizer=make_optimizer(exp.optimizer, epochs, steps), loss=loss, metrics=[metric])
+        model.compile(
+            optimizer=make_optimizer(exp.optimizer, epochs, steps),
+            loss=loss,
+            metrics=[metric],
+            jit_compile=params.accelerator.jit_compile,
+        )
     print(
         f"train@{name}: {exp.model} ({model.count_params():,} parameters) on {exp.dataset} "
         f"{meta['counts']}, {epochs} epochs, batch {batch_size}"
+        + ("" if policy == "float32" else f", {policy}")
         + (f", first {len(x_train)} train images" if exp.max_train_examples else "")
         + (" (resuming)" if resuming else "")
     )
@@ -260,7 +322,7 @@ def train(params: config.Params, name: str, *, seed: int | None = None, out: Pat
         train_ds,
         validation_data=val_ds,
         epochs=epochs,
-        callbacks=callbacks(exp, name, resuming, run=run),
+        callbacks=callbacks(exp, name, resuming, run=run, test_ds=test_ds if exp.track_test else None),
         verbose=2,
         shuffle=False,  # the tf.data pipeline already reshuffles every epoch, seeded
     )
@@ -270,9 +332,8 @@ def train(params: config.Params, name: str, *, seed: int | None = None, out: Pat
         model = keras.models.load_model(best)  # the study kept the best epoch, not the last
     # Predict the test split here, while TensorFlow is loaded: `evaluate` then needs only
     # NumPy and scikit-learn, which saves a TensorFlow start-up per experiment.
-    x_test, y_test = load_split(exp.dataset, "test")
     start = time.perf_counter()
-    test_probs = model.predict(make_dataset(x_test, y_test, batch_size), verbose=0).astype(np.float32)
+    test_probs = model.predict(test_ds, verbose=0).astype(np.float32)
     test_seconds = time.perf_counter() - start
     outputs = {"test_probs.npy": test_probs}
     if segmentation:  # per-pixel probabilities are too big to keep: the predicted masks instead

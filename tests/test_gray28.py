@@ -183,3 +183,44 @@ def test_embedded_profile_shrinks_the_big_models():
     full = config.experiment(params.model_copy(update={"profile": "full"}), "gray28_vgg19")
     assert full.model_args["weights"] == "imagenet" and full.model_args["input_size"] == 150
     assert full.max_train_examples is None
+
+
+def test_parallel_members_retrain_only_the_stages_dvc_reports_changed():
+    from stages.members import stale_seeds
+
+    # `dvc status --json` output: upstream stages can appear too, up-to-date members do not
+    status = {
+        "prepare@gray28": [{"changed deps": {"stages/prepare.py": "modified"}}],
+        "train_member@gray28_tuned-5": [{"changed outs": {"models/ensembles/gray28_tuned/seed5": "deleted"}}],
+        "train_member@gray28_tuned-7": [{"changed outs": {"models/ensembles/gray28_tuned/seed7": "deleted"}}],
+    }
+    assert stale_seeds(status, "gray28_tuned", [1, 2, 3, 4, 5, 6, 7]) == [5, 7]
+    assert stale_seeds({}, "gray28_tuned", [1, 2, 3]) == []
+
+
+def test_parallel_member_workers_split_gpus_or_cores(monkeypatch):
+    from stages.members import worker_env
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert [worker_env(w, 4, gpus=2, cores=16)["CUDA_VISIBLE_DEVICES"] for w in range(4)] == ["0", "1", "0", "1"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert worker_env(1, 2, gpus=2, cores=16) == {"CUDA_VISIBLE_DEVICES": "5"}
+    cpu = worker_env(0, 2, gpus=0, cores=2)
+    assert cpu["TF_NUM_INTRAOP_THREADS"] == cpu["OMP_NUM_THREADS"] == "1"
+    assert worker_env(0, 4, gpus=0, cores=2)["TF_NUM_INTRAOP_THREADS"] == "1"
+
+
+def test_parallel_member_command_is_the_stage_command():
+    import yaml
+
+    from stages.members import member_command
+    from tests.conftest import REPO
+
+    template = " ".join(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train_member"]["cmd"].split())
+    ensemble = config.load(REPO / "params.yaml", check_models=False).ensembles["gray28_tuned"]
+    expected = (
+        template.replace("${ensembles.gray28_tuned.experiment}", ensemble.experiment)
+        .replace("${item.ensemble}", "gray28_tuned")
+        .replace("${item.seed}", "4")
+    )
+    assert " ".join(["python", *member_command("gray28_tuned", ensemble.experiment, 4)[1:]]) == expected

@@ -3,7 +3,9 @@
 import json
 from pathlib import Path
 
-from stages.sweep import parallel_coordinates, sweep_table
+import pytest
+
+from stages.sweep import parallel_coordinates, sweep_table, write_tensorboard
 
 EXP_SHOW = json.loads((Path(__file__).parent / "data/exp_show_dvc3.json").read_text())
 
@@ -24,3 +26,24 @@ def test_parallel_coordinates_figure_is_written(tmp_path):
     out = tmp_path / "sweep.png"
     parallel_coordinates(sweep_table(EXP_SHOW, "a"), "sweep", out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tensorboard_hparams_logs_hold_every_run(tmp_path):
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+    from tensorboard.plugins.hparams import metadata
+
+    df = sweep_table(EXP_SHOW, "a")
+    write_tensorboard(df, tmp_path / "a")
+    runs = EventMultiplexer().AddRunsFromDirectory(str(tmp_path / "a"))
+    runs.Reload()
+    sessions = {}
+    for run, content in runs.PluginRunToTagToContent(metadata.PLUGIN_NAME).items():
+        for tag, raw in content.items():
+            if tag == metadata.SESSION_START_INFO_TAG:
+                info = metadata.parse_session_start_info_plugin_data(raw)
+                sessions[run] = info.hparams["model_args.units"].number_value
+    assert sorted(sessions.values()) == [1, 3, 5, 7]
+    best = df.iloc[0]["run"]
+    from tensorboard.util.tensor_util import make_ndarray
+
+    assert float(make_ndarray(runs.Tensors(best, "test_accuracy")[0].tensor_proto)) == pytest.approx(0.7)

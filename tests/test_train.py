@@ -20,7 +20,7 @@ from tests.conftest import REPO
 EPOCHS = 8
 
 
-def make_project(root: Path, n: int = 600, epochs: int = EPOCHS) -> None:
+def make_project(root: Path, n: int = 600, epochs: int = EPOCHS, **experiment) -> None:
     """A params.yaml with one experiment, and its prepared dataset (bright squares vs discs)."""
     rng = np.random.default_rng(0)
     prepared = root / "data/prepared/tiny"
@@ -56,6 +56,7 @@ def make_project(root: Path, n: int = 600, epochs: int = EPOCHS) -> None:
             "epochs": epochs,
             "batch_size": 32,
             "callbacks": {"checkpoint": {"monitor": "val_accuracy"}},
+            **experiment,
         }
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params))
@@ -74,15 +75,21 @@ def run_train(root: Path, **kwargs) -> subprocess.Popen:
     )
 
 
-def logged_epochs(root: Path) -> list[int]:
-    tsv = root / "reports/experiments/tiny/train/plots/metrics/train/loss.tsv"
+def logged(root: Path, metric: str) -> list[tuple[int, float]]:
+    """(step, value) rows of one dvclive metric of the tiny experiment."""
+    tsv = root / f"reports/experiments/tiny/train/plots/metrics/{metric}.tsv"
     if not tsv.is_file():
         return []
-    return [int(line.split("\t")[0]) for line in tsv.read_text().splitlines()[1:] if line.strip()]
+    rows = [line.split("\t") for line in tsv.read_text().splitlines()[1:] if line.strip()]
+    return [(int(row[0]), float(row[-1])) for row in rows]
+
+
+def logged_epochs(root: Path) -> list[int]:
+    return [step for step, _ in logged(root, "train/loss")]
 
 
 def test_training_writes_model_summary_and_test_outputs(tmp_path):
-    make_project(tmp_path, n=200, epochs=2)
+    make_project(tmp_path, n=200, epochs=2, track_test=True)
     proc = run_train(tmp_path)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
@@ -92,6 +99,12 @@ def test_training_writes_model_summary_and_test_outputs(tmp_path):
     assert probs.shape == (40, 2)
     np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-4)
     assert logged_epochs(tmp_path) == [0, 1]
+    # track_test: the time-to-accuracy curve, test accuracy and elapsed wall time per epoch
+    test_acc, elapsed = logged(tmp_path, "test/accuracy"), logged(tmp_path, "train/elapsed_seconds")
+    assert [step for step, _ in test_acc] == [0, 1] and all(0 <= acc <= 1 for _, acc in test_acc)
+    final_acc = float((probs.argmax(axis=1) == np.load(tmp_path / "data/prepared/tiny/y_test.npy")).mean())
+    assert any(acc == pytest.approx(final_acc, abs=1e-6) for _, acc in test_acc), "the kept epoch was logged"
+    assert 0 < elapsed[0][1] < elapsed[1][1]
     assert not (tmp_path / "checkpoints/tiny").exists(), "checkpoints of a finished run are removed"
 
 
@@ -120,6 +133,23 @@ def test_killed_training_resumes_from_its_last_epoch(tmp_path):
     assert out.count("Epoch ") <= EPOCHS - done_before + 1, "resumed run repeated finished epochs"
 
 
+@pytest.mark.parametrize(
+    ("setting", "capability", "policy"),
+    [
+        ("auto", None, "float32"),  # a CPU: nothing that could slow it down
+        ("auto", (9, 0), "mixed_bfloat16"),  # H100
+        ("auto", (8, 0), "mixed_bfloat16"),  # A100
+        ("auto", (7, 5), "mixed_float16"),  # T4: no bfloat16, float16 with loss scaling
+        ("float32", (9, 0), "float32"),
+        ("mixed_float16", None, "mixed_float16"),
+    ],
+)
+def test_mixed_precision_policy(setting, capability, policy):
+    from stages.train import precision_policy
+
+    assert precision_policy(setting, capability) == policy
+
+
 def test_single_device_strategy_without_gpus_or_tf_config(monkeypatch):
     import tensorflow as tf
 
@@ -131,3 +161,23 @@ def test_single_device_strategy_without_gpus_or_tf_config(monkeypatch):
     strategy = distribution_strategy()
     assert strategy.num_replicas_in_sync == 1
     assert not isinstance(strategy, tf.distribute.MirroredStrategy)
+
+
+def test_time_to_accuracy_table_and_figure_from_dvclive_logs(tmp_path):
+    from stages import config, report
+    from tests.conftest import REPO
+
+    params = config.load(REPO / "params.yaml", check_models=False)
+    fast = next(name for name, exp in params.experiments.items() if exp.track_test)
+    metrics = tmp_path / fast / "train" / "plots" / "metrics"
+    (metrics / "test").mkdir(parents=True)
+    (metrics / "train").mkdir()
+    (metrics / "test" / "accuracy.tsv").write_text("step\taccuracy\n0\t0.5\n1\t0.875\n")
+    (metrics / "train" / "elapsed_seconds.tsv").write_text("step\telapsed_seconds\n0\t60\n1\t150\n")
+    df = report.time_to_accuracy(params, tmp_path)
+    assert df[["experiment", "epoch", "elapsed_minutes", "test_accuracy"]].values.tolist() == [
+        [fast, 1, 1.0, 0.5],
+        [fast, 2, 2.5, 0.875],
+    ]
+    report.time_to_accuracy_figure(df, params, tmp_path / "tta.png")
+    assert (tmp_path / "tta.png").read_bytes()[:4] == b"\x89PNG"

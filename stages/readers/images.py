@@ -280,10 +280,9 @@ def _decode(data: bytes, size: tuple[int, int] | None, channels: int, interpolat
     return np.ascontiguousarray(img)
 
 
-def _load_file(path: Path, size, channels: int, interpolation: int) -> np.ndarray:
-    source = str(path)
+def _load_file(source: str, size, channels: int, interpolation: int) -> np.ndarray:
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        fd = os.open(source, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
@@ -361,7 +360,7 @@ def read_image_files(
     so peak memory is the output array plus one decoded image per worker.
     """
     channels = _check_args(size, color)
-    paths = [Path(p) for p in paths]
+    paths = [os.fspath(p) for p in paths]  # plain strings: a Path per file costs as much as a small decode
     n = len(paths)
     if workers is None:
         workers = os.cpu_count() or 1
@@ -416,7 +415,7 @@ def read_image_files(
                 good[i] = False
         ok = [i for i in ok if good[i]]
         x = np.stack([loose[i] for i in ok]) if ok else np.empty((0, 0, 0, channels), np.uint8)
-    skipped = [(str(paths[i]), reasons[i]) for i in range(n) if not good[i]]
+    skipped = [(paths[i], reasons[i]) for i in range(n) if not good[i]]
     return x, ok, skipped
 
 
