@@ -106,6 +106,14 @@ class Callbacks(Strict):
     early_stopping: EarlyStop | None = None
 
 
+class FineTune(Strict):
+    """A second training phase: unfreeze the pretrained base's last layers, train on at a lower rate."""
+
+    epochs: int = Field(gt=0)
+    trainable_layers: int = Field(gt=0)  # the base's last N layers (batch-norm stays in inference mode)
+    learning_rate: float = Field(default=1e-5, gt=0)
+
+
 class ExperimentOverride(Strict):
     """An experiment's settings under one profile (e.g. the big gray28 models' small input when embedded)."""
 
@@ -126,9 +134,11 @@ class Experiment(Strict):
         "sparse_categorical_crossentropy"
     )
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    tta_flip: bool = False  # test predictions averaged with those of the mirrored images
     track_test: bool = False  # also log test accuracy after each epoch (time to accuracy; never steers training)
     augment: bool = False  # segmentation: random flips applied to image and mask together (tf.data)
     callbacks: Callbacks = Callbacks()
+    fine_tune: FineTune | None = None  # transfer learning: a second phase after the first `epochs`
     seed: int | None = None  # defaults to the top-level seed
     resume: bool = True  # continue an interrupted run from its last completed epoch
     claimed: dict[str, float] = {}  # the report's own numbers, for the scorecard

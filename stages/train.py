@@ -204,6 +204,8 @@ def callbacks(
     *,
     run: str | None = None,
     test_ds: tf.data.Dataset | None = None,
+    backup: str = "backup",
+    first_step: int = 0,
 ) -> list[keras.callbacks.Callback]:
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
@@ -211,7 +213,8 @@ def callbacks(
     # ``run``: another run of the experiment (an ensemble member), with its own state and logs
     ckpt_dir, live_dir = CHECKPOINTS / (run or name), (paths.REPORTS / run if run else REPORTS / name) / "train"
     live = Live(dir=str(live_dir), resume=resuming, save_dvc_exp=False, dvcyaml=None, report=None)
-    cbs: list[keras.callbacks.Callback] = [keras.callbacks.BackupAndRestore(str(ckpt_dir / "backup")), EpochTimer()]
+    live.step = max(live.step, first_step)  # dvclive resumes a log whose last step is 0 at step 0 again
+    cbs: list[keras.callbacks.Callback] = [keras.callbacks.BackupAndRestore(str(ckpt_dir / backup)), EpochTimer()]
     if test_ds is not None:  # before DVCLiveCallback, which closes the step
         cbs.append(TestTracker(test_ds, live))
     if exp.callbacks.checkpoint:
@@ -251,6 +254,18 @@ def set_batchnorm_momentum(model: keras.Model, momentum: float) -> None:
             layer.momentum = momentum
 
 
+def unfreeze_last_layers(model: keras.Model, count: int) -> keras.Model:
+    """Make the last ``count`` layers of the model's pretrained base (its nested Keras model) trainable."""
+    bases = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if not bases:
+        raise config.ConfigError(f"fine_tune: model {model.name!r} has no pretrained base (nested Keras model)")
+    base = bases[0]
+    base.trainable = True
+    for layer in base.layers[: max(0, len(base.layers) - count)]:
+        layer.trainable = False
+    return base
+
+
 def train(params: config.Params, name: str, *, seed: int | None = None, out: Path | None = None) -> dict:
     """Train experiment ``name``; ``seed``/``out`` retrain it as another run (an ensemble member)
     into ``out`` (under models/), logging to the same path under reports/."""
@@ -288,7 +303,8 @@ def train(params: config.Params, name: str, *, seed: int | None = None, out: Pat
     test_ds = make_dataset(x_test, y_test, batch_size, num_classes=one_hot)
     policy = precision_policy(params.accelerator.mixed_precision, gpu_capability())
     keras.mixed_precision.set_global_policy(policy)
-    with distribution_strategy().scope():
+    strategy = distribution_strategy()
+    with strategy.scope():
         model = build(exp.model, meta["image_shape"], num_classes, **exp.model_args)
         if params.active.batchnorm_momentum:
             set_batchnorm_momentum(model, params.active.batchnorm_momentum)
@@ -318,14 +334,48 @@ def train(params: config.Params, name: str, *, seed: int | None = None, out: Pat
         + (" (resuming)" if resuming else "")
     )
     start = time.perf_counter()
-    history = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=epochs,
-        callbacks=callbacks(exp, name, resuming, run=run, test_ds=test_ds if exp.track_test else None),
-        verbose=2,
-        shuffle=False,  # the tf.data pipeline already reshuffles every epoch, seeded
-    )
+    fine_tune = exp.fine_tune
+    in_fine_tune = fine_tune is not None and (ckpt_dir / "backup_fine_tune").is_dir()  # killed in phase 2
+    epochs_run = epochs
+    tracked = test_ds if exp.track_test else None
+    if not in_fine_tune:
+        history = model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=epochs,
+            callbacks=callbacks(exp, name, resuming, run=run, test_ds=tracked),
+            verbose=2,
+            shuffle=False,  # the tf.data pipeline already reshuffles every epoch, seeded
+        )
+        epochs_run = history.epoch[-1] + 1 if history.epoch else epochs
+    if fine_tune is not None:
+        more = min(fine_tune.epochs, params.active.max_epochs or fine_tune.epochs)
+        with strategy.scope():
+            base = unfreeze_last_layers(model, fine_tune.trainable_layers)
+            rate = exp.optimizer.model_copy(update={"learning_rate": fine_tune.learning_rate})
+            model.compile(
+                optimizer=make_optimizer(rate, more, steps),
+                loss=loss,
+                metrics=[metric],
+                jit_compile=params.accelerator.jit_compile,
+            )
+        print(
+            f"train@{name}: fine-tuning the last {fine_tune.trainable_layers} layers of {base.name} for {more} "
+            f"epochs at learning rate {fine_tune.learning_rate}" + (" (resuming)" if in_fine_tune else "")
+        )
+        history = model.fit(
+            train_ds,
+            validation_data=val_ds,
+            initial_epoch=epochs_run,
+            epochs=epochs_run + more,
+            callbacks=callbacks(
+                exp, name, True, run=run, test_ds=tracked, backup="backup_fine_tune", first_step=epochs_run
+            ),
+            verbose=2,
+            shuffle=False,
+        )
+        epochs_run = history.epoch[-1] + 1 if history.epoch else epochs_run + more
+        epochs += more
     seconds = time.perf_counter() - start
     best = ckpt_dir / "best.keras"
     if exp.callbacks.checkpoint and best.is_file():
@@ -334,6 +384,9 @@ def train(params: config.Params, name: str, *, seed: int | None = None, out: Pat
     # NumPy and scikit-learn, which saves a TensorFlow start-up per experiment.
     start = time.perf_counter()
     test_probs = model.predict(test_ds, verbose=0).astype(np.float32)
+    if exp.tta_flip:  # test-time augmentation: average with the left-right mirrored images
+        mirrored = test_ds.map(lambda images, labels: (tf.reverse(images, [2]), labels))
+        test_probs = (test_probs + model.predict(mirrored, verbose=0).astype(np.float32)) / 2
     test_seconds = time.perf_counter() - start
     outputs = {"test_probs.npy": test_probs}
     if segmentation:  # per-pixel probabilities are too big to keep: the predicted masks instead
@@ -343,7 +396,7 @@ def train(params: config.Params, name: str, *, seed: int | None = None, out: Pat
         "parameters": int(model.count_params()),
         "trainable_parameters": int(sum(int(np.prod(w.shape)) for w in model.trainable_weights)),
         "flops": model_flops(model),
-        "epochs_run": history.epoch[-1] + 1 if history.epoch else epochs,
+        "epochs_run": epochs_run,
         "epochs_requested": epochs,
         "batch_size": batch_size,
         "seed": seed,

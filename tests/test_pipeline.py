@@ -97,6 +97,9 @@ def test_reports_say_the_data_is_generated(reproduced):
     scorecard = (reproduced / "reports/scorecard.md").read_text()
     assert "GENERATED SAMPLE DATA" in scorecard
     assert (reproduced / "reports/figures/accuracy_vs_claimed.png").stat().st_size > 0
+    # track_test experiments: test accuracy after each epoch, against the wall time so far
+    assert "cifar_rgb_fast" in (reproduced / "reports/time_to_accuracy.md").read_text()
+    assert (reproduced / "reports/figures/time_to_accuracy.png").stat().st_size > 0
 
 
 def test_metrics_and_plots_are_visible_to_dvc(reproduced):

@@ -8,6 +8,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -457,3 +458,23 @@ def test_large_jpeg_decoded_at_reduced_scale_matches_full_decode():
     assert fast.shape == (50, 50, 3)
     diff = np.abs(full.astype(int) - fast.astype(int))
     assert diff.mean() < 1.0 and diff.max() <= 4
+
+
+def test_thumbnails_decode_sequentially_photos_in_parallel(tmp_path: Path, monkeypatch):
+    import stages.readers.images as images
+
+    rng = np.random.default_rng(0)
+    thumbs, photos = [], []
+    for i in range(6):
+        thumbs.append(tmp_path / f"t{i}.jpg")
+        cv2.imwrite(str(thumbs[-1]), rng.integers(0, 255, (30, 30, 3), dtype=np.uint8))
+        photos.append(tmp_path / f"p{i}.jpg")
+        cv2.imwrite(str(photos[-1]), rng.integers(0, 255, (300, 400, 3), dtype=np.uint8))  # noise: ~100 KB
+    assert images._small_files([str(p) for p in thumbs]) and not images._small_files([str(p) for p in photos])
+    pools = []
+    monkeypatch.setattr(images, "ThreadPoolExecutor", lambda n, **kw: pools.append(n) or ThreadPoolExecutor(n, **kw))
+    monkeypatch.setattr(images.os, "cpu_count", lambda: 2)
+    x, ok, _ = read_image_files(thumbs, (8, 8))
+    assert len(ok) == 6 and pools == [], "thumbnails: no thread pool"
+    x, ok, _ = read_image_files(photos, (8, 8))
+    assert len(ok) == 6 and pools == [2], "photos: one thread per core"

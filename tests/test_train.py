@@ -89,7 +89,7 @@ def logged_epochs(root: Path) -> list[int]:
 
 
 def test_training_writes_model_summary_and_test_outputs(tmp_path):
-    make_project(tmp_path, n=200, epochs=2, track_test=True)
+    make_project(tmp_path, n=200, epochs=2, track_test=True, tta_flip=True)
     proc = run_train(tmp_path)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
@@ -181,3 +181,40 @@ def test_time_to_accuracy_table_and_figure_from_dvclive_logs(tmp_path):
     ]
     report.time_to_accuracy_figure(df, params, tmp_path / "tta.png")
     assert (tmp_path / "tta.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_fine_tune_phase_unfreezes_the_base_and_continues_the_logs(tmp_path):
+    fine_tune = {"epochs": 1, "trainable_layers": 3, "learning_rate": 1e-4}
+    make_project(
+        tmp_path,
+        n=60,
+        epochs=1,
+        model="gray28_vgg19",  # a frozen pretrained base (no weights here) under a small head
+        model_args={"input_size": 32, "weights": None},
+        fine_tune=fine_tune,
+    )
+    proc = run_train(tmp_path)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert "fine-tuning the last 3 layers of vgg19 for 1 epochs at learning rate 0.0001" in out
+    summary = json.loads((tmp_path / "models/tiny/summary.json").read_text())
+    assert summary["epochs_run"] == summary["epochs_requested"] == 2
+    assert logged_epochs(tmp_path) == [0, 1], "phase 2 continues phase 1's dvclive steps"
+
+
+def test_unfreeze_last_layers_of_the_base_only():
+    import keras
+
+    from stages.errors import ConfigError
+    from stages.train import unfreeze_last_layers
+
+    base = keras.Sequential([keras.layers.Dense(4, name=f"d{i}") for i in range(5)], name="base")
+    base.build((None, 3))
+    base.trainable = False
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(base(inputs, training=False)))
+    unfreeze_last_layers(model, 2)
+    assert [layer.trainable for layer in base.layers] == [False, False, False, True, True]
+    assert len(model.trainable_weights) == 2 * 2 + 2  # two base layers + the head
+    with pytest.raises(ConfigError, match="no pretrained base"):
+        unfreeze_last_layers(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]), 1)
