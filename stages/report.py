@@ -186,8 +186,8 @@ def main() -> None:
     speed_table = speed.to_markdown(index=False) if not speed.empty else "(no experiment sets track_test)"
     write_text(
         OUT / "time_to_accuracy.md",
-        "# Time to accuracy\n\nTest accuracy after every epoch of the `track_test` experiments, against the"
-        f" training wall time so far (validation included, test evaluation not).\n\n{speed_table}\n",
+        f"# Time to accuracy\n\n{banner}Test accuracy after every epoch of the `track_test` experiments, against"
+        f" the training wall time so far (validation included, test evaluation not).\n\n{speed_table}\n",
     )
     write_json(OUT / "scorecard.json", {"profile": params.profile, "rows": df.to_dict(orient="records")})
     with atomic_path(OUT / "figures", is_dir=True) as tmp:
