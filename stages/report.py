@@ -26,7 +26,8 @@ def scorecard(params: config.Params) -> pd.DataFrame:
         if not metrics_file.is_file():
             continue
         m = json.loads(metrics_file.read_text())
-        summary = json.loads((MODELS / name / "summary.json").read_text())
+        summary_file = MODELS / name / "summary.json"  # absent when the metrics came without the model (git only)
+        summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
         rows.append(
             {
                 "study": exp.study,
@@ -40,7 +41,7 @@ def scorecard(params: config.Params) -> pd.DataFrame:
                 "parameters": m["parameters"],
                 "epochs": f"{m['epochs_run']}/{exp.epochs}",
                 "train_seconds": m["train_seconds"],
-                "data": summary["data"],
+                "data": summary.get("data", f"unknown ({summary_file} missing: dvc pull it)"),
             }
         )
     df = pd.DataFrame(rows)

@@ -218,3 +218,18 @@ def test_unfreeze_last_layers_of_the_base_only():
     assert len(model.trainable_weights) == 2 * 2 + 2  # two base layers + the head
     with pytest.raises(ConfigError, match="no pretrained base"):
         unfreeze_last_layers(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]), 1)
+
+
+def test_scorecard_row_without_the_model_says_what_is_missing(tmp_path, monkeypatch):
+    from stages import config, report
+    from tests.conftest import REPO
+
+    params = config.load(REPO / "params.yaml", check_models=False)
+    monkeypatch.chdir(tmp_path)  # metrics in git, model not pulled: reports/ only
+    metrics = {"test_accuracy": 0.5, "test_loss": 1.0, "parameters": 10, "epochs_run": 1, "train_seconds": 2.0}
+    folder = tmp_path / "reports/experiments/cifar_gray_baseline"
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    rows = report.scorecard(params).to_dict(orient="records")
+    assert [r["experiment"] for r in rows] == ["cifar_gray_baseline"]
+    assert "models/cifar_gray_baseline/summary.json missing" in rows[0]["data"]
