@@ -22,6 +22,7 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -30,6 +31,10 @@ from stages.io import write_json, write_text
 from stages.paths import REPORTS
 from stages.readers.images import plain_loop_read, read_image_files
 from stages.synthetic import shape_dataset
+
+if TYPE_CHECKING:  # TensorFlow starts only when the training parts run
+    import keras
+    import tensorflow as tf
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 MODELS_TO_TIME = [  # (builder, its arguments, input shape, classes, batch size): the classification studies
@@ -108,6 +113,18 @@ def bench_prepare(tmp: Path) -> list[dict]:
     return rows
 
 
+def one_batch(x: np.ndarray, y: np.ndarray, batch: int) -> tf.data.Dataset:
+    """The first ``batch`` images, already float32 in memory, repeated: the compute-only ceiling's input."""
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensors((tf.constant(x[:batch], tf.float32), tf.constant(y[:batch]))).repeat()
+
+
+def fit_rate(model: keras.Model, data: tf.data.Dataset, steps: int, batch: int, repeats: int = 3) -> float:
+    """Training images/s of ``model.fit`` over ``steps`` batches of ``data``, best of ``repeats``."""
+    return rate(lambda: model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0), steps * batch, repeats)
+
+
 def bench_training(steps: int = 50) -> tuple[list[dict], float]:
     import keras
     import tensorflow as tf
@@ -127,10 +144,9 @@ def bench_training(steps: int = 50) -> tuple[list[dict], float]:
         model = build(name, shape, classes, **args)
         model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
         pipeline = make_dataset(x, y, batch, shuffle_seed=0).repeat()
-        one_batch = tf.data.Dataset.from_tensors((tf.constant(x[:batch], tf.float32), tf.constant(y[:batch]))).repeat()
         model.fit(pipeline, steps_per_epoch=3, epochs=1, verbose=0)  # build and warm up
-        piped = rate(lambda m=model, d=pipeline: m.fit(d, steps_per_epoch=steps, epochs=1, verbose=0), steps * batch)
-        ceiling = rate(lambda m=model, d=one_batch: m.fit(d, steps_per_epoch=steps, epochs=1, verbose=0), steps * batch)
+        piped = fit_rate(model, pipeline, steps, batch)
+        ceiling = fit_rate(model, one_batch(x, y, batch), steps, batch)
         train_flops = 3 * model_flops(model)
         rows.append(
             {
@@ -152,7 +168,6 @@ def knob_rate(setting: dict, steps: int = 15) -> float:
     """Training images/s of resnet_fast fed one in-memory batch, with ``setting`` (batch, jit_compile,
     activation, dtype policy) changed; run by :func:`bench_knobs` in a fresh process."""
     import keras
-    import tensorflow as tf
 
     from stages.models import build
 
@@ -162,9 +177,9 @@ def knob_rate(setting: dict, steps: int = 15) -> float:
     model = build("resnet_fast", (32, 32, 3), 10, activation=setting.get("activation", "relu"))
     jit = setting.get("jit_compile", False)
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", jit_compile=jit)
-    data = tf.data.Dataset.from_tensors((tf.constant(x[:batch], tf.float32), tf.constant(y[:batch]))).repeat()
+    data = one_batch(x, y, batch)
     model.fit(data, steps_per_epoch=3, epochs=1, verbose=0)
-    return rate(lambda: model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0), steps * batch, repeats=2)
+    return fit_rate(model, data, steps, batch, repeats=2)
 
 
 def bench_knobs() -> list[dict]:

@@ -101,9 +101,11 @@ def time_to_accuracy(params: config.Params, exp_reports: Path = EXP_REPORTS) -> 
     """Per epoch of every `track_test` experiment: elapsed training minutes and test accuracy."""
     rows = []
     for name, exp in params.experiments.items():
+        if not exp.track_test:
+            continue
         live = exp_reports / name / "train"
-        accuracy = plots.read_live_metric(live, "test/accuracy") if exp.track_test else None
-        elapsed = plots.read_live_metric(live, "train/elapsed_seconds") if exp.track_test else None
+        accuracy = plots.read_live_metric(live, "test/accuracy")
+        elapsed = plots.read_live_metric(live, "train/elapsed_seconds")
         if accuracy is None or elapsed is None:
             continue
         for epoch, value in accuracy.items():
