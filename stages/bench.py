@@ -7,7 +7,7 @@ machines are noisy; compare two implementations in the same run):
 2. input pipeline: training images/s through the project's tf.data pipeline vs the same
    model fed one in-memory batch over and over (the compute-only ceiling);
 3. compute efficiency: achieved training GFLOP/s vs this machine's dense matmul GFLOP/s, and
-   what moves it (batch size, XLA, oneDNN, threads, activation);
+   what moves it (dtype, batch size, XLA, oneDNN, threads, activation);
 4. DVC overhead: `dvc status` and a no-op `dvc repro` on this repository.
 
 Uses small real data where ../shared/datasets exists, generated data otherwise.
@@ -43,22 +43,26 @@ MODELS_TO_TIME = [  # (builder, its arguments, input shape, classes, batch size)
     ("cifar_rgb_cnn", {}, (32, 32, 3), 10, 128),
     ("objects8_cnn", {}, (32, 32, 3), 8, 50),
     ("resnet_fast", {"activation": "relu"}, (32, 32, 3), 10, 256),
+    ("airbench", {}, (32, 32, 3), 10, 256),
     ("gray28_cnn1", {}, (28, 28, 1), 10, 128),
     ("gray28_tuned", {}, (28, 28, 1), 10, 128),
     ("natural_light", {}, (50, 50, 3), 8, 32),
     ("natural_resnet50", {}, (50, 50, 3), 8, 32),
 ]
-# What moves compute efficiency: cifar_rgb_fast's model (resnet_fast) in memory, one setting changed
-# at a time, each in a fresh process (thread counts and oneDNN are fixed when TensorFlow starts).
+# What moves compute efficiency: cifar_rgb_fast's model (airbench, trained in mixed_bfloat16) in memory,
+# one setting changed at a time, each in a fresh process (thread counts and oneDNN are fixed when
+# TensorFlow starts); then resnet_fast, whose narrower layers gain less, or lose, from bfloat16.
 KNOBS = [
-    ("as trained (relu, batch 256, 2 threads, oneDNN, no XLA)", {}, {}),
+    ("as trained (airbench, mixed_bfloat16, batch 256, 2 threads, oneDNN, no XLA)", {}, {}),
+    ("float32", {"policy": "float32"}, {}),
     ("batch 64", {"batch": 64}, {}),
     ("batch 512", {"batch": 512}, {}),
     ("XLA (jit_compile=True)", {"jit_compile": True}, {}),
     ("oneDNN off", {}, {"TF_ENABLE_ONEDNN_OPTS": "0"}),
     ("1 thread", {}, {"TF_NUM_INTRAOP_THREADS": "1", "OMP_NUM_THREADS": "1"}),
-    ("mixed_bfloat16 (oneDNN uses AMX where the CPU has it)", {"policy": "mixed_bfloat16"}, {}),
     ("gelu instead of relu", {"activation": "gelu"}, {}),
+    ("resnet_fast 32/64/128, float32", {"model": "resnet_fast", "policy": "float32"}, {}),
+    ("resnet_fast 32/64/128, mixed_bfloat16", {"model": "resnet_fast"}, {}),
 ]
 
 
@@ -101,6 +105,7 @@ def bench_prepare(tmp: Path) -> list[dict]:
     for label, paths, size in sets:
         plain = rate(lambda paths=paths, size=size: plain_loop_read(paths, size), len(paths))
         project = rate(lambda paths=paths, size=size: read_image_files(paths, size), len(paths))
+        one = rate(lambda paths=paths, size=size: read_image_files(paths, size, workers=1), len(paths))
         rows.append(
             {
                 "data": label,
@@ -108,9 +113,30 @@ def bench_prepare(tmp: Path) -> list[dict]:
                 "plain_loop_per_s": round(plain),
                 "project_per_s": round(project),
                 "ratio": round(project / plain, 2),
+                "project_one_thread_per_s": round(one),
+                "all_cores_vs_one": round(project / one, 2),
             }
         )
     return rows
+
+
+def core_scaling(path: Path, n: int = 300) -> float:
+    """One in-memory JPEG decoded ``n`` times per thread, a thread per core, over one thread alone:
+    how far this machine's cores scale any parallel decoder (OpenCV releases the GIL, and the
+    Python per call is negligible next to the decode), the ceiling for the reader's own scaling."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    buf = np.frombuffer(path.read_bytes(), np.uint8)
+
+    def loop(count: int) -> None:
+        for _ in range(count):
+            cv2.imdecode(buf, cv2.IMREAD_COLOR)
+
+    cores = os.cpu_count() or 1
+    one = rate(lambda: loop(n), n)
+    with ThreadPoolExecutor(cores) as pool:
+        every = rate(lambda: list(pool.map(loop, [n] * cores)), n * cores)
+    return round(every / one, 2)
 
 
 def one_batch(x: np.ndarray, y: np.ndarray, batch: int) -> tf.data.Dataset:
@@ -165,16 +191,16 @@ def bench_training(steps: int = 50) -> tuple[list[dict], float]:
 
 
 def knob_rate(setting: dict, steps: int = 15) -> float:
-    """Training images/s of resnet_fast fed one in-memory batch, with ``setting`` (batch, jit_compile,
-    activation, dtype policy) changed; run by :func:`bench_knobs` in a fresh process."""
+    """Training images/s of airbench fed one in-memory batch, with ``setting`` (model, batch,
+    jit_compile, activation, dtype policy) changed; run by :func:`bench_knobs` in a fresh process."""
     import keras
 
     from stages.models import build
 
-    keras.mixed_precision.set_global_policy(setting.get("policy", "float32"))
+    keras.mixed_precision.set_global_policy(setting.get("policy", "mixed_bfloat16"))
     batch = setting.get("batch", 256)
     x, y = shape_dataset(batch // 10 + 1, 10, 32, 3, 0)
-    model = build("resnet_fast", (32, 32, 3), 10, activation=setting.get("activation", "relu"))
+    model = build(setting.get("model", "airbench"), (32, 32, 3), 10, activation=setting.get("activation", "relu"))
     jit = setting.get("jit_compile", False)
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", jit_compile=jit)
     data = one_batch(x, y, batch)
@@ -213,12 +239,16 @@ def markdown(result: dict) -> str:
     parts = [f"# Benchmark ({result['machine']}, data: {result['data']})\n"]
     parts += ["## Prepare: decode + resize\n", pd.DataFrame(result["prepare"]).to_markdown(index=False), ""]
     parts += [
+        f"All cores against one for the same in-memory JPEG decode (the machine's ceiling for "
+        f"`all_cores_vs_one`): {result['decode_core_scaling']}x\n"
+    ]
+    parts += [
         f"## Training input pipeline and compute (matmul: {result['matmul_gflops']} GFLOP/s)\n",
         pd.DataFrame(result["training"]).to_markdown(index=False),
         "",
     ]
     parts += [
-        "## What moves compute efficiency (resnet_fast, in memory)\n",
+        "## What moves compute efficiency (cifar_rgb_fast's airbench, in memory)\n",
         pd.DataFrame(result["knobs"]).to_markdown(index=False),
         "",
     ]
@@ -229,6 +259,7 @@ def markdown(result: dict) -> str:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         prepare = bench_prepare(Path(tmp))
+        scaling = core_scaling(photo_folder(Path(tmp) / "one", n=1)[0])
     training, matmul = bench_training()
     knobs = bench_knobs()
     result = {
@@ -237,6 +268,7 @@ def main() -> None:
         else f"{os.cpu_count()} CPU cores, GPU: {_gpus()}",
         "data": "real (../shared/datasets) + generated" if SHARED.is_dir() else "generated",
         "prepare": prepare,
+        "decode_core_scaling": scaling,
         "matmul_gflops": matmul,
         "training": training,
         "knobs": knobs,

@@ -135,6 +135,8 @@ class Experiment(Strict):
     )
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
     tta_flip: bool = False  # test predictions averaged with those of the mirrored images
+    # overrides accelerator.mixed_precision for this experiment (a model that gains from bf16 on AMX CPUs)
+    mixed_precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] | None = None
     track_test: bool = False  # also log test accuracy after each epoch (time to accuracy; never steers training)
     augment: bool = False  # segmentation: random flips applied to image and mask together (tf.data)
     callbacks: Callbacks = Callbacks()

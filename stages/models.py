@@ -440,7 +440,7 @@ def resnet_fast(
     """A small residual net for fast CIFAR-size training (in the spirit of airbench).
 
     Each stage: conv -> max-pool -> BN-GELU, then a residual pair of 3x3 convs; global
-    max pooling and a linear head with a fixed temperature.
+    max pooling and a softmax head.
     """
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Normalization(axis=-1, name="standardize")(inputs)
@@ -466,6 +466,50 @@ def resnet_fast(
     x = layers.GlobalMaxPooling2D(name="global_pool")(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="class_probs")(x)
     return keras.Model(inputs, outputs, name="resnet_fast")
+
+
+@register
+def airbench(
+    input_shape: Shape,
+    num_classes: int,
+    widths: tuple[int, ...] = (64, 256, 256),
+    augment: bool = True,
+    shift: float = 0.0625,
+    activation: str = "relu",
+    temperature: float = 1 / 9,
+) -> keras.Model:
+    """airbench94's layout (Jordan 2024, "94% on CIFAR-10 in 3.29 seconds"): a 2x2 stem conv, then
+    per width a block conv3x3 -> max-pool -> BN -> act -> conv3x3 -> BN -> act; a global max-pool
+    and a bias-free linear head whose logits are scaled by ``temperature``.
+
+    Kept from airbench: the narrow-then-wide widths (most of the capacity sits at 8x8 and 4x4, where
+    it is cheap), batch-norm without a learned scale, the logit temperature. Left out: the frozen
+    patch-whitening stem init, lookahead and multi-crop TTA (the experiment sets flip TTA).
+    """
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = layers.Normalization(axis=-1, name="standardize")(inputs)
+    if augment:
+        x = layers.RandomFlip("horizontal", name="aug_flip")(x)
+        x = layers.RandomTranslation(shift, shift, fill_mode="reflect", name="aug_shift")(x)
+    x = layers.Conv2D(24, 2, name="stem")(x)  # 2x2 patches, airbench's whitening stem without its init
+    x = layers.Activation(activation, name=f"stem_{activation}")(x)
+
+    def bn_act(x: keras.KerasTensor, name: str) -> keras.KerasTensor:
+        x = layers.BatchNormalization(momentum=0.9, scale=False, name=f"{name}_bn")(x)
+        return layers.Activation(activation, name=f"{name}_{activation}")(x)
+
+    for i, filters in enumerate(widths, start=1):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{i}_conv1")(x)
+        x = layers.MaxPooling2D(2, name=f"block{i}_pool")(x)
+        x = bn_act(x, f"block{i}_conv1")
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{i}_conv2")(x)
+        x = bn_act(x, f"block{i}_conv2")
+    x = layers.GlobalMaxPooling2D(name="global_pool")(x)
+    x = layers.Dense(num_classes, use_bias=False, name="logits")(x)
+    x = layers.Rescaling(temperature, name="temperature")(x)
+    # float32 softmax: under a mixed-precision policy the probabilities keep full precision
+    outputs = layers.Activation("softmax", dtype="float32", name="class_probs")(x)
+    return keras.Model(inputs, outputs, name="airbench")
 
 
 # --- cifar-rgb transfer learning (seeds/002) and natural (seeds/004) -------------------------

@@ -301,7 +301,7 @@ def train(params: config.Params, name: str, *, seed: int | None = None, out: Pat
 
     x_test, y_test = load_split(exp.dataset, "test")
     test_ds = make_dataset(x_test, y_test, batch_size, num_classes=one_hot)
-    policy = precision_policy(params.accelerator.mixed_precision, gpu_capability())
+    policy = precision_policy(exp.mixed_precision or params.accelerator.mixed_precision, gpu_capability())
     keras.mixed_precision.set_global_policy(policy)
     strategy = distribution_strategy()
     with strategy.scope():
@@ -320,12 +320,16 @@ def train(params: config.Params, name: str, *, seed: int | None = None, out: Pat
         steps = math.ceil(len(x_train) / batch_size)
         # segmentation: pixel accuracy (the pets study's metric), named as the classifiers' accuracy
         metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy") if segmentation else "accuracy"
-        model.compile(
-            optimizer=make_optimizer(exp.optimizer, epochs, steps),
-            loss=loss,
-            metrics=[metric],
-            jit_compile=params.accelerator.jit_compile,
-        )
+
+        def compile_for(optimizer: config.Optimizer, phase_epochs: int) -> None:
+            model.compile(
+                optimizer=make_optimizer(optimizer, phase_epochs, steps),
+                loss=loss,
+                metrics=[metric],
+                jit_compile=params.accelerator.jit_compile,
+            )
+
+        compile_for(exp.optimizer, epochs)
     print(
         f"train@{name}: {exp.model} ({model.count_params():,} parameters) on {exp.dataset} "
         f"{meta['counts']}, {epochs} epochs, batch {batch_size}"
@@ -338,43 +342,32 @@ def train(params: config.Params, name: str, *, seed: int | None = None, out: Pat
     in_fine_tune = fine_tune is not None and (ckpt_dir / "backup_fine_tune").is_dir()  # killed in phase 2
     epochs_run = epochs
     tracked = test_ds if exp.track_test else None
-    if not in_fine_tune:
+
+    def fit(first: int, last: int, resume: bool, backup: str) -> int:
+        """Epochs ``first`` to ``last`` (one training phase); returns the epoch count reached."""
         history = model.fit(
             train_ds,
             validation_data=val_ds,
-            epochs=epochs,
-            callbacks=callbacks(exp, name, resuming, run=run, test_ds=tracked),
+            initial_epoch=first,
+            epochs=last,
+            callbacks=callbacks(exp, name, resume, run=run, test_ds=tracked, backup=backup, first_step=first),
             verbose=2,
             shuffle=False,  # the tf.data pipeline already reshuffles every epoch, seeded
         )
-        epochs_run = history.epoch[-1] + 1 if history.epoch else epochs
+        return history.epoch[-1] + 1 if history.epoch else last
+
+    if not in_fine_tune:
+        epochs_run = fit(0, epochs, resuming, "backup")
     if fine_tune is not None:
         more = min(fine_tune.epochs, params.active.max_epochs or fine_tune.epochs)
         with strategy.scope():
             base = unfreeze_last_layers(model, fine_tune.trainable_layers)
-            rate = exp.optimizer.model_copy(update={"learning_rate": fine_tune.learning_rate})
-            model.compile(
-                optimizer=make_optimizer(rate, more, steps),
-                loss=loss,
-                metrics=[metric],
-                jit_compile=params.accelerator.jit_compile,
-            )
+            compile_for(exp.optimizer.model_copy(update={"learning_rate": fine_tune.learning_rate}), more)
         print(
             f"train@{name}: fine-tuning the last {fine_tune.trainable_layers} layers of {base.name} for {more} "
             f"epochs at learning rate {fine_tune.learning_rate}" + (" (resuming)" if in_fine_tune else "")
         )
-        history = model.fit(
-            train_ds,
-            validation_data=val_ds,
-            initial_epoch=epochs_run,
-            epochs=epochs_run + more,
-            callbacks=callbacks(
-                exp, name, True, run=run, test_ds=tracked, backup="backup_fine_tune", first_step=epochs_run
-            ),
-            verbose=2,
-            shuffle=False,
-        )
-        epochs_run = history.epoch[-1] + 1 if history.epoch else epochs_run + more
+        epochs_run = fit(epochs_run, epochs_run + more, True, "backup_fine_tune")
         epochs += more
     seconds = time.perf_counter() - start
     best = ckpt_dir / "best.keras"

@@ -27,6 +27,29 @@ def test_cifar_rgb_cnn_trainable_parameters():
     assert trainable == 403_882  # 896+9248+18496+36928+73856 convs, 262272+1290 dense, 704+256 BN scales
 
 
+def test_airbench_parameter_count_follows_its_layers():
+    model = build("airbench", (32, 32, 3), 10)
+    # standardize 7; stem 2*2*3*24+24; convs 9*(24*64 + 64*64 + 64*256 + 3*256*256), no biases;
+    # six BNs without scale: (beta, mean, variance) x width; head 256*10, no bias
+    expected = 7 + 312 + 9 * (24 * 64 + 64 * 64 + 64 * 256 + 3 * 256 * 256) + 3 * 2 * (64 + 256 + 256) + 2560
+    assert model.count_params() == expected == 1_973_951
+
+
+def test_airbench_keeps_float32_probabilities_under_mixed_precision():
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = build("airbench", (32, 32, 3), 10, widths=(8, 16, 16))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.get_layer("block1_conv1").compute_dtype == "bfloat16"
+    images = np.random.default_rng(0).integers(0, 256, size=(4, 32, 32, 3)).astype("float32")
+    probs = model(images, training=False)
+    assert probs.dtype == "float32"
+    np.testing.assert_allclose(np.asarray(probs).sum(axis=1), 1.0, rtol=1e-6)
+
+
 def test_cifar_gray_grid_follows_its_hyperparameters():
     small = build("cifar_gray_grid", (32, 32, 1), 10, units=16, dense_units=256, pool_size=4)
     # conv 16*(2*2*1)+16, dense (8*8*16)*256+256, head 256*10+10

@@ -150,6 +150,24 @@ def test_mixed_precision_policy(setting, capability, policy):
     assert precision_policy(setting, capability) == policy
 
 
+def test_experiment_mixed_precision_overrides_the_accelerator_setting(tmp_path):
+    make_project(
+        tmp_path,
+        n=60,
+        epochs=1,
+        model="airbench",
+        model_args={"widths": [8, 16, 16]},
+        mixed_precision="mixed_bfloat16",
+        callbacks={},
+    )
+    proc = run_train(tmp_path)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert "epochs, batch 32, mixed_bfloat16" in out  # the params' accelerator says auto: float32 on a CPU
+    probs = np.load(tmp_path / "models/tiny/test_probs.npy")
+    assert probs.dtype == np.float32 and probs.shape == (12, 2)
+
+
 def test_single_device_strategy_without_gpus_or_tf_config(monkeypatch):
     import tensorflow as tf
 
