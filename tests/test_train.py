@@ -134,20 +134,32 @@ def test_killed_training_resumes_from_its_last_epoch(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("setting", "capability", "policy"),
+    ("setting", "capability", "cpu_bf16", "policy"),
     [
-        ("auto", None, "float32"),  # a CPU: nothing that could slow it down
-        ("auto", (9, 0), "mixed_bfloat16"),  # H100
-        ("auto", (8, 0), "mixed_bfloat16"),  # A100
-        ("auto", (7, 5), "mixed_float16"),  # T4: no bfloat16, float16 with loss scaling
-        ("float32", (9, 0), "float32"),
-        ("mixed_float16", None, "mixed_float16"),
+        ("auto", None, False, "float32"),  # a CPU: nothing that could slow it down
+        ("auto", None, True, "float32"),  # even with AMX: narrow nets lose speed in bf16
+        ("auto", (9, 0), False, "mixed_bfloat16"),  # H100
+        ("auto", (8, 0), False, "mixed_bfloat16"),  # A100
+        ("auto", (7, 5), False, "mixed_float16"),  # T4: no bfloat16, float16 with loss scaling
+        ("auto_cpu_bf16", None, True, "mixed_bfloat16"),  # AMX CPU (cifar_rgb_fast)
+        ("auto_cpu_bf16", None, False, "float32"),  # no AMX: bfloat16 would be emulated, slower
+        ("auto_cpu_bf16", (7, 5), True, "mixed_float16"),  # a GPU decides, not the host CPU
+        ("float32", (9, 0), False, "float32"),
+        ("mixed_float16", None, False, "mixed_float16"),
     ],
 )
-def test_mixed_precision_policy(setting, capability, policy):
+def test_mixed_precision_policy(setting, capability, cpu_bf16, policy):
     from stages.train import precision_policy
 
-    assert precision_policy(setting, capability) == policy
+    assert precision_policy(setting, capability, cpu_bf16) == policy
+
+
+def test_cpu_amx_detection_matches_proc_cpuinfo():
+    from stages.train import cpu_has_amx_bf16
+
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = cpuinfo.read_text() if cpuinfo.is_file() else ""
+    assert cpu_has_amx_bf16() == (" amx_bf16" in flags)
 
 
 def test_experiment_mixed_precision_overrides_the_accelerator_setting(tmp_path):
