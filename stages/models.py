@@ -428,6 +428,19 @@ def pets_unet(
 # --- the project's own variants -------------------------------------------------------
 
 
+def _standardized_flip_shift_input(
+    input_shape: Shape, augment: bool, shift: float
+) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """The fast CIFAR nets' input: per-channel standardisation (adapted on the training images), then,
+    when ``augment``, random left-right flips and shifts of up to ``shift`` of the size (reflected)."""
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = layers.Normalization(axis=-1, name="standardize")(inputs)
+    if augment:
+        x = layers.RandomFlip("horizontal", name="aug_flip")(x)
+        x = layers.RandomTranslation(shift, shift, fill_mode="reflect", name="aug_shift")(x)
+    return inputs, x
+
+
 @register
 def resnet_fast(
     input_shape: Shape,
@@ -442,11 +455,7 @@ def resnet_fast(
     Each stage: conv -> max-pool -> BN-GELU, then a residual pair of 3x3 convs; global
     max pooling and a softmax head.
     """
-    inputs = keras.Input(shape=input_shape, name="image")
-    x = layers.Normalization(axis=-1, name="standardize")(inputs)
-    if augment:
-        x = layers.RandomFlip("horizontal", name="aug_flip")(x)
-        x = layers.RandomTranslation(shift, shift, fill_mode="reflect", name="aug_shift")(x)
+    inputs, x = _standardized_flip_shift_input(input_shape, augment, shift)
 
     def conv_bn(x: keras.KerasTensor, filters: int, name: str) -> keras.KerasTensor:
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=name)(x)
@@ -486,11 +495,7 @@ def airbench(
     it is cheap), batch-norm without a learned scale, the logit temperature. Left out: the frozen
     patch-whitening stem init, lookahead and multi-crop TTA (the experiment sets flip TTA).
     """
-    inputs = keras.Input(shape=input_shape, name="image")
-    x = layers.Normalization(axis=-1, name="standardize")(inputs)
-    if augment:
-        x = layers.RandomFlip("horizontal", name="aug_flip")(x)
-        x = layers.RandomTranslation(shift, shift, fill_mode="reflect", name="aug_shift")(x)
+    inputs, x = _standardized_flip_shift_input(input_shape, augment, shift)
     x = layers.Conv2D(24, 2, name="stem")(x)  # 2x2 patches, airbench's whitening stem without its init
     x = layers.Activation(activation, name=f"stem_{activation}")(x)
 
