@@ -1,8 +1,10 @@
-"""Stage scripts of the CNN studies pipeline (one module per DVC stage, plus registries)."""
+"""The CNN studies pipeline: DVC stage entry points (``python -m stages.<stage>``) and their library."""
 
 import os
 
-# TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notices) hides the stage's own output.
+# TensorFlow's C++ log: 2 drops INFO and WARNING (oneDNN and CPU-instruction notices), keeps ERROR and
+# FATAL; TF_CPP_MIN_LOG_LEVEL=0 in the environment shows everything. (The CPU install, tensorflow-cpu,
+# has no CUDA probes to complain; the GPU install's probes find their GPU.)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # OpenCV reads its decode-size limit once, at import: set it before anything imports cv2,
 # so an image claiming enormous dimensions is refused instead of allocated.

@@ -7,7 +7,6 @@ one-line message before any download or training starts.
 from __future__ import annotations
 
 import difflib
-import inspect
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -17,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from stages.errors import ConfigError
 
 PARAMS_FILE = Path("params.yaml")
+STUDIES_FILE = Path("studies.yaml")
+MODEL_CODE = Path(__file__).parent / "models"  # one module per study, a DVC dependency of its train stages
 
 PositiveInt = Field(gt=0)
 
@@ -127,7 +128,7 @@ class ExperimentOverride(Strict):
 
 
 class Experiment(Strict):
-    study: str
+    study: str  # the study's id: its models are in stages/models/<study>.py, its claims in studies.yaml
     dataset: str
     model: str
     model_args: dict[str, Any] = {}
@@ -148,8 +149,6 @@ class Experiment(Strict):
     fine_tune: FineTune | None = None  # transfer learning: a second phase after the first `epochs`
     seed: int | None = None  # defaults to the top-level seed
     resume: bool = True  # continue an interrupted run from its last completed epoch
-    claimed: dict[str, float] = {}  # the report's own numbers, for the scorecard
-    note: str = ""
     max_train_examples: int | None = Field(default=None, gt=0)  # train on the first N prepared images only
     profiles: dict[Literal["embedded", "full"], ExperimentOverride] = {}  # per-profile overrides
 
@@ -176,8 +175,10 @@ class Params(Strict):
     def _names_exist(self) -> Params:
         for name, ds in self.datasets.items():
             _check_name(ds.source, self.sources, f"datasets.{name}.source", "source")
+        studies = sorted(p.stem for p in MODEL_CODE.glob("*.py") if p.stem not in ("__init__", "blocks", "registry"))
         for name, exp in self.experiments.items():
             _check_name(exp.dataset, self.datasets, f"experiments.{name}.dataset", "dataset")
+            _check_name(exp.study, studies, f"experiments.{name}.study", "study (a module of stages/models/)")
         for name, ens in self.ensembles.items():
             _check_name(ens.experiment, self.experiments, f"ensembles.{name}.experiment", "experiment")
         return self
@@ -228,11 +229,10 @@ def _known_keys(loc: tuple) -> list[str]:
     return list(getattr(model, "model_fields", {}))
 
 
-def load(path: str | Path = PARAMS_FILE, *, check_models: bool = True) -> Params:
+def load(path: str | Path = PARAMS_FILE) -> Params:
     """Read and validate params.yaml; raise ConfigError with a one-line message.
 
-    ``check_models=False`` skips the model-name check, which imports Keras (seconds):
-    the data stages use it, the training and evaluation stages do not.
+    Model names and arguments are checked by :func:`stages.models.check` (it imports Keras, seconds).
     """
     path = Path(path)
     try:
@@ -245,25 +245,7 @@ def load(path: str | Path = PARAMS_FILE, *, check_models: bool = True) -> Params
         params = Params.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_error(exc, path)) from None
-    if check_models:
-        _check_models(params, path)
     return params
-
-
-def _check_models(params: Params, path: Path) -> None:
-    from stages.models import MODELS  # imported late: keeps Keras out of config-only users
-
-    for name, exp in params.experiments.items():
-        where = f"{path}: experiments.{name}"
-        if exp.model not in MODELS:
-            raise ConfigError(f"{where}.model: unknown model {exp.model!r}{did_you_mean(exp.model, MODELS)}")
-        accepted = inspect.signature(MODELS[exp.model]).parameters
-        for arg in {**exp.model_args, **{k: v for o in exp.profiles.values() for k, v in o.model_args.items()}}:
-            if arg not in accepted or arg in ("input_shape", "num_classes"):
-                options = [p for p in accepted if p not in ("input_shape", "num_classes")]
-                raise ConfigError(
-                    f"{where}.model_args: {exp.model} takes no argument {arg!r}{did_you_mean(arg, options)}"
-                )
 
 
 def experiment(params: Params, name: str) -> Experiment:
@@ -291,3 +273,52 @@ def effective_batch_size(params: Params, exp: Experiment) -> int:
     """The study's batch size, capped by the active profile (few images still give enough steps)."""
     cap = params.active.max_batch_size
     return min(exp.batch_size, cap) if cap else exp.batch_size
+
+
+class StudyInfo(Strict):
+    title: str
+    report: str = ""  # where the study's own report is (the brief's seeds/NNN)
+
+
+class ExperimentNotes(Strict):
+    claimed: dict[str, float] = {}  # the study report's own numbers; none for the project's variants
+    note: str = ""
+
+
+class Studies(Strict):
+    """studies.yaml: documentation read by the report and comparison tools, never by training."""
+
+    studies: dict[str, StudyInfo]
+    experiments: dict[str, ExperimentNotes] = {}
+
+
+def load_studies(params: Params, path: str | Path = STUDIES_FILE) -> Studies:
+    """Read and validate studies.yaml against params.yaml's experiments; ConfigError in one line."""
+    path = Path(path)
+    try:
+        studies = Studies.model_validate(yaml.safe_load(path.read_text()))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found (run from the repository root)") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"{path}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    for name in studies.experiments:
+        _check_config_name(name, params.experiments, f"{path}: experiments.{name}", "experiment")
+    for name, exp in params.experiments.items():
+        _check_config_name(exp.study, studies.studies, f"{PARAMS_FILE}: experiments.{name}.study", "study")
+    return studies
+
+
+def _check_config_name(value: str, known: dict, where: str, what: str) -> None:
+    try:
+        _check_name(value, known, where, what)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def claimed(studies: Studies, name: str) -> dict[str, float]:
+    """The report's claimed numbers for experiment ``name`` ({} for the project's own variants)."""
+    notes = studies.experiments.get(name)
+    return notes.claimed if notes else {}

@@ -44,7 +44,7 @@ def _cifar_python(root: Path, size: tuple[int, int] | None, color: str) -> RawDa
 def _split_image_folder(root: Path, size: tuple[int, int] | None, color: str) -> RawData:
     from stages.readers.images import read_split_image_folder
 
-    out = read_split_image_folder(_split_base(root), size or (32, 32), color="rgb")
+    out = read_split_image_folder(_split_base(root), size or (32, 32), color="rgb", progress="decode")
     return RawData(out["x_train"], out["y_train"], out["x_test"], out["y_test"], out["classes"], out["skipped"])
 
 
@@ -161,7 +161,7 @@ def _image_folder(root: Path, size: tuple[int, int] | None, color: str) -> RawDa
     from stages.readers.images import read_image_folder
 
     base = find_class_root(root)
-    out = read_image_folder(base, size, color="rgb")
+    out = read_image_folder(base, size, color="rgb", progress=f"decode {base.name}")
     prefix = base.relative_to(root).as_posix()
     skipped = [(f"{prefix}/{f}" if prefix != "." else f, reason) for f, reason in out["skipped"]]
     return RawData(out["x"], out["y"], None, None, out["classes"], skipped)

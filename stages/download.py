@@ -57,7 +57,7 @@ def fetch_source(params: config.Params, name: str, dest: Path) -> str:
 
 
 def main(name: str) -> None:
-    params = config.load(check_models=False)
+    params = config.load()
     if name not in params.sources:
         raise config.ConfigError(f"unknown source {name!r}{config.did_you_mean(name, params.sources)}")
     with atomic_path(RAW / name, is_dir=True) as tmp:

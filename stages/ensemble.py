@@ -76,7 +76,7 @@ def ensemble(params: config.Params, name: str) -> dict:
 
 
 def main(name: str) -> None:
-    params = config.load(check_models=False)
+    params = config.load()
     r = ensemble(params, name)
     print(
         f"ensemble@{name}: {r['members']} members, vote {r['ensemble_accuracy']:.4f}, "

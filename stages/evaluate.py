@@ -11,7 +11,7 @@ from sklearn import metrics as skm
 from stages import config, plots
 from stages.io import load_npy, write_json, write_text
 from stages.paths import EXPERIMENT_REPORTS as REPORTS
-from stages.paths import MODELS, PREPARED
+from stages.paths import MODELS, PLOTS, PREPARED
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str], top_k: int = 3) -> dict:
@@ -69,11 +69,6 @@ def evaluate_segmentation(name: str, meta: dict, summary: dict, y_test: np.ndarr
         test_loss=summary.get("test_loss"),
         baseline_accuracy=baseline["test_accuracy"],
         baseline_mean_iou=baseline["test_mean_iou"],
-        test_seconds=summary["test_seconds"],
-        parameters=summary["parameters"],
-        epochs_run=summary["epochs_run"],
-        train_seconds=summary["train_seconds"],
-        test_images=len(y_test),
     )
     result = {k: v for k, v in result.items() if v is not None}
     cm = pixel_confusion(y_test, masks, len(classes))
@@ -82,21 +77,41 @@ def evaluate_segmentation(name: str, meta: dict, summary: dict, y_test: np.ndarr
         for i, c in enumerate(classes)
     }
     label = plots.data_label(meta["data"])
-    write_json(out / "metrics.json", result)
+    write_outputs(name, result, summary, len(y_test))
     write_json(out / "classification_report.json", {"data": meta["data"], "unit": "pixels", "classes": report})
     # a seeded sample of pixels for `dvc plots` (all pixels would be millions of rows)
-    rng = np.random.default_rng(0)
-    pick = rng.choice(y_test.size, size=min(20_000, y_test.size), replace=False)
-    rows = ["actual,predicted"] + [
-        f"{classes[a]},{classes[p]}" for a, p in zip(y_test.ravel()[pick], masks.ravel()[pick])
-    ]
-    write_text(out / "predictions.csv", "\n".join(rows) + "\n")
+    pick = np.random.default_rng(0).choice(y_test.size, size=min(20_000, y_test.size), replace=False)
+    write_predictions(name, classes, y_test.ravel()[pick], masks.ravel()[pick])
     title = f"{name}: pixel accuracy {result['test_accuracy']:.3f}, mean IoU {result['test_mean_iou']:.3f}{label}"
     plots.confusion(cm, classes, title, out / "confusion.png")
     plots.learning_curves(out / "train", f"{name}: learning curves{label}", out / "learning_curves.png")
     x_test = load_npy(PREPARED / meta["dataset"] / "x_test.npy", mmap=True)
-    plots.segmentation_panels(x_test, y_test, masks, classes, f"{name}: test images{label}", out / "samples.png")
+    panels = PLOTS / "samples" / f"{name}.png"
+    plots.segmentation_panels(x_test, y_test, masks, classes, f"{name}: test images{label}", panels)
     return result
+
+
+# The declared DVC metrics: few, and all reproducible exactly (no timings), so that `dvc metrics diff`
+# and `dvc exp show` stay one screen and a re-run of unchanged code shows no difference.
+HEADLINE = ("test_accuracy", "test_mean_iou", "test_loss", "parameters", "flops", "epochs_run")
+
+
+def write_outputs(name: str, result: dict, summary: dict, test_images: int) -> None:
+    """``metrics.json`` (the headline numbers, a DVC metric) and ``details.json`` (everything else:
+    per-class scores, baselines, timings; a plain output)."""
+    result = {**result, "parameters": summary["parameters"], "epochs_run": summary["epochs_run"]}
+    if "flops" in summary:  # one image's forward pass (stages.flops)
+        result["flops"] = summary["flops"]
+    timings = {k: summary[k] for k in ("train_seconds", "test_seconds")}
+    write_json(REPORTS / name / "metrics.json", {k: result[k] for k in HEADLINE if k in result})
+    details = {k: v for k, v in result.items() if k not in HEADLINE}
+    write_json(REPORTS / name / "details.json", {**details, **timings, "test_images": test_images})
+
+
+def write_predictions(name: str, classes: list[str], actual: np.ndarray, predicted: np.ndarray) -> None:
+    """actual,predicted class names per test image (or sampled pixel), for DVC's confusion plot."""
+    rows = ["actual,predicted"] + [f"{classes[a]},{classes[p]}" for a, p in zip(actual, predicted)]
+    write_text(PLOTS / "confusion" / f"{name}.csv", "\n".join(rows) + "\n")
 
 
 def evaluate(params: config.Params, name: str) -> dict:
@@ -111,15 +126,6 @@ def evaluate(params: config.Params, name: str) -> dict:
     y_test = load_npy(PREPARED / exp.dataset / "y_test.npy")
 
     result = classification_metrics(y_test, probs, classes)
-    result.update(
-        test_seconds=summary["test_seconds"],
-        parameters=summary["parameters"],
-        epochs_run=summary["epochs_run"],
-        train_seconds=summary["train_seconds"],
-        test_images=len(y_test),
-    )
-    if "flops" in summary:  # one image's forward pass (stages.models.flops)
-        result["flops"] = summary["flops"]
     y_pred = probs.argmax(axis=1)
     report = skm.classification_report(
         y_test, y_pred, labels=list(range(len(classes))), target_names=classes, output_dict=True, zero_division=0
@@ -127,20 +133,21 @@ def evaluate(params: config.Params, name: str) -> dict:
     cm = skm.confusion_matrix(y_test, y_pred, labels=list(range(len(classes))))
     title = f"{name}: test accuracy {result['test_accuracy']:.3f}{plots.data_label(meta['data'])}"
 
-    write_json(out / "metrics.json", result)
+    write_outputs(name, result, summary, len(y_test))
     top = plots.top_confusions(cm, classes)
     write_json(out / "classification_report.json", {"data": meta["data"], "classes": report, "top_confusions": top})
-    rows = ["actual,predicted"] + [f"{classes[a]},{classes[p]}" for a, p in zip(y_test, y_pred)]
-    write_text(out / "predictions.csv", "\n".join(rows) + "\n")
+    write_predictions(name, classes, y_test, y_pred)
     plots.confusion(cm, classes, title, out / "confusion.png")
-    plots.learning_curves(
-        out / "train", f"{name}: learning curves{plots.data_label(meta['data'])}", out / "learning_curves.png"
-    )
+    label = plots.data_label(meta["data"])
+    plots.learning_curves(out / "train", f"{name}: learning curves{label}", out / "learning_curves.png")
+    x_test = load_npy(PREPARED / exp.dataset / "x_test.npy", mmap=True)
+    panels = PLOTS / "samples" / f"{name}.png"
+    plots.prediction_panels(x_test, y_test, y_pred, classes, f"{name}: test images, true -> predicted{label}", panels)
     return result
 
 
 def main(name: str) -> None:
-    params = config.load(check_models=False)
+    params = config.load()
     result = evaluate(params, name)
     if "test_mean_iou" in result:
         print(

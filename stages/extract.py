@@ -24,7 +24,7 @@ def archive_stem(name: str) -> str:
 
 
 def main(name: str) -> None:
-    params = config.load(check_models=False)
+    params = config.load()
     raw = RAW / name
     if not raw.is_dir():
         raise config.ConfigError(f"{raw}: not found; run `dvc repro download@{name}` first")

@@ -29,11 +29,15 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import urlparse
 
+from stages.cli import progress_bar
 from stages.errors import DataError
 from stages.io import atomic_path
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 _CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -117,36 +121,18 @@ class _Fatal(Exception):
     """A failure another attempt will not fix (HTTP 4xx, bad URL)."""
 
 
-class _Progress:
-    """Throttled 'done / total (pct)' lines on stderr."""
-
-    def __init__(self, label: str, total: int | None, enabled: bool) -> None:
-        self.label = label
-        self.total = total
-        self.enabled = enabled
-        self.last = time.monotonic()
-        self.tty = sys.stderr.isatty()
-
-    def _show(self, done: int, end: str) -> None:
-        if self.total:
-            text = f"{self.label}: {done / 1e6:.1f} / {self.total / 1e6:.1f} MB ({100 * done / self.total:.0f}%)"
-        else:
-            text = f"{self.label}: {done / 1e6:.1f} MB"
-        print(("\r" if self.tty else "") + text, end=end, file=sys.stderr, flush=True)
-
-    def update(self, done: int) -> None:
-        now = time.monotonic()
-        if self.enabled and now - self.last >= 1.0:
-            self.last = now
-            self._show(done, "" if self.tty else "\n")
-
-    def finish(self, done: int) -> None:
-        if self.enabled:
-            self._show(done, "\n")
+def _summary(label: str, done: int, total: int | None, seconds: float) -> str:
+    """The one line a finished download leaves in a log (where no bar is drawn)."""
+    amount = f"{done / 1e6:.1f} / {total / 1e6:.1f} MB ({100 * done / total:.0f}%)" if total else f"{done / 1e6:.1f} MB"
+    return f"{label}: {amount} in {seconds:.1f} s"
 
 
-def _fetch_once(url: str, tmp: Path, dest: Path, timeout: float, progress: bool) -> None:
-    """One attempt to stream ``url`` into ``tmp``; raises _Retry or _Fatal."""
+def _fetch_once(url: str, tmp: Path, dest: Path, timeout: float, progress: bool, size: int | None = None) -> None:
+    """One attempt to stream ``url`` into ``tmp``; raises _Retry or _Fatal.
+
+    ``progress``: a byte bar on a terminal (total: Content-Length, else the expected ``size``),
+    one summary line elsewhere.
+    """
     request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
@@ -166,10 +152,10 @@ def _fetch_once(url: str, tmp: Path, dest: Path, timeout: float, progress: bool)
     with response:
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.strip().isdigit() else None
-        bar = _Progress(dest.name, total, progress)
-        done = 0
+        done, start = 0, time.monotonic()
         try:
-            with open(tmp, "wb") as fh:
+            with open(tmp, "wb") as fh, progress_bar(total or size, dest.name, unit="B", enabled=progress) as bar:
+                log_line = progress and bar.disable  # no terminal: one line at the end instead (close() sets disable)
                 while True:
                     try:
                         chunk = response.read(_CHUNK)
@@ -180,10 +166,11 @@ def _fetch_once(url: str, tmp: Path, dest: Path, timeout: float, progress: bool)
                         break
                     fh.write(chunk)  # an OSError here is a local disk problem, not a network one
                     done += len(chunk)
-                    bar.update(done)
+                    bar.update(len(chunk))
         except OSError as e:
             raise DataError(f"cannot write {dest}: {_one_line(e)}") from None
-        bar.finish(done)
+        if log_line:
+            print(_summary(dest.name, done, total or size, time.monotonic() - start), file=sys.stderr, flush=True)
         if total is not None and done != total:
             raise _Retry(f"incomplete read: got {done} of {total} bytes")
 
@@ -239,7 +226,7 @@ def download(
         reason = "no attempt made"
         for attempt in range(attempts):
             try:
-                _fetch_once(url, tmp, dest, timeout, progress)
+                _fetch_once(url, tmp, dest, timeout, progress, size)
                 break
             except _Fatal as e:
                 raise DataError(f"cannot download {url}: {e}. {hint}") from None
@@ -294,8 +281,10 @@ class _Corrupt(Exception):
     """Reading an archive member failed (wraps the reader's own error)."""
 
 
-def _copy(src: BinaryIO, target: Path, archive: Path, name: str, written: int, max_bytes: int) -> int:
-    """Stream ``src`` into ``target``, counting bytes against ``max_bytes``; return the new total."""
+def _copy(
+    src: BinaryIO, target: Path, archive: Path, name: str, written: int, max_bytes: int, bar: tqdm | None = None
+) -> int:
+    """Stream ``src`` into ``target``, counting bytes against ``max_bytes`` (and on ``bar``); return the new total."""
     _mkdir(target.parent, archive)
     try:
         with open(target, "wb") as out:
@@ -313,6 +302,8 @@ def _copy(src: BinaryIO, target: Path, archive: Path, name: str, written: int, m
                         "(decompression bomb?)"
                     )
                 out.write(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
     except OSError as e:
         raise DataError(f"cannot write {target} while extracting {archive}: {_one_line(e)}") from None
     return written
@@ -359,27 +350,40 @@ def _extract_tar(archive: Path, root: Path, max_bytes: int, max_members: int) ->
             raise tarfile.ReadError("unexpected end of data (no end-of-archive marker)")
 
         # Pass 2: write, with the standard 'data' filter as a second line of defence.
-        written = 0
-        for member, parts in members:
-            try:
-                filtered = tarfile.data_filter(member, str(root))
-            except tarfile.FilterError as e:
-                raise DataError(f"refusing member {member.name!r} of {archive}: {_one_line(e)}") from None
-            if not parts:
-                if member.isdir():
-                    continue
-                raise DataError(f"refusing member {member.name!r} of {archive}: not a file name")
-            target = _target(archive, root, member.name, parts)
+        with progress_bar(declared, f"extract {archive.name}", unit="B") as bar:
+            _write_tar(tf, archive, root, members, max_bytes, bar)
+
+
+def _write_tar(
+    tf: tarfile.TarFile,
+    archive: Path,
+    root: Path,
+    members: list[tuple[tarfile.TarInfo, tuple[str, ...]]],
+    max_bytes: int,
+    bar: tqdm,
+) -> None:
+    """Pass 2 of :func:`_extract_tar`: write the checked ``members`` under ``root``."""
+    written = 0
+    for member, parts in members:
+        try:
+            filtered = tarfile.data_filter(member, str(root))
+        except tarfile.FilterError as e:
+            raise DataError(f"refusing member {member.name!r} of {archive}: {_one_line(e)}") from None
+        if not parts:
             if member.isdir():
-                _mkdir(target, archive)
                 continue
-            src = tf.extractfile(member)
-            if src is None:  # pragma: no cover - isreg() members always have a file object
-                raise DataError(f"refusing member {member.name!r} of {archive}: no data")
-            with src:
-                written = _copy(src, target, archive, member.name, written, max_bytes)
-            if filtered.mode is not None:
-                os.chmod(target, filtered.mode)
+            raise DataError(f"refusing member {member.name!r} of {archive}: not a file name")
+        target = _target(archive, root, member.name, parts)
+        if member.isdir():
+            _mkdir(target, archive)
+            continue
+        src = tf.extractfile(member)
+        if src is None:  # pragma: no cover - isreg() members always have a file object
+            raise DataError(f"refusing member {member.name!r} of {archive}: no data")
+        with src:
+            written = _copy(src, target, archive, member.name, written, max_bytes, bar)
+        if filtered.mode is not None:
+            os.chmod(target, filtered.mode)
 
 
 def _extract_zip(archive: Path, root: Path, max_bytes: int, max_members: int) -> None:
@@ -404,17 +408,18 @@ def _extract_zip(archive: Path, root: Path, max_bytes: int, max_members: int) ->
                 )
             members.append((info, parts))
         written = 0
-        for info, parts in members:
-            if not parts:
+        with progress_bar(declared, f"extract {archive.name}", unit="B") as bar:
+            for info, parts in members:
+                if not parts:
+                    if info.is_dir():
+                        continue
+                    raise DataError(f"refusing member {info.filename!r} of {archive}: not a file name")
+                target = _target(archive, root, info.filename, parts)
                 if info.is_dir():
+                    _mkdir(target, archive)
                     continue
-                raise DataError(f"refusing member {info.filename!r} of {archive}: not a file name")
-            target = _target(archive, root, info.filename, parts)
-            if info.is_dir():
-                _mkdir(target, archive)
-                continue
-            with zf.open(info) as src:
-                written = _copy(src, target, archive, info.filename, written, max_bytes)
+                with zf.open(info) as src:
+                    written = _copy(src, target, archive, info.filename, written, max_bytes, bar)
 
 
 def _extract_gzip(archive: Path, root: Path, max_bytes: int, max_members: int) -> None:
@@ -425,8 +430,8 @@ def _extract_gzip(archive: Path, root: Path, max_bytes: int, max_members: int) -
             break
     else:
         name += ".out"
-    with gzip.open(archive, "rb") as src:
-        _copy(src, root / name, archive, name, 0, max_bytes)
+    with gzip.open(archive, "rb") as src, progress_bar(None, f"extract {archive.name}", unit="B") as bar:
+        _copy(src, root / name, archive, name, 0, max_bytes, bar)
 
 
 def _is_tar(archive: Path) -> bool:

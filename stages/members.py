@@ -75,12 +75,13 @@ def dvc_status(stages: list[str]) -> dict:
 
 
 def main(ensemble: str, *options: str) -> None:
+    """``python -m stages.members <ensemble> [-j N]``: train up to N members at once (default 2)."""
     import argparse
 
     parser = argparse.ArgumentParser(prog=f"python -m stages.members {ensemble}")
     parser.add_argument("-j", "--jobs", type=int, default=2, help="members trained at once (default 2)")
     args = parser.parse_args(options)
-    params = config.load(check_models=False)
+    params = config.load()
     if ensemble not in params.ensembles:
         raise config.ConfigError(
             f"params.yaml: unknown ensemble {ensemble!r}{config.did_you_mean(ensemble, params.ensembles)}"

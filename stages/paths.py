@@ -9,3 +9,4 @@ MODELS = Path("models")  # train@<experiment>
 CHECKPOINTS = Path("checkpoints")  # per-epoch state of an unfinished training run (not a DVC output)
 REPORTS = Path("reports")
 EXPERIMENT_REPORTS = REPORTS / "experiments"  # evaluate@<experiment>
+PLOTS = REPORTS / "plots"  # the data of the plots declared at the top of dvc.yaml, one folder a chart kind

@@ -117,3 +117,19 @@ def segmentation_panels(
     fig.legend(handles, classes, loc="lower center", ncol=len(classes))
     fig.suptitle(title, fontsize=9)
     save(fig, path)
+
+
+def prediction_panels(
+    images: np.ndarray, truth: np.ndarray, pred: np.ndarray, classes: list[str], title: str, path: Path, n: int = 8
+) -> None:
+    """Seeded random test images titled true -> predicted class, the mistakes in red."""
+    picks = np.sort(np.random.default_rng(0).choice(len(images), size=min(n, len(images)), replace=False))
+    fig, axes = plt.subplots(1, len(picks), figsize=(1.6 * len(picks), 2.2), squeeze=False)
+    for ax, i in zip(axes[0], picks):
+        img = images[i][..., 0] if images[i].shape[-1] == 1 else images[i]
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
+        wrong = truth[i] != pred[i]
+        ax.set_title(f"{classes[truth[i]]}\n-> {classes[pred[i]]}", fontsize=7, color="red" if wrong else "black")
+        ax.axis("off")
+    fig.suptitle(title, fontsize=8)
+    save(fig, path)

@@ -107,20 +107,26 @@ def predict(experiment: str, inputs: list[str], top_k: int = 3, out: Path = Path
     return failed
 
 
-def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stages.predict", description=__doc__.split("\n\n")[0])
-    parser.add_argument("experiment")
+def main(experiment: str, *options: str) -> None:
+    """``python -m stages.predict <experiment> <image or folder>... [--top-k K] [--out DIR]``: the top K
+    classes (default 3) per image into DIR/predictions.csv, or a mask overlay per image into DIR (default
+    predictions/)."""
+    paragraphs = (__doc__ or "").split("\n\n")  # description, usage example, details
+    parser = argparse.ArgumentParser(
+        prog=f"python -m stages.predict {experiment}",
+        description=paragraphs[0].rstrip(":") + ".",
+        epilog="\n\n".join(paragraphs[2:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("inputs", nargs="+", help="image files or folders")
-    parser.add_argument("--top-k", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=Path("predictions"))
-    args = parser.parse_args(argv)
-    try:
-        failed = predict(args.experiment, args.inputs, args.top_k, args.out)
-    except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    parser.add_argument("--top-k", type=int, default=3, help="classes listed per image (default 3)")
+    parser.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default predictions)")
+    args = parser.parse_args(options)
+    failed = predict(experiment, args.inputs, args.top_k, args.out)
     sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from stages.cli import run
+
+    run(main, sys.argv[1:])

@@ -143,7 +143,7 @@ def _origin(provenance: Path, pth: str | None) -> str:
 
 
 def main(name: str) -> None:
-    params = config.load(check_models=False)
+    params = config.load()
     if name not in params.datasets:
         raise ConfigError(f"params.yaml: unknown dataset {name!r}{config.did_you_mean(name, params.datasets)}")
     meta = prepare(params, name)

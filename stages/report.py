@@ -1,12 +1,16 @@
 """Stage `report`: the reproduction scorecard and the cross-experiment figures.
 
-Everything here is read from the experiments' metrics and from params.yaml's
-`claimed` numbers (the reports' own results): nothing is typed in.
+Everything here is read from the experiments' metrics and logs and from studies.yaml's
+`claimed` numbers (the reports' own results): nothing is typed in. It also writes the data
+of the per-study charts that dvc.yaml declares as plots (reports/plots/).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import platform
 import sys
 from pathlib import Path
 
@@ -15,17 +19,19 @@ import pandas as pd
 from stages import config, plots
 from stages.io import atomic_path, write_json, write_text
 from stages.paths import EXPERIMENT_REPORTS as EXP_REPORTS
-from stages.paths import MODELS
+from stages.paths import MODELS, PLOTS
 from stages.paths import REPORTS as OUT
 
 
-def scorecard(params: config.Params) -> pd.DataFrame:
+def scorecard(params: config.Params, studies: config.Studies) -> pd.DataFrame:
     rows = []
     for name, exp in params.experiments.items():
         metrics_file = EXP_REPORTS / name / "metrics.json"
         if not metrics_file.is_file():
             continue
         m = json.loads(metrics_file.read_text())
+        details = json.loads((EXP_REPORTS / name / "details.json").read_text())
+        claimed = config.claimed(studies, name)
         summary_file = MODELS / name / "summary.json"  # absent when the metrics came without the model (git only)
         summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
         rows.append(
@@ -33,14 +39,14 @@ def scorecard(params: config.Params) -> pd.DataFrame:
                 "study": exp.study,
                 "experiment": name,
                 "model": exp.model,
-                "variant": "study" if exp.claimed else "project",
-                "claimed_accuracy": exp.claimed.get("test_accuracy"),
+                "variant": "study" if claimed else "project",
+                "claimed_accuracy": claimed.get("test_accuracy"),
                 "test_accuracy": round(m["test_accuracy"], 4),
                 "test_loss": round(m["test_loss"], 4) if "test_loss" in m else None,
                 "test_mean_iou": round(m["test_mean_iou"], 4) if "test_mean_iou" in m else None,
                 "parameters": m["parameters"],
                 "epochs": f"{m['epochs_run']}/{exp.epochs}",
-                "train_seconds": m["train_seconds"],
+                "train_seconds": details["train_seconds"],
                 "data": summary.get("data", f"unknown ({summary_file} missing: dvc pull it)"),
             }
         )
@@ -122,13 +128,14 @@ def time_to_accuracy(params: config.Params, exp_reports: Path = EXP_REPORTS) -> 
     return pd.DataFrame(rows)
 
 
-def time_to_accuracy_figure(df: pd.DataFrame, params: config.Params, path: Path) -> None:
+def time_to_accuracy_figure(df: pd.DataFrame, params: config.Params, studies: config.Studies, path: Path) -> None:
     """Test accuracy against training minutes, with each study's best claimed accuracy dashed."""
     fig, ax = plots.plt.subplots(figsize=(7, 4))
     for name, runs in df.groupby("experiment", sort=False):
         ax.plot(runs["elapsed_minutes"], runs["test_accuracy"], marker="o", ms=3, label=name)
     for study in df["study"].unique():
-        claimed = [e.claimed["test_accuracy"] for e in params.experiments.values() if e.study == study and e.claimed]
+        claims = [config.claimed(studies, name) for name, e in params.experiments.items() if e.study == study]
+        claimed = [c["test_accuracy"] for c in claims if "test_accuracy" in c]
         if claimed:
             ax.axhline(max(claimed), ls="--", color="gray", lw=1)
             ax.text(0, max(claimed), f" {study}: best claimed {max(claimed):.1%}", va="bottom", fontsize=8)
@@ -172,9 +179,61 @@ def comparison_figure(df: pd.DataFrame, path: Path, title: str) -> None:
     plots.save(fig, path)
 
 
+def curves(params: config.Params, study: str, metric: str) -> pd.DataFrame:
+    """Long table (epoch, ``metric``, series) of every experiment of ``study``: training and validation
+    per epoch (and test, for `track_test` experiments), for one chart per study on the same axes."""
+    frames = []
+    for name, exp in params.experiments.items():
+        live = EXP_REPORTS / name / "train"
+        if exp.study != study:
+            continue
+        for split, label in (("train", "train"), ("eval", "validation"), ("test", "test")):
+            series = plots.read_live_metric(live, f"{split}/{metric}")
+            if series is not None:
+                frames.append(
+                    pd.DataFrame({"epoch": series.index, metric: series.round(5), "series": f"{name} {label}"})
+                )
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def write_plot_data(params: config.Params, speed: pd.DataFrame) -> None:
+    """The CSVs behind dvc.yaml's top-level plots: per study, accuracy and loss by epoch; test accuracy
+    against training seconds for the `track_test` experiments."""
+    study_ids = dict.fromkeys(exp.study for exp in params.experiments.values())
+    for metric in ("accuracy", "loss"):
+        with atomic_path(PLOTS / metric, is_dir=True) as tmp:
+            for study in study_ids:
+                df = curves(params, study, metric)
+                if not df.empty:
+                    df.to_csv(tmp / f"{study}.csv", index=False)
+    if not speed.empty:
+        seconds = (speed["elapsed_minutes"] * 60).round(1)
+        table = pd.DataFrame(
+            {"seconds": seconds, "test_accuracy": speed["test_accuracy"], "series": speed["experiment"]}
+        )
+        write_text(PLOTS / "time_to_accuracy.csv", table.to_csv(index=False))
+
+
+def machine() -> dict:
+    """The CPU this ran on: float results are reproducible exactly only on the same kind (oneDNN picks
+    AVX2, AVX-512 or AMX kernels, which round differently) with the same number of cores."""
+    flags: set[str] = set()
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    isa = "amx" if "amx_bf16" in flags else "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "other"
+    return {"cpu": model, "cores": os.cpu_count(), "isa": isa}
+
+
 def main() -> None:
-    params = config.load(check_models=False)
-    df = scorecard(params)
+    params = config.load()
+    studies = config.load_studies(params)
+    df = scorecard(params, studies)
     generated = params.profile == "embedded"
     banner = (
         "**These numbers come from GENERATED SAMPLE DATA (profile `embedded`), not the real datasets:"
@@ -183,7 +242,9 @@ def main() -> None:
         else ""
     )
     table = df.to_markdown(index=False) if not df.empty else "(no evaluated experiments)"
-    write_text(OUT / "scorecard.md", f"# Reproduction scorecard\n\n{banner}{table}\n{ensembles_table()}")
+    cpu = machine()
+    ran_on = f"Ran on: {cpu['cpu']}, {cpu['cores']} cores ({cpu['isa']}).\n\n"
+    write_text(OUT / "scorecard.md", f"# Reproduction scorecard\n\n{banner}{ran_on}{table}\n{ensembles_table()}")
     write_timing(params, "gray28")  # the study that reported seconds per epoch
     speed = time_to_accuracy(params)
     speed_table = speed.to_markdown(index=False) if not speed.empty else "(no experiment sets track_test)"
@@ -193,12 +254,14 @@ def main() -> None:
         f" the training wall time so far (validation included, test evaluation not).\n\n{speed_table}\n",
     )
     write_json(OUT / "scorecard.json", {"profile": params.profile, "rows": df.to_dict(orient="records")})
+    write_json(OUT / "machine.json", cpu)
     with atomic_path(OUT / "figures", is_dir=True) as tmp:
         if not df.empty:
             label = " (GENERATED SAMPLE DATA)" if generated else ""
             comparison_figure(df, tmp / "accuracy_vs_claimed.png", f"Test accuracy, reproduced vs claimed{label}")
         if not speed.empty:
-            time_to_accuracy_figure(speed, params, tmp / "time_to_accuracy.png")
+            time_to_accuracy_figure(speed, params, studies, tmp / "time_to_accuracy.png")
+    write_plot_data(params, speed)
     print(banner.replace("**", "") + table)
 
 

@@ -153,6 +153,7 @@ def write_tensorboard(df: pd.DataFrame, logdir: Path) -> None:
 
 
 def main(experiment: str, *options: str) -> None:
+    """``python -m stages.sweep <experiment> [--tensorboard DIR]``: also write TensorBoard HParams logs to DIR."""
     import argparse
 
     parser = argparse.ArgumentParser(prog=f"python -m stages.sweep {experiment}")

@@ -21,9 +21,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from stages import config, paths
+from stages import config, models, paths
 from stages.flops import model_flops
-from stages.io import atomic_path, load_npy, save_npy, write_json
+from stages.io import atomic_path, load_npy, save_npy, write_json, write_text
 from stages.models import build
 from stages.paths import CHECKPOINTS, MODELS, PREPARED
 from stages.paths import EXPERIMENT_REPORTS as REPORTS
@@ -290,6 +290,8 @@ def train(params: config.Params, name: str, *, seed: int | None = None, out: Pat
     if seed is None:
         seed = params.seed if exp.seed is None else exp.seed
     keras.utils.set_random_seed(seed)
+    # the same inputs give the same weights, so re-running unchanged code reproduces the metrics exactly
+    tf.config.experimental.enable_op_determinism()
     meta = json.loads((PREPARED / exp.dataset / "meta.json").read_text())
     num_classes = len(meta["classes"])
     x_train, y_train = load_split(exp.dataset, "train")
@@ -363,7 +365,7 @@ def train(params: config.Params, name: str, *, seed: int | None = None, out: Pat
             initial_epoch=first,
             epochs=last,
             callbacks=callbacks(exp, name, resume, run=run, test_ds=tracked, backup=backup, first_step=first),
-            verbose=2,
+            verbose="auto" if sys.stdout.isatty() else 2,  # a progress bar at a terminal, one line per epoch in logs
             shuffle=False,  # the tf.data pipeline already reshuffles every epoch, seeded
         )
         return history.epoch[-1] + 1 if history.epoch else last
@@ -417,8 +419,34 @@ def train(params: config.Params, name: str, *, seed: int | None = None, out: Pat
         for file, array in outputs.items():
             save_npy(tmp / file, array)
         write_json(tmp / "summary.json", summary)
+        write_text(tmp / "README.md", model_card(name, exp, meta, summary, y_test, outputs))
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return summary
+
+
+def model_card(name: str, exp: config.Experiment, meta: dict, summary: dict, y_test: np.ndarray, outputs: dict) -> str:
+    """A short Markdown card that travels with the shared model: what it is, the data it saw, how it scored."""
+    if "test_probs.npy" in outputs:
+        score = f"test accuracy {float((outputs['test_probs.npy'].argmax(axis=1) == y_test).mean()):.4f}"
+    else:
+        score = f"test pixel accuracy {float((outputs['test_masks.npy'] == y_test).mean()):.4f}"
+    caveat = (
+        "\n**GENERATED SAMPLE DATA**: trained on the project's generated images (profile `embedded`), so it "
+        "shows the pipeline works; it is not a model of the real dataset.\n"
+        if meta["data"].startswith("generated")
+        else ""
+    )
+    return (
+        f"# {name}\n{caveat}\n"
+        f"- study `{exp.study}`, model `{exp.model}` {exp.model_args or ''}: {summary['parameters']:,} parameters, "
+        f"{summary['flops'] or 0:,} FLOPs per image\n"
+        f"- data: {meta['data']}; prepared set `{exp.dataset}` {meta['counts']}; input {meta['image_shape']}, "
+        "raw 0..255 pixels (scaling is inside the model)\n"
+        f"- classes: {', '.join(map(str, meta['classes']))}\n"
+        f"- trained {summary['epochs_run']} of {summary['epochs_requested']} epochs, batch {summary['batch_size']}, "
+        f"seed {summary['seed']}; {score}\n\n"
+        'Load it with plain Keras, no project code: `keras.models.load_model("model.keras")`.\n'
+    )
 
 
 def main(name: str, *options: str) -> None:
@@ -432,7 +460,7 @@ def main(name: str, *options: str) -> None:
     if args.out is not None and not args.out.is_relative_to(MODELS):
         raise config.ConfigError(f"--out {args.out}: must be a folder under {MODELS}/")
     params = config.load()
-    config.experiment(params, name)
+    models.check_experiment(name, config.experiment(params, name))
     summary = train(params, name, seed=args.seed, out=args.out)
     print(f"train@{name}: done, {summary['epochs_run']} epochs in {summary['train_seconds']} s")
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import config
+from stages import config, models
 from stages.errors import ConfigError
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -50,7 +50,7 @@ def test_repository_params_are_valid():
 )
 def test_bad_params_name_the_parameter(tmp_path, mutate, expected):
     with pytest.raises(ConfigError) as err:
-        config.load(write(tmp_path, mutate))
+        models.check(config.load(write(tmp_path, mutate)))
     message = str(err.value)
     assert expected in message
     assert "\n" not in message

@@ -8,6 +8,7 @@ import io
 import os
 import socket
 import stat
+import sys
 import tarfile
 import tempfile
 import threading
@@ -49,6 +50,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+        elif kind == "nolength":  # no Content-Length: the body ends when the connection closes
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(action[1])
+            self.close_connection = True
         elif kind == "status":
             self.send_error(action[1])
         elif kind == "short":  # promise more bytes than we send, then hang up
@@ -117,7 +123,30 @@ def test_download_ok_with_checksums(server, tmp_path, capsys):
     assert out == dest
     assert dest.read_bytes() == PAYLOAD
     assert _leftovers(dest.parent) == ["x.tar.gz"]
-    assert "100%" in capsys.readouterr().err  # progress line on stderr
+    err = capsys.readouterr().err  # not a terminal: no bar, one summary line
+    assert err.startswith("x.tar.gz: 0.1 / 0.1 MB (100%) in ") and err.count("\n") == 1 and "\r" not in err
+
+
+class _Terminal(io.StringIO):
+    """A stderr that claims to be a terminal, so tqdm (``disable=None``) draws its bar."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_download_bar_on_a_terminal_takes_its_total_from_size(server, tmp_path, monkeypatch):
+    url = server.route("/bar.bin", ("nolength", PAYLOAD))
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    download(url, tmp_path / "bar.bin", size=len(PAYLOAD), backoff=0.01)
+    err = sys.stderr.getvalue()
+    assert "bar.bin: 100%" in err and "102k/102k" in err and "B/s" in err  # bytes, rate; total = size
+    assert "MB (100%)" not in err  # the bar, not the log line
+
+
+def test_download_without_progress_prints_nothing(server, tmp_path, capsys):
+    url = server.route("/quiet.bin", ("ok", PAYLOAD))
+    download(url, tmp_path / "quiet.bin", **FAST)
+    assert capsys.readouterr().err == ""
 
 
 def test_download_checksum_mismatch_removes_file(server, tmp_path):
@@ -310,6 +339,23 @@ def test_extract_single_gzip(tmp_path):
     dest = extract(archive, tmp_path / "mnist")
     assert _leftovers(dest) == ["train-images-idx3-ubyte"]
     assert (dest / "train-images-idx3-ubyte").read_bytes() == raw
+
+
+def test_extract_bars_count_bytes_on_a_terminal_only(tmp_path, monkeypatch, capsys):
+    tar = _tar(tmp_path / "images.tar.gz", _good_members())
+    with zipfile.ZipFile(tmp_path / "data.zip", "w") as zf:
+        zf.writestr("x.txt", b"x" * 300)
+    (tmp_path / "one.gz").write_bytes(gzip.compress(b"y" * 50))
+    for archive in (tar, tmp_path / "data.zip", tmp_path / "one.gz"):
+        extract(archive, tmp_path / "quiet" / archive.name)
+    assert capsys.readouterr().err == ""  # not a terminal: nothing drawn
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    for archive in (tar, tmp_path / "data.zip", tmp_path / "one.gz"):
+        extract(archive, tmp_path / "shown" / archive.name)
+    err = sys.stderr.getvalue()
+    assert "extract images.tar.gz: 100%" in err and "104/104" in err  # declared member bytes
+    assert "extract data.zip: 100%" in err and "300/300" in err
+    assert "extract one.gz: 50.0B" in err  # single gzip: no declared size, a count without percentage
 
 
 def test_extract_replaces_old_dest_only_when_complete(tmp_path):

@@ -120,7 +120,7 @@ def test_fashion_mnist_real_files_are_read(shared_datasets, tmp_path):
 
 
 def test_class_map_groups_ten_classes_into_five():
-    params = config.load(check_models=False)
+    params = config.load()
     names = params.datasets["gray28"].options["class_names"]
     five = {0: 0, 2: 0, 4: 0, 6: 0, 1: 1, 3: 2, 5: 3, 7: 3, 9: 3, 8: 4}  # the example in params.yaml
     from stages.datasets import RawData
@@ -152,7 +152,7 @@ def test_majority_vote_and_deterministic_ties():
 def test_timing_table_from_fake_files(tmp_path, monkeypatch):
     from stages import report
 
-    params = config.load(check_models=False)
+    params = config.load()
     exp_reports, models = tmp_path / "reports" / "experiments", tmp_path / "models"
     live = exp_reports / "gray28_cnn1" / "train" / "plots" / "metrics" / "train"  # as DVCLiveCallback logs it
     live.mkdir(parents=True)
@@ -177,7 +177,7 @@ def test_timing_table_from_fake_files(tmp_path, monkeypatch):
 
 
 def test_embedded_profile_shrinks_the_big_models():
-    params = config.load(check_models=False)
+    params = config.load()
     exp = config.experiment(params.model_copy(update={"profile": "embedded"}), "gray28_vgg19")
     assert exp.model_args == {"input_size": 32, "weights": None} and exp.max_train_examples == 200
     full = config.experiment(params.model_copy(update={"profile": "full"}), "gray28_vgg19")
@@ -217,7 +217,7 @@ def test_parallel_member_command_is_the_stage_command():
     from tests.conftest import REPO
 
     template = " ".join(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train_member"]["cmd"].split())
-    ensemble = config.load(REPO / "params.yaml", check_models=False).ensembles["gray28_tuned"]
+    ensemble = config.load(REPO / "params.yaml").ensembles["gray28_tuned"]
     expected = (
         template.replace("${ensembles.gray28_tuned.experiment}", ensemble.experiment)
         .replace("${item.ensemble}", "gray28_tuned")

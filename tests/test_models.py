@@ -1,9 +1,36 @@
-"""The studies' architectures: parameter counts from the reports, and the raw-pixel contract."""
+"""The studies' architectures: parameter counts from the reports, the raw-pixel contract, and float32
+probabilities under mixed precision."""
 
+import keras
 import numpy as np
 import pytest
 
-from stages.models import MODELS, SEGMENTATION_MODELS, build
+from stages.models import MODELS, SEGMENTATION_MODELS, STUDIES, build
+
+# Every registered model at a small size (input shape, classes, model_args): a pretrained base at its
+# smallest input and without ImageNet weights. tests/test_model_files.py uses it too.
+SMALL = {
+    "cifar_gray_baseline": ((32, 32, 1), 5, {}),
+    "cifar_gray_grid": ((32, 32, 1), 5, {"units": 8, "dense_units": 16}),
+    "cifar_gray_tuned": ((32, 32, 1), 5, {}),
+    "cifar_rgb_cnn": ((32, 32, 3), 5, {}),
+    "cifar_rgb_transfer": ((32, 32, 3), 5, {"input_size": 75, "weights": None}),
+    "airbench": ((32, 32, 3), 5, {"widths": (8, 16, 16)}),
+    "resnet_fast": ((32, 32, 3), 5, {"widths": (8, 16, 16)}),
+    "objects8_cnn": ((32, 32, 3), 5, {"conv_layers": 2, "filters": 8}),
+    "gray28_cnn1": ((28, 28, 1), 5, {}),
+    "gray28_cnn2": ((28, 28, 1), 5, {}),
+    "gray28_cnn3": ((28, 28, 1), 5, {}),
+    "gray28_cnn4": ((28, 28, 1), 5, {}),
+    "gray28_tuned": ((28, 28, 1), 5, {}),
+    "gray28_vgg19": ((28, 28, 1), 5, {"input_size": 32, "weights": None}),
+    "gray28_inception_v3": ((28, 28, 1), 5, {"input_size": 75, "weights": None}),
+    "gray28_inception_small": ((28, 28, 1), 5, {"width": 0.25}),
+    "gray28_resnet50": ((28, 28, 1), 5, {"input_size": 32, "weights": None}),
+    "pets_unet": ((32, 32, 3), 3, {"filters": (4, 8), "dropouts": (0.1, 0.1), "up_dropouts": (0.1,)}),
+    "natural_resnet50": ((32, 32, 3), 5, {"weights": None}),
+    "natural_light": ((32, 32, 3), 5, {"widths": (8, 16)}),
+}
 
 # (builder, input shape, classes, total parameters, where the number comes from)
 COUNTS = [
@@ -64,3 +91,45 @@ def test_every_model_maps_raw_pixels_to_probabilities(name):
     probs = np.asarray(model(images, training=False))
     assert probs.shape == (2, 5)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_every_registered_model_has_a_small_size():
+    assert set(SMALL) == set(MODELS)
+
+
+@pytest.fixture
+def mixed_bfloat16():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_outputs_float32_probabilities_under_mixed_precision(name, mixed_bfloat16):
+    shape, classes, args = SMALL[name]
+    model = build(name, shape, classes, **args)
+    assert any(layer.compute_dtype == "bfloat16" for layer in model.layers)  # the policy took effect
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(2, *shape)).astype("float32")
+    probs = model(images, training=True)  # as in fit(): augmentation, dropout and batch statistics active
+    assert probs.dtype == "float32"
+    labels = rng.integers(0, classes, size=probs.shape[:-1])  # one class per image, or per pixel
+    loss = keras.losses.SparseCategoricalCrossentropy()(labels, probs)
+    assert np.isfinite(float(loss))
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_a_study_module_uses_only_the_shared_model_code(study):
+    """So a train stage depends on its own study's module (plus blocks and registry) and no other."""
+    import ast
+    from pathlib import Path
+
+    import stages.models
+
+    tree = ast.parse((Path(stages.models.__file__).parent / f"{study}.py").read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    allowed = {"stages.models.blocks", "stages.models.registry"}
+    assert {m for m in imported if m and m.startswith("stages")} <= allowed

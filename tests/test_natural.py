@@ -87,7 +87,7 @@ def test_stratified_split_proportions():
 
 
 def test_params_declare_the_study():
-    params = config.load(check_models=False)
+    params = config.load()
     ds = params.datasets["natural_images"]
     assert ds.image_size == [50, 50] and ds.test_fraction > 0 and ds.val_fraction > 0
     assert params.sources["natural_images"].kaggle == "prasunroy/natural-images"
@@ -176,7 +176,7 @@ def test_mirror_serves_a_kaggle_source(tmp_path, natural_zip):
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     (mirror / "natural-images.zip").write_bytes(natural_zip.read_bytes())
-    params = config.load(check_models=False)
+    params = config.load()
     params = params.model_copy(
         update={"profile": "full", "data": params.data.model_copy(update={"mirror": str(mirror)})}
     )

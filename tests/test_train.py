@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
+from stages import models
 from stages.io import save_npy, write_json
 from tests.conftest import REPO
 
@@ -48,17 +49,17 @@ def make_project(root: Path, n: int = 600, epochs: int = EPOCHS, **experiment) -
     params["profile"] = "full"
     params["datasets"] = {"tiny": {"source": "cifar10", "color": "gray"}}
     params["ensembles"] = {}
-    params["experiments"] = {
-        "tiny": {
-            "study": "test",
-            "dataset": "tiny",
-            "model": "cifar_gray_baseline",
-            "epochs": epochs,
-            "batch_size": 32,
-            "callbacks": {"checkpoint": {"monitor": "val_accuracy"}},
-            **experiment,
-        }
+    tiny = {
+        "dataset": "tiny",
+        "model": "cifar_gray_baseline",
+        "epochs": epochs,
+        "batch_size": 32,
+        "callbacks": {"checkpoint": {"monitor": "val_accuracy"}},
+        **experiment,
     }
+    models.load_all()  # the study is the module that holds the model (its train stage depends on it)
+    tiny["study"] = models.MODELS[tiny["model"]].__module__.rsplit(".", 1)[-1]
+    params["experiments"] = {"tiny": tiny}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
 
 
@@ -197,7 +198,7 @@ def test_time_to_accuracy_table_and_figure_from_dvclive_logs(tmp_path):
     from stages import config, report
     from tests.conftest import REPO
 
-    params = config.load(REPO / "params.yaml", check_models=False)
+    params = config.load(REPO / "params.yaml")
     fast = next(name for name, exp in params.experiments.items() if exp.track_test)
     metrics = tmp_path / fast / "train" / "plots" / "metrics"
     (metrics / "test").mkdir(parents=True)
@@ -209,7 +210,7 @@ def test_time_to_accuracy_table_and_figure_from_dvclive_logs(tmp_path):
         [fast, 1, 1.0, 0.5],
         [fast, 2, 2.5, 0.875],
     ]
-    report.time_to_accuracy_figure(df, params, tmp_path / "tta.png")
+    report.time_to_accuracy_figure(df, params, config.load_studies(params, REPO / "studies.yaml"), tmp_path / "tta.png")
     assert (tmp_path / "tta.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -254,12 +255,14 @@ def test_scorecard_row_without_the_model_says_what_is_missing(tmp_path, monkeypa
     from stages import config, report
     from tests.conftest import REPO
 
-    params = config.load(REPO / "params.yaml", check_models=False)
+    params = config.load(REPO / "params.yaml")
+    studies = config.load_studies(params, REPO / "studies.yaml")
     monkeypatch.chdir(tmp_path)  # metrics in git, model not pulled: reports/ only
-    metrics = {"test_accuracy": 0.5, "test_loss": 1.0, "parameters": 10, "epochs_run": 1, "train_seconds": 2.0}
+    metrics = {"test_accuracy": 0.5, "test_loss": 1.0, "parameters": 10, "epochs_run": 1}
     folder = tmp_path / "reports/experiments/cifar_gray_baseline"
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text(json.dumps(metrics))
-    rows = report.scorecard(params).to_dict(orient="records")
+    (folder / "details.json").write_text(json.dumps({"train_seconds": 2.0}))
+    rows = report.scorecard(params, studies).to_dict(orient="records")
     assert [r["experiment"] for r in rows] == ["cifar_gray_baseline"]
     assert "models/cifar_gray_baseline/summary.json missing" in rows[0]["data"]

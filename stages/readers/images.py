@@ -35,6 +35,7 @@ os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(2**28))
 import cv2
 import numpy as np
 
+from stages.cli import progress_bar
 from stages.errors import DataError
 
 __all__ = [
@@ -366,6 +367,7 @@ def read_image_files(
     color: str = "rgb",
     workers: int | None = None,
     interpolation: int = cv2.INTER_AREA,
+    progress: str | None = None,
 ) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
     """Decode (and resize) many image files, in parallel unless they are small.
 
@@ -377,7 +379,8 @@ def read_image_files(
 
     The work is cut into chunks (a few per worker, at most 64 files each): one future per chunk, not
     per image, and each worker writes straight into the preallocated output when ``size`` is given,
-    so peak memory is the output array plus one decoded image per worker.
+    so peak memory is the output array plus one decoded image per worker. ``progress``: the label of
+    a bar counting decoded images on stderr (drawn only on a terminal); None: no bar.
     """
     channels = _check_args(size, color)
     paths = [os.fspath(p) for p in paths]  # plain strings: a Path per file costs as much as a small decode
@@ -391,7 +394,7 @@ def read_image_files(
     good = np.zeros(n, dtype=bool)
     reasons: list[str | None] = [None] * n
 
-    def run(bounds: tuple[int, int]) -> None:
+    def run(bounds: tuple[int, int]) -> int:
         for i in range(*bounds):
             try:
                 img = _load_file(paths[i], size, channels, interpolation)
@@ -406,37 +409,47 @@ def read_image_files(
             else:
                 loose[i] = img
             good[i] = True
+        return bounds[1] - bounds[0]
 
     chunk = max(1, min(64, math.ceil(n / (workers * 4))))
     bounds = [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
-    if workers == 1 or len(bounds) <= 1:
-        for b in bounds:
-            run(b)
-    else:
-        with (
-            _opencv_single_threaded(),
-            ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool,
-        ):
-            for _ in pool.map(run, bounds):
-                pass
+    with progress_bar(n, progress or "", unit="img", enabled=progress is not None) as bar:
+        if workers == 1 or len(bounds) <= 1:
+            for b in bounds:
+                bar.update(run(b))
+        else:
+            with (
+                _opencv_single_threaded(),
+                ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool,
+            ):
+                for done in pool.map(run, bounds):  # in order, on this thread: the bar needs no lock
+                    bar.update(done)
 
-    ok = [int(i) for i in np.flatnonzero(good)]
     if out is not None:
-        x = _compact(out, ok)
+        x = _compact(out, [int(i) for i in np.flatnonzero(good)])
     else:
-        ref = loose[ok[0]].shape if ok else None
-        for i in ok:
-            shape = loose[i].shape
-            if shape != ref:
-                reasons[i] = (
-                    f"size {shape[0]}x{shape[1]} differs from the first image's {ref[0]}x{ref[1]}"
-                    " (give a size to resize)"
-                )
-                good[i] = False
-        ok = [i for i in ok if good[i]]
-        x = np.stack([loose[i] for i in ok]) if ok else np.empty((0, 0, 0, channels), np.uint8)
+        x = _stack_same_size(loose, good, reasons, channels)  # may mark more files not good
+    ok = [int(i) for i in np.flatnonzero(good)]
     skipped = [(paths[i], reasons[i]) for i in range(n) if not good[i]]
     return x, ok, skipped
+
+
+def _stack_same_size(
+    loose: list[np.ndarray | None], good: np.ndarray, reasons: list[str | None], channels: int
+) -> np.ndarray:
+    """Stack the decoded images of a ``size=None`` read; one whose size differs from the first's
+    is marked not ``good``, with the reason."""
+    ok = [int(i) for i in np.flatnonzero(good)]
+    ref = loose[ok[0]].shape if ok else None
+    for i in ok:
+        shape = loose[i].shape
+        if shape != ref:
+            reasons[i] = (
+                f"size {shape[0]}x{shape[1]} differs from the first image's {ref[0]}x{ref[1]} (give a size to resize)"
+            )
+            good[i] = False
+    ok = [i for i in ok if good[i]]
+    return np.stack([loose[i] for i in ok]) if ok else np.empty((0, 0, 0, channels), np.uint8)
 
 
 def _compact(out: np.ndarray, ok: list[int]) -> np.ndarray:
@@ -513,6 +526,7 @@ def read_image_folder(
     classes: Sequence[str] | None = None,
     workers: int | None = None,
     interpolation: int = cv2.INTER_AREA,
+    progress: str | None = None,
 ) -> dict:
     """Read ``root/<class>/**/<file>``: one class per sub-folder.
 
@@ -523,7 +537,8 @@ def read_image_folder(
 
     Returns ``{"x": uint8 N x H x W x C, "y": int64 N, "classes": [...], "files": [relative paths
     of the images kept], "skipped": [(relative path, reason)]}``. Raises DataError naming ``root``
-    when it is missing, has no class folders, or no image in it decodes.
+    when it is missing, has no class folders, or no image in it decodes. ``progress``: see
+    :func:`read_image_files`.
     """
     root = Path(root)
     found, loose = _class_dirs(root)
@@ -554,7 +569,9 @@ def read_image_folder(
         files.extend(members)
         labels.extend([label] * len(members))
 
-    x, ok, skipped = read_image_files(files, size, color=color, workers=workers, interpolation=interpolation)
+    x, ok, skipped = read_image_files(
+        files, size, color=color, workers=workers, interpolation=interpolation, progress=progress
+    )
     rel = [p.relative_to(root).as_posix() for p in files]
     skipped_rel = [(p.relative_to(root).as_posix(), "not inside a class folder") for p in loose]
     index = {str(p): i for i, p in enumerate(files)}
@@ -597,13 +614,15 @@ def read_split_image_folder(
     classes: Sequence[str] | None = None,
     workers: int | None = None,
     interpolation: int = cv2.INTER_AREA,
+    progress: str | None = None,
 ) -> dict:
     """Read ``root/train/<class>/*`` and ``root/test/<class>/*`` (or the same under the single
     sub-folder of ``root`` that holds train/ and test/, e.g. ``cifar10-jpeg/``).
 
     Returns ``{"x_train", "y_train", "x_test", "y_test", "classes", "files_train", "files_test",
     "skipped"}``; skipped paths are relative to the folder holding train/ and test/. The test
-    classes must be the train classes (DataError otherwise).
+    classes must be the train classes (DataError otherwise). ``progress``: a label, as for
+    :func:`read_image_files`, suffixed with `` train`` and `` test``.
     """
     base = _find_split_base(Path(root))
     train_dir, test_dir = base / "train", base / "test"
@@ -617,8 +636,9 @@ def read_split_image_folder(
             f" only in test: {only_test or 'none'})"
         )
     kw = {"color": color, "workers": workers, "interpolation": interpolation}
-    train = read_image_folder(train_dir, size, classes=classes, **kw)
-    test = read_image_folder(test_dir, size, classes=train["classes"], **kw)
+    labels = {part: None if progress is None else f"{progress} {part}" for part in ("train", "test")}
+    train = read_image_folder(train_dir, size, classes=classes, progress=labels["train"], **kw)
+    test = read_image_folder(test_dir, size, classes=train["classes"], progress=labels["test"], **kw)
     if train["x"].shape[1:] != test["x"].shape[1:]:
         raise DataError(
             f"{test_dir}: test images are {test['x'].shape[1:]}, train images {train['x'].shape[1:]}; give a size"

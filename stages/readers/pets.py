@@ -77,7 +77,7 @@ def read_trimap(path: Path, size: tuple[int, int] | None) -> np.ndarray:
 
 
 def _read_pairs(
-    names: list[str], images: Path, trimaps: Path, size: tuple[int, int], skipped: list[tuple[str, str]]
+    names: list[str], images: Path, trimaps: Path, size: tuple[int, int], skipped: list[tuple[str, str]], part: str
 ) -> tuple[np.ndarray, np.ndarray]:
     have = []
     for name in names:
@@ -88,7 +88,9 @@ def _read_pairs(
             skipped.append((str(img), f"no trimap ({tri.name} missing)"))
         else:
             have.append(name)
-    x, ok, bad = read_image_files([images / f"{n}.jpg" for n in have], size, color="rgb")
+    x, ok, bad = read_image_files(
+        [images / f"{n}.jpg" for n in have], size, color="rgb", progress=f"decode pets {part}"
+    )
     skipped.extend(bad)
     kept = [have[i] for i in ok]
     with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
@@ -125,8 +127,8 @@ def read_pets(
             for n in on_disk
             if species_of(n) in keep and n not in listed
         ]
-        x_train, y_train = _read_pairs(parts["trainval"], images, trimaps, size, skipped)
-        x_test, y_test = _read_pairs(parts["test"], images, trimaps, size, skipped)
+        x_train, y_train = _read_pairs(parts["trainval"], images, trimaps, size, skipped, "trainval")
+        x_test, y_test = _read_pairs(parts["test"], images, trimaps, size, skipped, "test")
         return x_train, y_train, x_test, y_test, skipped
-    x, y = _read_pairs([n for n in on_disk if species_of(n) in keep], images, trimaps, size, skipped)
+    x, y = _read_pairs([n for n in on_disk if species_of(n) in keep], images, trimaps, size, skipped, "images")
     return x, y, None, None, skipped

@@ -1,0 +1,128 @@
+"""dvc.yaml declares exactly what each stage reads: its code (derived here from the imports) and
+its params keys, so that DVC re-runs what a change affects and nothing else."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+DVC_YAML = yaml.safe_load((REPO / "dvc.yaml").read_text())
+STUDY_MODULE = "stages/models/${item.study}.py"  # train's own study's models, chosen per experiment
+SHARED_MODEL_CODE = ("__init__", "registry", "blocks")  # what every study's models use
+
+
+def module_file(module: str) -> Path | None:
+    path = REPO / Path(*module.split("."))
+    if (path / "__init__.py").is_file():
+        return path / "__init__.py"
+    return path.with_suffix(".py") if path.with_suffix(".py").is_file() else None
+
+
+def project_imports(file: Path) -> set[str]:
+    """Every `stages.*` module that ``file`` imports, at the top or inside a function."""
+    found: set[str] = set()
+    package = ".".join(file.relative_to(REPO).with_suffix("").parts[:-1])
+    for node in ast.walk(ast.parse(file.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([base] if base else []))
+            found |= {base} | {f"{base}.{alias.name}" for alias in node.names}
+    return {m for m in found if m.split(".")[0] == "stages"}
+
+
+def code_closure(module: str) -> set[str]:
+    """The repository-relative files Python runs for ``python -m <module>``: the module, every
+    project module it imports (transitively) and the packages around them."""
+    seen: set[Path] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        file = module_file(name)
+        if file is None or file in seen:
+            continue
+        seen.add(file)
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))] + sorted(project_imports(file))
+    return {str(f.relative_to(REPO)) for f in seen}
+
+
+def declared_code(stage: dict) -> set[str]:
+    """The stage's `stages/...` deps, folders expanded to their Python files."""
+    out: set[str] = set()
+    for dep in stage["deps"]:
+        if dep == STUDY_MODULE or not dep.startswith("stages/"):
+            continue
+        if dep.startswith("stages/models/") and Path(dep).stem not in SHARED_MODEL_CODE:
+            continue  # a study module named outright (train_member): imported at run time, by name
+        path = REPO / dep
+        out |= {str(f.relative_to(REPO)) for f in path.rglob("*.py")} if path.is_dir() else {dep}
+    return out
+
+
+def stage_body(name: str) -> dict:
+    stage = DVC_YAML["stages"][name]
+    return stage.get("do", stage)
+
+
+def entry_module(stage: dict) -> str:
+    return stage["cmd"].split()[2]  # "python -m stages.<module> ..."
+
+
+@pytest.mark.parametrize("name", list(DVC_YAML["stages"]))
+def test_each_stage_depends_on_exactly_the_code_it_imports(name):
+    stage = stage_body(name)
+    imported = code_closure(entry_module(stage))
+    study_modules = {
+        f for f in imported if f.startswith("stages/models/") and Path(f).stem not in ("__init__", "registry", "blocks")
+    }
+    assert not study_modules, f"{name}: imports study model modules statically: {sorted(study_modules)}"
+    declared = declared_code(stage)
+    assert imported - declared == set(), f"{name}: imports code it does not declare"
+    assert declared - imported == set(), f"{name}: declares code it does not import"
+
+
+def test_train_stages_depend_on_their_own_study_module():
+    for name in ("train",):
+        assert STUDY_MODULE in stage_body(name)["deps"]
+    member = stage_body("train_member")
+    studies = {Path(d).stem for d in member["deps"] if d.startswith("stages/models/")} - {
+        "__init__",
+        "registry",
+        "blocks",
+    }
+    assert len(studies) == 1
+
+
+PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
+STUDIES = yaml.safe_load((REPO / "studies.yaml").read_text())
+
+
+def test_every_trained_model_is_a_labelled_artifact():
+    artifacts = DVC_YAML["artifacts"]
+    assert {a["path"] for a in artifacts.values()} == {f"models/{name}" for name in PARAMS["experiments"]}
+    for name, exp in PARAMS["experiments"].items():
+        artifact = artifacts[name.replace("_", "-")]
+        variant = "study" if STUDIES["experiments"].get(name, {}).get("claimed") else "ours"
+        assert artifact["type"] == "model" and artifact["desc"]
+        assert artifact["labels"] == [exp["study"], variant, exp["dataset"]], name
+
+
+def test_stage_params_are_keys_that_exist():
+    """A declared key that params.yaml lacks would make DVC fail; `${profile}` is the active profile's."""
+    for name in DVC_YAML["stages"]:
+        for key in stage_body(name).get("params", []):
+            if "${" in key and "${profile}" not in key:
+                continue  # per-item keys: checked by DVC itself when it expands foreach
+            node = PARAMS
+            for part in key.replace("${profile}", PARAMS["profile"]).split("."):
+                assert isinstance(node, dict) and part in node, f"{name}: params key {key!r} not in params.yaml"
+                node = node[part]
