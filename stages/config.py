@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, model_validator
 
 from stages.errors import ConfigError
 
@@ -23,21 +23,22 @@ PositiveInt = Field(gt=0)
 
 
 class Strict(BaseModel):
+    # lax types, but numbers are StrictInt/StrictFloat: lax pydantic takes YAML's `true` as 1 (epochs: true)
     model_config = ConfigDict(extra="forbid", strict=False)
 
 
 class Profile(Strict):
-    max_epochs: int | None = Field(default=None, gt=0)
-    max_batch_size: int | None = Field(default=None, gt=0)
-    max_train_examples: int | None = Field(default=None, gt=0)
-    batchnorm_momentum: float | None = Field(default=None, gt=0, lt=1)
+    max_epochs: StrictInt | None = Field(default=None, gt=0)
+    max_batch_size: StrictInt | None = Field(default=None, gt=0)
+    max_train_examples: StrictInt | None = Field(default=None, gt=0)
+    batchnorm_momentum: StrictFloat | None = Field(default=None, gt=0, lt=1)
 
 
 class DataSettings(Strict):
     mirror: str | None = None
-    max_extract_bytes: int = Field(default=8 * 1024**3, gt=0)
-    download_retries: int = Field(default=4, ge=0)
-    download_timeout: float = Field(default=60.0, gt=0)
+    max_extract_bytes: StrictInt = Field(default=8 * 1024**3, gt=0)
+    download_retries: StrictInt = Field(default=4, ge=0)
+    download_timeout: StrictFloat = Field(default=60.0, gt=0)
 
 
 # a Keras dtype policy, or auto (GPU-capability based) / auto_cpu_bf16 (also bf16 on AMX CPUs)
@@ -57,7 +58,7 @@ class RemoteFile(Strict):
     url: str
     md5: str | None = None
     sha256: str | None = None
-    size: int | None = Field(default=None, gt=0)
+    size: StrictInt | None = Field(default=None, gt=0)
 
 
 class Source(Strict):
@@ -72,20 +73,20 @@ class Dataset(Strict):
     source: str
     task: Literal["classification", "segmentation"] = "classification"
     color: Literal["rgb", "gray"] = "rgb"
-    image_size: list[int] | None = Field(default=None, min_length=2, max_length=2)
-    classes: list[int] | None = None  # keep (and renumber) these source classes
-    class_map: dict[int, int] | None = None  # or map source class -> study class
+    image_size: list[StrictInt] | None = Field(default=None, min_length=2, max_length=2)
+    classes: list[StrictInt] | None = None  # keep (and renumber) these source classes
+    class_map: dict[StrictInt, StrictInt] | None = None  # or map source class -> study class
     pth: str | None = None  # objects8: a course .pth file replaces the source
-    val_fraction: float = Field(default=0.1, ge=0, lt=1)
-    test_fraction: float = Field(default=0.0, ge=0, lt=1)  # split off train when a source has no test set
+    val_fraction: StrictFloat = Field(default=0.1, ge=0, lt=1)
+    test_fraction: StrictFloat = Field(default=0.0, ge=0, lt=1)  # split off train when a source has no test set
     options: dict[str, Any] = {}
 
 
 class Optimizer(Strict):
     name: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
-    learning_rate: float = Field(default=1e-3, gt=0)
-    weight_decay: float | None = Field(default=None, ge=0)
-    momentum: float | None = Field(default=None, ge=0, lt=1)
+    learning_rate: StrictFloat = Field(default=1e-3, gt=0)
+    weight_decay: StrictFloat | None = Field(default=None, ge=0)
+    momentum: StrictFloat | None = Field(default=None, ge=0, lt=1)
     schedule: Literal["constant", "onecycle", "cosine"] = "constant"
 
 
@@ -95,14 +96,14 @@ class Checkpoint(Strict):
 
 class ReduceLR(Strict):
     monitor: str = "val_loss"
-    factor: float = Field(default=0.1, gt=0, lt=1)
-    patience: int = Field(default=3, ge=0)
-    min_lr: float = Field(default=0.0, ge=0)
+    factor: StrictFloat = Field(default=0.1, gt=0, lt=1)
+    patience: StrictInt = Field(default=3, ge=0)
+    min_lr: StrictFloat = Field(default=0.0, ge=0)
 
 
 class EarlyStop(Strict):
     monitor: str = "val_accuracy"
-    patience: int = Field(default=10, ge=0)
+    patience: StrictInt = Field(default=10, ge=0)
     restore_best_weights: bool = False
 
 
@@ -115,16 +116,17 @@ class Callbacks(Strict):
 class FineTune(Strict):
     """A second training phase: unfreeze the pretrained base's last layers, train on at a lower rate."""
 
-    epochs: int = Field(gt=0)
-    trainable_layers: int = Field(gt=0)  # the base's last N layers (batch-norm stays in inference mode)
-    learning_rate: float = Field(default=1e-5, gt=0)
+    epochs: StrictInt = Field(gt=0)
+    trainable_layers: StrictInt = Field(gt=0)  # the base's last N layers (batch-norm stays in inference mode)
+    learning_rate: StrictFloat = Field(default=1e-5, gt=0)
 
 
 class ExperimentOverride(Strict):
     """An experiment's settings under one profile (e.g. the big gray28 models' small input when embedded)."""
 
     model_args: dict[str, Any] = {}  # merged over the experiment's model_args
-    max_train_examples: int | None = Field(default=None, gt=0)
+    max_train_examples: StrictInt | None = Field(default=None, gt=0)
+    epochs: StrictInt | None = Field(default=None, gt=0)  # e.g. one epoch for a big model in the smoke test
 
 
 class Experiment(Strict):
@@ -132,14 +134,14 @@ class Experiment(Strict):
     dataset: str
     model: str
     model_args: dict[str, Any] = {}
-    epochs: int = Field(gt=0)
-    batch_size: int = Field(gt=0)
+    epochs: StrictInt = Field(gt=0)
+    batch_size: StrictInt = Field(gt=0)
     optimizer: Optimizer = Optimizer()
     # sparse_crossentropy_dice: segmentation, cross-entropy plus a soft Dice term (mean over classes)
     loss: Literal["sparse_categorical_crossentropy", "categorical_crossentropy", "sparse_crossentropy_dice"] = (
         "sparse_categorical_crossentropy"
     )
-    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    label_smoothing: StrictFloat = Field(default=0.0, ge=0, lt=1)
     tta_flip: bool = False  # test predictions averaged with those of the mirrored images
     # overrides accelerator.mixed_precision for this experiment (a model that gains from bf16 on AMX CPUs)
     mixed_precision: Precision | None = None
@@ -147,9 +149,9 @@ class Experiment(Strict):
     augment: bool = False  # segmentation: random flips applied to image and mask together (tf.data)
     callbacks: Callbacks = Callbacks()
     fine_tune: FineTune | None = None  # transfer learning: a second phase after the first `epochs`
-    seed: int | None = None  # defaults to the top-level seed
+    seed: StrictInt | None = None  # defaults to the top-level seed
     resume: bool = True  # continue an interrupted run from its last completed epoch
-    max_train_examples: int | None = Field(default=None, gt=0)  # train on the first N prepared images only
+    max_train_examples: StrictInt | None = Field(default=None, gt=0)  # train on the first N prepared images only
     profiles: dict[Literal["embedded", "full"], ExperimentOverride] = {}  # per-profile overrides
 
 
@@ -157,12 +159,12 @@ class Ensemble(Strict):
     """Majority vote of one experiment retrained with each seed (one DVC stage per seed)."""
 
     experiment: str
-    seeds: list[int] = Field(min_length=1)
+    seeds: list[StrictInt] = Field(min_length=1)
 
 
 class Params(Strict):
     profile: Literal["embedded", "full"]
-    seed: int = 0
+    seed: StrictInt = 0
     profiles: dict[Literal["embedded", "full"], Profile]
     data: DataSettings = DataSettings()
     accelerator: Accelerator = Accelerator()
@@ -259,6 +261,7 @@ def experiment(params: Params, name: str) -> Experiment:
         update={
             "model_args": {**exp.model_args, **override.model_args},
             "max_train_examples": override.max_train_examples or exp.max_train_examples,
+            "epochs": override.epochs or exp.epochs,
         }
     )
 
@@ -281,7 +284,7 @@ class StudyInfo(Strict):
 
 
 class ExperimentNotes(Strict):
-    claimed: dict[str, float] = {}  # the study report's own numbers; none for the project's variants
+    claimed: dict[str, StrictFloat] = {}  # the study report's own numbers; none for the project's variants
     note: str = ""
 
 

@@ -91,6 +91,8 @@ def _mnist_idx(root: Path, size: tuple[int, int] | None, color: str, options: di
         x, y = read_idx(images), read_idx(labels).astype(np.int64)
         if x.ndim != 3 or y.shape != (len(x),):
             raise DataError(f"{images}: {x.shape} images do not match {labels}: {y.shape} labels")
+        if len(y) and y.min() < 0:
+            raise DataError(f"{labels}: label {int(y.min())} at item {int(y.argmin())} is negative")
         return x[..., None], y
 
     x_train, y_train = pair("train")

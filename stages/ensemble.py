@@ -51,14 +51,22 @@ def ensemble(params: config.Params, name: str) -> dict:
         raise ConfigError(f"params.yaml: unknown ensemble {name!r}{config.did_you_mean(name, params.ensembles)}")
     ens = params.ensembles[name]
     exp = config.experiment(params, ens.experiment)
-    y_test = load_npy(PREPARED / exp.dataset / "y_test.npy")
-    num_classes = len(json.loads((PREPARED / exp.dataset / "meta.json").read_text())["classes"])
+    prepared = PREPARED / exp.dataset
+    for path in (prepared / "meta.json", prepared / "y_test.npy"):
+        if not path.is_file():
+            raise DataError(f"{path}: missing; run `dvc repro prepare@{exp.dataset}`")
+    y_test = load_npy(prepared / "y_test.npy")
+    num_classes = len(json.loads((prepared / "meta.json").read_text())["classes"])
     probs = []
     for seed in ens.seeds:
         path = member_dir(name, seed) / "test_probs.npy"
         if not path.is_file():
             raise DataError(f"{path}: missing; run `dvc repro train_member@{name}-{seed}`")
         probs.append(load_npy(path))
+        if probs[-1].shape != (len(y_test), num_classes):
+            raise DataError(
+                f"{path}: shape {probs[-1].shape}, expected {(len(y_test), num_classes)} for {prepared}'s test split"
+            )
     probs_arr = np.stack(probs)
     member_acc = (probs_arr.argmax(axis=2) == y_test).mean(axis=1)
     voted = majority_vote(probs_arr.argmax(axis=2), num_classes, probs_arr)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 from sklearn import metrics as skm
 
 from stages import config, plots
+from stages.errors import DataError
 from stages.io import load_npy, write_json, write_text
 from stages.paths import EXPERIMENT_REPORTS as REPORTS
 from stages.paths import MODELS, PLOTS, PREPARED
@@ -60,7 +62,10 @@ def segmentation_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[s
 
 def evaluate_segmentation(name: str, meta: dict, summary: dict, y_test: np.ndarray) -> dict:
     classes, out = meta["classes"], REPORTS / name
-    masks = load_npy(MODELS / name / "test_masks.npy")
+    masks_path = require(MODELS / name / "test_masks.npy", f"train@{name}")
+    masks = load_npy(masks_path)
+    check_outputs(masks, y_test, len(classes), masks_path, f"train@{name}")
+    check_labels(masks, len(classes), masks_path)
     result = segmentation_metrics(y_test, masks, classes)
     # the trivial baseline: every pixel labelled with the most frequent training class
     majority = int(np.bincount(load_npy(PREPARED / meta["dataset"] / "y_train.npy").ravel()).argmax())
@@ -114,16 +119,54 @@ def write_predictions(name: str, classes: list[str], actual: np.ndarray, predict
     write_text(PLOTS / "confusion" / f"{name}.csv", "\n".join(rows) + "\n")
 
 
+def require(path: Path, stage: str) -> Path:
+    """``path``, or a DataError naming the stage that writes it."""
+    if not path.is_file():
+        raise DataError(f"{path}: missing; run `dvc repro {stage}` first")
+    return path
+
+
+def read_json(path: Path, stage: str) -> dict:
+    """A JSON file written by ``stage``; DataError in one line when it is missing or corrupt."""
+    try:
+        return json.loads(require(path, stage).read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON (line {exc.lineno}); re-run `dvc repro {stage}`") from None
+
+
+def check_labels(y: np.ndarray, num_classes: int, path: Path) -> None:
+    """Every label of ``y`` (read from ``path``) is one of the ``num_classes`` classes of meta.json."""
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{path}: labels are {y.dtype}, not integers")
+    bad = np.unique(y[(y < 0) | (y >= num_classes)])
+    if bad.size:
+        raise DataError(f"{path}: labels {bad[:5].tolist()} outside the {num_classes} classes of meta.json")
+
+
+def check_outputs(array: np.ndarray, y_test: np.ndarray, num_classes: int, path: Path, stage: str) -> None:
+    """A model's test outputs (written by ``stage``) match the prepared test split (probabilities: a column a class)."""
+    expected = (len(y_test), num_classes) if array.ndim == 2 else y_test.shape
+    if array.shape != expected:
+        raise DataError(
+            f"{path}: shape {array.shape}, expected {expected} (the test split); re-run `dvc repro {stage}`"
+        )
+
+
 def evaluate(params: config.Params, name: str) -> dict:
     exp = config.experiment(params, name)
-    meta = json.loads((PREPARED / exp.dataset / "meta.json").read_text())
-    summary = json.loads((MODELS / name / "summary.json").read_text())
+    prepared = PREPARED / exp.dataset
+    meta = read_json(prepared / "meta.json", f"prepare@{exp.dataset}")
+    summary = read_json(MODELS / name / "summary.json", f"train@{name}")
+    y_path = require(prepared / "y_test.npy", f"prepare@{exp.dataset}")
+    y_test = load_npy(y_path)
+    check_labels(y_test, len(meta["classes"]), y_path)
     if meta.get("task") == "segmentation":
-        return evaluate_segmentation(name, meta, summary, load_npy(PREPARED / exp.dataset / "y_test.npy"))
+        return evaluate_segmentation(name, meta, summary, y_test)
     classes, out = meta["classes"], REPORTS / name
     # test-split outputs of the trained model, written by `train` (see the note there)
-    probs = load_npy(MODELS / name / "test_probs.npy")
-    y_test = load_npy(PREPARED / exp.dataset / "y_test.npy")
+    probs_path = require(MODELS / name / "test_probs.npy", f"train@{name}")
+    probs = load_npy(probs_path)
+    check_outputs(probs, y_test, len(classes), probs_path, f"train@{name}")
 
     result = classification_metrics(y_test, probs, classes)
     y_pred = probs.argmax(axis=1)

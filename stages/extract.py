@@ -15,6 +15,18 @@ from stages import config, fetch
 from stages.io import atomic_path
 from stages.paths import EXTRACTED, RAW
 
+#: Unpacked size (an upper bound) of the official archives, by name and packed size: the one a
+#: download verified.  IDX sizes follow from the format (16-byte header + 28x28 bytes per image,
+#: 8 + 1 per label); CIFAR-10's six pickled batches hold 186 MB.  Any other file gets the ratio check
+#: of :func:`stages.fetch.extract` (a generous multiple of its own size).
+OFFICIAL_UNPACKED_BYTES = {
+    ("cifar-10-python.tar.gz", 170_498_071): 200_000_000,
+    ("train-images-idx3-ubyte.gz", 26_421_880): 47_040_016,
+    ("train-labels-idx1-ubyte.gz", 29_515): 60_008,
+    ("t10k-images-idx3-ubyte.gz", 4_422_102): 7_840_016,
+    ("t10k-labels-idx1-ubyte.gz", 5_148): 10_008,
+}
+
 
 def archive_stem(name: str) -> str:
     for suffix in (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar", ".zip", ".gz"):
@@ -31,7 +43,12 @@ def main(name: str) -> None:
     with atomic_path(EXTRACTED / name, is_dir=True) as tmp:
         for f in sorted(raw.iterdir()):
             if f.suffix != ".pth" and fetch.is_archive(f):  # a .pth is a zip, but data
-                fetch.extract(f, tmp / archive_stem(f.name), max_bytes=params.data.max_extract_bytes)
+                fetch.extract(
+                    f,
+                    tmp / archive_stem(f.name),
+                    max_bytes=params.data.max_extract_bytes,
+                    expected_bytes=OFFICIAL_UNPACKED_BYTES.get((f.name, f.stat().st_size)),
+                )
             else:
                 shutil.copyfile(f, tmp / f.name)
     print(f"extract@{name}: {', '.join(sorted(p.name for p in (EXTRACTED / name).iterdir()))}")

@@ -28,6 +28,7 @@ import urllib.request
 import zipfile
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import urlparse
@@ -42,6 +43,13 @@ if TYPE_CHECKING:
 _CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 _USER_AGENT = "cnn-repro-fetch/1.0 (python urllib)"
+
+#: Most unpacked bytes per archive byte that :func:`extract` accepts.  The real sources unpack
+#: at 1x (JPEG/PNG archives, plain tar) to about 2-8x (IDX, pixel CSVs); deflate itself cannot go
+#: past ~1032x, and a bomb of zeros gets there, so 50x leaves real data a wide margin.
+MAX_RATIO = 50
+#: Unpacked bytes always allowed, whatever the ratio (small archives of very repetitive text).
+RATIO_FLOOR = 64 * 2**20
 
 # What a corrupt or truncated archive can raise from the standard library readers.
 _CORRUPT = (
@@ -281,10 +289,39 @@ class _Corrupt(Exception):
     """Reading an archive member failed (wraps the reader's own error)."""
 
 
+@dataclass(frozen=True)
+class _Limit:
+    """The most bytes an archive may unpack to, and why (for the error message)."""
+
+    bytes: int
+    why: str
+
+    def refuse(self, archive: Path, name: str, what: str = "more than") -> DataError:
+        return DataError(
+            f"refusing member {name!r} of {archive}: {what} {self.bytes} bytes uncompressed "
+            f"({self.why}; decompression bomb?)"
+        )
+
+
+def _limit(archive: Path, max_bytes: int, max_ratio: float, ratio_floor: int, expected: int | None) -> _Limit:
+    """The tightest of the absolute cap, the ratio to the archive's size and the known unpacked size."""
+    size = archive.stat().st_size
+    by_ratio = int(max_ratio * size)
+    limits = [
+        _Limit(max_bytes, "the absolute limit"),
+        _Limit(by_ratio, f"{max_ratio:g} times the archive's {size} bytes")
+        if by_ratio > ratio_floor
+        else _Limit(ratio_floor, f"the floor for a small archive of {size} bytes"),
+    ]
+    if expected is not None:
+        limits.append(_Limit(expected, f"the known unpacked size of {archive.name}"))
+    return min(limits, key=lambda limit: limit.bytes)
+
+
 def _copy(
-    src: BinaryIO, target: Path, archive: Path, name: str, written: int, max_bytes: int, bar: tqdm | None = None
+    src: BinaryIO, target: Path, archive: Path, name: str, written: int, limit: _Limit, bar: tqdm | None = None
 ) -> int:
-    """Stream ``src`` into ``target``, counting bytes against ``max_bytes`` (and on ``bar``); return the new total."""
+    """Stream ``src`` into ``target``, counting bytes against ``limit`` (and on ``bar``); return the new total."""
     _mkdir(target.parent, archive)
     try:
         with open(target, "wb") as out:
@@ -296,11 +333,8 @@ def _copy(
                 if not chunk:
                     break
                 written += len(chunk)
-                if written > max_bytes:
-                    raise DataError(
-                        f"refusing member {name!r} of {archive}: more than {max_bytes} bytes uncompressed "
-                        "(decompression bomb?)"
-                    )
+                if written > limit.bytes:
+                    raise limit.refuse(archive, name)
                 out.write(chunk)
                 if bar is not None:
                     bar.update(len(chunk))
@@ -324,7 +358,7 @@ def _tar_kind(member: tarfile.TarInfo) -> str | None:
     return None
 
 
-def _extract_tar(archive: Path, root: Path, max_bytes: int, max_members: int) -> None:
+def _extract_tar(archive: Path, root: Path, limit: _Limit, max_members: int) -> None:
     with tarfile.open(archive, "r:*") as tf:
         # Pass 1: read every header and refuse hostile members before writing anything.
         members: list[tuple[tarfile.TarInfo, tuple[str, ...]]] = []
@@ -338,11 +372,8 @@ def _extract_tar(archive: Path, root: Path, max_bytes: int, max_members: int) ->
             parts = _safe_parts(archive, member.name)
             if member.isreg():
                 declared += member.size
-                if declared > max_bytes:
-                    raise DataError(
-                        f"refusing member {member.name!r} of {archive}: declared sizes exceed {max_bytes} bytes "
-                        "(decompression bomb?)"
-                    )
+                if declared > limit.bytes:
+                    raise limit.refuse(archive, member.name, "declared sizes exceed")
             members.append((member, parts))
         # tarfile stops quietly at a missing header; a complete archive has an end-of-archive block.
         tf.fileobj.seek(tf.offset)
@@ -351,7 +382,7 @@ def _extract_tar(archive: Path, root: Path, max_bytes: int, max_members: int) ->
 
         # Pass 2: write, with the standard 'data' filter as a second line of defence.
         with progress_bar(declared, f"extract {archive.name}", unit="B") as bar:
-            _write_tar(tf, archive, root, members, max_bytes, bar)
+            _write_tar(tf, archive, root, members, limit, bar)
 
 
 def _write_tar(
@@ -359,7 +390,7 @@ def _write_tar(
     archive: Path,
     root: Path,
     members: list[tuple[tarfile.TarInfo, tuple[str, ...]]],
-    max_bytes: int,
+    limit: _Limit,
     bar: tqdm,
 ) -> None:
     """Pass 2 of :func:`_extract_tar`: write the checked ``members`` under ``root``."""
@@ -381,12 +412,12 @@ def _write_tar(
         if src is None:  # pragma: no cover - isreg() members always have a file object
             raise DataError(f"refusing member {member.name!r} of {archive}: no data")
         with src:
-            written = _copy(src, target, archive, member.name, written, max_bytes, bar)
+            written = _copy(src, target, archive, member.name, written, limit, bar)
         if filtered.mode is not None:
             os.chmod(target, filtered.mode)
 
 
-def _extract_zip(archive: Path, root: Path, max_bytes: int, max_members: int) -> None:
+def _extract_zip(archive: Path, root: Path, limit: _Limit, max_members: int) -> None:
     with zipfile.ZipFile(archive) as zf:
         infos = zf.infolist()
         if len(infos) > max_members:
@@ -401,11 +432,8 @@ def _extract_zip(archive: Path, root: Path, max_bytes: int, max_members: int) ->
                 raise DataError(f"refusing member {info.filename!r} of {archive}: special file (mode {mode:o})")
             parts = _safe_parts(archive, info.filename)
             declared += info.file_size
-            if declared > max_bytes:
-                raise DataError(
-                    f"refusing member {info.filename!r} of {archive}: declared sizes exceed {max_bytes} bytes "
-                    "(decompression bomb?)"
-                )
+            if declared > limit.bytes:
+                raise limit.refuse(archive, info.filename, "declared sizes exceed")
             members.append((info, parts))
         written = 0
         with progress_bar(declared, f"extract {archive.name}", unit="B") as bar:
@@ -419,10 +447,10 @@ def _extract_zip(archive: Path, root: Path, max_bytes: int, max_members: int) ->
                     _mkdir(target, archive)
                     continue
                 with zf.open(info) as src:
-                    written = _copy(src, target, archive, info.filename, written, max_bytes, bar)
+                    written = _copy(src, target, archive, info.filename, written, limit, bar)
 
 
-def _extract_gzip(archive: Path, root: Path, max_bytes: int, max_members: int) -> None:
+def _extract_gzip(archive: Path, root: Path, limit: _Limit, max_members: int) -> None:
     name = archive.name
     for suffix in (".gz", ".gzip", ".GZ"):
         if name.endswith(suffix) and len(name) > len(suffix):
@@ -431,7 +459,7 @@ def _extract_gzip(archive: Path, root: Path, max_bytes: int, max_members: int) -
     else:
         name += ".out"
     with gzip.open(archive, "rb") as src, progress_bar(None, f"extract {archive.name}", unit="B") as bar:
-        _copy(src, root / name, archive, name, 0, max_bytes, bar)
+        _copy(src, root / name, archive, name, 0, limit, bar)
 
 
 def _is_tar(archive: Path) -> bool:
@@ -447,7 +475,7 @@ def _is_tar(archive: Path) -> bool:
         return False
 
 
-def _detect(archive: Path) -> Callable[[Path, Path, int, int], None]:
+def _detect(archive: Path) -> Callable[[Path, Path, _Limit, int], None]:
     """Pick an extractor by content, not by file name."""
     try:
         with open(archive, "rb") as fh:
@@ -481,13 +509,19 @@ def extract(
     *,
     max_bytes: int = 4 * 1024**3,
     max_members: int = 1_000_000,
+    max_ratio: float = MAX_RATIO,
+    ratio_floor: int = RATIO_FLOOR,
+    expected_bytes: int | None = None,
 ) -> Path:
     """Unpack a tar (any compression), zip or single-file gzip ``archive`` into folder ``dest``.
 
     The type is detected from the content.  Hostile members (absolute paths, ``..``, links,
-    devices), more than ``max_members`` members or more than ``max_bytes`` uncompressed bytes
-    raise DataError, as do corrupt or truncated archives.  ``dest`` appears (replacing any old
-    one) only once extraction is complete.  Returns ``dest``.
+    devices), more than ``max_members`` members, or more uncompressed bytes than the tightest of
+    ``max_bytes``, ``max_ratio`` times the archive's size (but at least ``ratio_floor``) and
+    ``expected_bytes`` (the known unpacked size, if any) raise DataError, as do corrupt or
+    truncated archives.  Sizes are checked as declared (tar, zip) and as written (all), so a bomb
+    stops as soon as it passes the limit.  ``dest`` appears (replacing any old one) only once
+    extraction is complete.  Returns ``dest``.
     """
     archive, dest = Path(archive), Path(dest)
     if not archive.is_file():
@@ -495,9 +529,10 @@ def extract(
     if dest.exists() and not dest.is_dir():
         raise DataError(f"cannot extract {archive} to {dest}: it exists and is not a folder")
     extractor = _detect(archive)
+    limit = _limit(archive, max_bytes, max_ratio, ratio_floor, expected_bytes)
     with atomic_path(dest, is_dir=True) as tmp:
         try:
-            extractor(archive, tmp, max_bytes, max_members)
+            extractor(archive, tmp, limit, max_members)
         except (*_CORRUPT, _Corrupt) as e:
             reason = _one_line(e) or type(e).__name__
             raise DataError(f"corrupt or truncated archive {archive}: {reason}") from None

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from stages.errors import PipelineError
+from stages.errors import DataError, PipelineError
 
 # Write failures that the user fixes outside the program: say so in one line.
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
@@ -24,17 +25,65 @@ class OutputError(PipelineError):
     """An output could not be written (disk full, read-only or forbidden folder)."""
 
 
+# mkdtemp's random part: 8 of [a-z0-9_]; the temporary's name is ``.<target>.<pid>.<random>.tmp``.
+_TMP_RANDOM = r"[a-z0-9_]{8}"
+
+
+def _alive(pid: int) -> bool:
+    """True if process ``pid`` exists (or cannot be told apart from one that does)."""
+    if pid <= 0:
+        return True  # never a writer's pid: keep the folder rather than guess
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(target: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries that killed runs left next to ``target``; return them.
+
+    Only ``.<target name>.<pid>.<random>.tmp`` whose process is gone, and the pid-less
+    ``.<target name>.<random>.tmp`` of earlier versions, are touched.
+    """
+    target = Path(target)
+    name = re.escape(target.name)
+    ours = re.compile(rf"\.{name}\.(\d+)\.{_TMP_RANDOM}\.tmp")
+    legacy = re.compile(rf"\.{name}\.{_TMP_RANDOM}\.tmp")
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = ours.fullmatch(entry.name)
+        if not (legacy.fullmatch(entry.name) or (match and not _alive(int(match.group(1))))):
+            continue
+        path = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling path; rename it onto ``target`` only if the block succeeds.
 
-    The temporary lives in the same folder so the final ``os.replace`` is atomic.
+    The temporary lives in the same folder so the final ``os.replace`` is atomic.  Its name
+    carries this process's id, so that the next run can remove what a killed one left
+    (:func:`remove_stale_temporaries`).
     """
     target = Path(target)
     tmp: Path | None = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        remove_stale_temporaries(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
         inner = tmp / target.name
         if is_dir:
             inner.mkdir()
@@ -75,5 +124,21 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
 
 
 def load_npy(path: str | os.PathLike, *, mmap: bool = False) -> np.ndarray:
-    """Load a prepared array; never unpickles (prepared data holds plain arrays only)."""
-    return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    """Load a prepared array; never unpickles (prepared data holds plain arrays only).
+
+    A missing, corrupt or pickle-bearing (object array) file raises :class:`DataError` naming it.
+    """
+    hint = "(was it replaced? re-run the stage that writes it)"
+    try:
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found") from None
+    except ValueError as exc:
+        reason = "holds Python objects, not a plain array" if "bject" in str(exc) else "not a valid .npy file"
+        raise DataError(f"{path}: {reason} {hint}") from None
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive
+        array.close()
+        raise DataError(f"{path}: an .npz archive, not a .npy array {hint}")
+    return array

@@ -9,9 +9,9 @@ import matplotlib
 matplotlib.use("Agg")  # no screen on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 
 from stages.io import atomic_path  # noqa: E402
+from stages.live import read_live_metric  # noqa: E402
 
 
 def data_label(origin: str) -> str:
@@ -23,15 +23,6 @@ def save(fig: plt.Figure, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
-
-
-def read_live_metric(live_dir: Path, name: str) -> pd.Series | None:
-    """One dvclive per-epoch series (``plots/metrics/<name>.tsv``), indexed by epoch."""
-    tsv = live_dir / "plots" / "metrics" / f"{name}.tsv"
-    if not tsv.is_file():
-        return None
-    df = pd.read_csv(tsv, sep="\t")
-    return pd.Series(df[df.columns[-1]].to_numpy(), index=df["step"].to_numpy() + 1, name=name)
 
 
 def learning_curves(live_dir: Path, title: str, path: Path) -> None:

@@ -17,10 +17,22 @@ from pathlib import Path
 import pandas as pd
 
 from stages import config, plots
+from stages.errors import DataError
 from stages.io import atomic_path, write_json, write_text
+from stages.live import read_live_metric
 from stages.paths import EXPERIMENT_REPORTS as EXP_REPORTS
 from stages.paths import MODELS, PLOTS
 from stages.paths import REPORTS as OUT
+
+
+def read_json(path: Path, stage: str) -> dict:
+    """A JSON output of ``stage``; DataError in one line when it is missing or corrupt."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing; run `dvc repro {stage}`") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise DataError(f"{path}: not valid JSON; re-run `dvc repro {stage}`") from None
 
 
 def scorecard(params: config.Params, studies: config.Studies) -> pd.DataFrame:
@@ -29,11 +41,11 @@ def scorecard(params: config.Params, studies: config.Studies) -> pd.DataFrame:
         metrics_file = EXP_REPORTS / name / "metrics.json"
         if not metrics_file.is_file():
             continue
-        m = json.loads(metrics_file.read_text())
-        details = json.loads((EXP_REPORTS / name / "details.json").read_text())
+        m = read_json(metrics_file, f"evaluate@{name}")
+        details = read_json(EXP_REPORTS / name / "details.json", f"evaluate@{name}")
         claimed = config.claimed(studies, name)
         summary_file = MODELS / name / "summary.json"  # absent when the metrics came without the model (git only)
-        summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+        summary = read_json(summary_file, f"train@{name}") if summary_file.is_file() else {}
         rows.append(
             {
                 "study": exp.study,
@@ -59,13 +71,9 @@ def scorecard(params: config.Params, studies: config.Studies) -> pd.DataFrame:
 
 
 def mean_epoch_seconds(live_dir: Path) -> float | None:
-    """Mean of dvclive's per-epoch ``epoch_seconds`` (train.py's EpochTimer) under ``live_dir``."""
-    found = (live_dir / "plots/metrics/train/epoch_seconds.tsv", live_dir / "plots/metrics/epoch_seconds.tsv")
-    tsv = next((t for t in found if t.is_file()), None)  # dvclive's DVCLiveCallback logs it under train/
-    if tsv is None:
-        return None
-    values = [float(line.split("\t")[-1]) for line in tsv.read_text().splitlines()[1:] if line.strip()]
-    return sum(values) / len(values) if values else None
+    """Mean of dvclive's per-epoch ``train/epoch_seconds`` (train.py's EpochTimer) under ``live_dir``."""
+    series = read_live_metric(live_dir, "train/epoch_seconds")
+    return float(series.mean()) if series is not None and len(series) else None
 
 
 def timing_table(
@@ -77,7 +85,7 @@ def timing_table(
         summary_file = models / name / "summary.json"
         if exp.study != study or not summary_file.is_file():
             continue
-        summary = json.loads(summary_file.read_text())
+        summary = read_json(summary_file, f"train@{name}")
         per_epoch = mean_epoch_seconds(exp_reports / name / "train")
         rows.append(
             {
@@ -110,8 +118,8 @@ def time_to_accuracy(params: config.Params, exp_reports: Path = EXP_REPORTS) -> 
         if not exp.track_test:
             continue
         live = exp_reports / name / "train"
-        accuracy = plots.read_live_metric(live, "test/accuracy")
-        elapsed = plots.read_live_metric(live, "train/elapsed_seconds")
+        accuracy = read_live_metric(live, "test/accuracy")
+        elapsed = read_live_metric(live, "train/elapsed_seconds")
         if accuracy is None or elapsed is None:
             continue
         for epoch, value in accuracy.items():
@@ -151,7 +159,7 @@ def ensembles_table(ensemble_reports: Path = OUT / "ensembles") -> str:
     """Markdown rows of every voted ensemble (stage `ensemble`), or an empty string."""
     rows = []
     for f in sorted(ensemble_reports.glob("*/metrics.json")):
-        m = json.loads(f.read_text())
+        m = read_json(f, f"ensemble@{f.parent.name}")
         rows.append(
             {
                 "ensemble": f.parent.name,
@@ -188,7 +196,7 @@ def curves(params: config.Params, study: str, metric: str) -> pd.DataFrame:
         if exp.study != study:
             continue
         for split, label in (("train", "train"), ("eval", "validation"), ("test", "test")):
-            series = plots.read_live_metric(live, f"{split}/{metric}")
+            series = read_live_metric(live, f"{split}/{metric}")
             if series is not None:
                 frames.append(
                     pd.DataFrame({"epoch": series.index, metric: series.round(5), "series": f"{name} {label}"})

@@ -3,7 +3,8 @@
 Reads the experiment's hyperparameters from params.yaml, builds its model from the
 registry, feeds the prepared arrays through tf.data, and logs every epoch with
 dvclive. An interrupted run resumes from its last completed epoch (Keras
-BackupAndRestore) unless the experiment sets ``resume: false``.
+BackupAndRestore) unless the experiment sets ``resume: false``; the checkpoint is kept
+until the final model is written, so a failed write costs no epochs either.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,8 +24,10 @@ import numpy as np
 import tensorflow as tf
 
 from stages import config, models, paths
+from stages.errors import DataError
 from stages.flops import model_flops
-from stages.io import atomic_path, load_npy, save_npy, write_json, write_text
+from stages.io import OutputError, atomic_path, load_npy, save_npy, write_json, write_text
+from stages.live import read_live_metric
 from stages.models import build
 from stages.paths import CHECKPOINTS, MODELS, PREPARED
 from stages.paths import EXPERIMENT_REPORTS as REPORTS
@@ -197,15 +201,18 @@ def precision_policy(setting: str, capability: tuple[int, int] | None, cpu_bf16:
     return "mixed_bfloat16" if capability >= (8, 0) else "mixed_float16"
 
 
+def live_metric_name(monitor: str) -> str:
+    """dvclive's name for a Keras log key: ``val_accuracy`` is ``eval/accuracy``, ``accuracy`` is ``train/accuracy``."""
+    return monitor.replace("val_", "eval/") if "val_" in monitor else f"train/{monitor}"
+
+
 def _best_so_far(live_dir: Path, monitor: str) -> float | None:
     """The monitored metric's best logged value, so a resumed checkpoint keeps the true best."""
-    tsv = live_dir / "plots" / "metrics" / f"{monitor}.tsv"
-    if not tsv.is_file():
+
+    series = read_live_metric(live_dir, live_metric_name(monitor))
+    if series is None or series.empty:
         return None
-    values = [float(line.split("\t")[-1]) for line in tsv.read_text().splitlines()[1:] if line.strip()]
-    if not values:
-        return None
-    return max(values) if "acc" in monitor else min(values)
+    return float(series.max() if "acc" in monitor else series.min())
 
 
 def callbacks(
@@ -225,7 +232,9 @@ def callbacks(
     ckpt_dir, live_dir = CHECKPOINTS / (run or name), (paths.REPORTS / run if run else REPORTS / name) / "train"
     live = Live(dir=str(live_dir), resume=resuming, save_dvc_exp=False, dvcyaml=None, report=None)
     live.step = max(live.step, first_step)  # dvclive resumes a log whose last step is 0 at step 0 again
-    cbs: list[keras.callbacks.Callback] = [keras.callbacks.BackupAndRestore(str(ckpt_dir / backup)), EpochTimer()]
+    # the backup outlives fit: train() removes it once the final model is written
+    backup_cb = keras.callbacks.BackupAndRestore(str(ckpt_dir / backup), delete_checkpoint=False)
+    cbs: list[keras.callbacks.Callback] = [backup_cb, EpochTimer()]
     if test_ds is not None:  # before DVCLiveCallback, which closes the step
         cbs.append(TestTracker(test_ds, live))
     if exp.callbacks.checkpoint:
@@ -277,6 +286,72 @@ def unfreeze_last_layers(model: keras.Model, count: int) -> keras.Model:
     return base
 
 
+def read_meta(dataset: str) -> dict:
+    """The prepared dataset's meta.json; DataError naming the stage that writes it when missing."""
+    path = PREPARED / dataset / "meta.json"
+    if not path.is_file():
+        raise DataError(f"{path}: missing; run `dvc repro prepare@{dataset}` first")
+    return json.loads(path.read_text())
+
+
+def build_model(name: str, exp: config.Experiment, input_shape: list[int], num_classes: int) -> keras.Model:
+    """The experiment's model; a builder's ValueError or TypeError (a bad ``model_args`` value,
+    e.g. ``dropout: 7``) becomes a ConfigError naming the parameter."""
+    try:
+        return build(exp.model, input_shape, num_classes, **exp.model_args)
+    except (ValueError, TypeError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise config.ConfigError(f"{config.PARAMS_FILE}: experiments.{name}.model_args: {reason}") from None
+
+
+def check_writable(*folders: Path) -> None:
+    """Fail in one line, before the first epoch, when an output folder cannot be written (not once training is over)."""
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as exc:
+            reason = "a file is in the way" if isinstance(exc, FileExistsError | NotADirectoryError) else exc.strerror
+            raise OutputError(f"cannot write to {folder}/: {reason or exc} (checked before training)") from None
+
+
+def make_loss(exp: config.Experiment, one_hot: int | None) -> keras.losses.Loss:
+    if exp.loss == "sparse_crossentropy_dice":
+        return SparseCrossentropyDice()
+    if one_hot:
+        return keras.losses.CategoricalCrossentropy(label_smoothing=exp.label_smoothing)
+    return keras.losses.SparseCategoricalCrossentropy()
+
+
+def predict_test(model: keras.Model, test_ds: tf.data.Dataset, tta_flip: bool) -> tuple[np.ndarray, float]:
+    """Test-split probabilities (averaged with the mirrored images' when ``tta_flip``) and the seconds taken."""
+    start = time.perf_counter()
+    probs = model.predict(test_ds, verbose=0).astype(np.float32)
+    if tta_flip:  # test-time augmentation: average with the left-right mirrored images
+        mirrored = test_ds.map(lambda images, labels: (tf.reverse(images, [2]), labels))
+        probs = (probs + model.predict(mirrored, verbose=0).astype(np.float32)) / 2
+    return probs, time.perf_counter() - start
+
+
+def model_size(model: keras.Model) -> dict[str, int]:
+    return {
+        "parameters": int(model.count_params()),
+        "trainable_parameters": int(sum(int(np.prod(w.shape)) for w in model.trainable_weights)),
+        "flops": model_flops(model),
+    }
+
+
+def write_model(target: Path, model: keras.Model, outputs: dict[str, np.ndarray], summary: dict, card: str) -> None:
+    """The model, its test outputs, summary.json and README.md card: one folder, written atomically."""
+    with atomic_path(target, is_dir=True) as tmp:
+        model.save(tmp / "model.keras")
+        for file, array in outputs.items():
+            save_npy(tmp / file, array)
+        write_json(tmp / "summary.json", summary)
+        write_text(tmp / "README.md", card)
+
+
 def train(params: config.Params, name: str, *, seed: int | None = None, out: Path | None = None) -> dict:
     """Train experiment ``name``; ``seed``/``out`` retrain it as another run (an ensemble member)
     into ``out`` (under models/), logging to the same path under reports/."""
@@ -292,8 +367,16 @@ def train(params: config.Params, name: str, *, seed: int | None = None, out: Pat
     keras.utils.set_random_seed(seed)
     # the same inputs give the same weights, so re-running unchanged code reproduces the metrics exactly
     tf.config.experimental.enable_op_determinism()
-    meta = json.loads((PREPARED / exp.dataset / "meta.json").read_text())
+    meta = read_meta(exp.dataset)
     num_classes = len(meta["classes"])
+    setting = exp.mixed_precision or params.accelerator.mixed_precision
+    policy = precision_policy(setting, gpu_capability(), cpu_has_amx_bf16())
+    keras.mixed_precision.set_global_policy(policy)
+    strategy = distribution_strategy()
+    with strategy.scope():  # before any data is read: a bad model_args value stops here
+        model = build_model(name, exp, meta["image_shape"], num_classes)
+    target, ckpt_dir = Path(out or MODELS / name), CHECKPOINTS / (run or name)
+    check_writable(target.parent, ckpt_dir.parent)
     x_train, y_train = load_split(exp.dataset, "train")
     if exp.max_train_examples:  # prepared train images are already in seeded random order
         x_train, y_train = x_train[: exp.max_train_examples], y_train[: exp.max_train_examples]
@@ -307,30 +390,19 @@ def train(params: config.Params, name: str, *, seed: int | None = None, out: Pat
     )
     val_ds = make_dataset(x_val, y_val, batch_size, num_classes=one_hot) if len(x_val) else None
 
-    ckpt_dir = CHECKPOINTS / (run or name)
     if not exp.resume:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     resuming = (ckpt_dir / "backup").is_dir()
 
     x_test, y_test = load_split(exp.dataset, "test")
     test_ds = make_dataset(x_test, y_test, batch_size, num_classes=one_hot)
-    setting = exp.mixed_precision or params.accelerator.mixed_precision
-    policy = precision_policy(setting, gpu_capability(), cpu_has_amx_bf16())
-    keras.mixed_precision.set_global_policy(policy)
-    strategy = distribution_strategy()
     with strategy.scope():
-        model = build(exp.model, meta["image_shape"], num_classes, **exp.model_args)
         if params.active.batchnorm_momentum:
             set_batchnorm_momentum(model, params.active.batchnorm_momentum)
         for layer in model.layers:
             if isinstance(layer, keras.layers.Normalization) and layer.input_mean is None:
                 layer.adapt(x_train[:10_000].astype(np.float32))
-        if exp.loss == "sparse_crossentropy_dice":
-            loss = SparseCrossentropyDice()
-        elif one_hot:
-            loss = keras.losses.CategoricalCrossentropy(label_smoothing=exp.label_smoothing)
-        else:
-            loss = keras.losses.SparseCategoricalCrossentropy()
+        loss = make_loss(exp, one_hot)
         steps = math.ceil(len(x_train) / batch_size)
         # segmentation: pixel accuracy (the pets study's metric), named as the classifiers' accuracy
         metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy") if segmentation else "accuracy"
@@ -389,20 +461,13 @@ def train(params: config.Params, name: str, *, seed: int | None = None, out: Pat
         model = keras.models.load_model(best)  # the study kept the best epoch, not the last
     # Predict the test split here, while TensorFlow is loaded: `evaluate` then needs only
     # NumPy and scikit-learn, which saves a TensorFlow start-up per experiment.
-    start = time.perf_counter()
-    test_probs = model.predict(test_ds, verbose=0).astype(np.float32)
-    if exp.tta_flip:  # test-time augmentation: average with the left-right mirrored images
-        mirrored = test_ds.map(lambda images, labels: (tf.reverse(images, [2]), labels))
-        test_probs = (test_probs + model.predict(mirrored, verbose=0).astype(np.float32)) / 2
-    test_seconds = time.perf_counter() - start
+    test_probs, test_seconds = predict_test(model, test_ds, exp.tta_flip)
     outputs = {"test_probs.npy": test_probs}
     if segmentation:  # per-pixel probabilities are too big to keep: the predicted masks instead
         outputs = {"test_masks.npy": test_probs.argmax(axis=-1).astype(np.uint8)}
     summary = {
         "model": exp.model,
-        "parameters": int(model.count_params()),
-        "trainable_parameters": int(sum(int(np.prod(w.shape)) for w in model.trainable_weights)),
-        "flops": model_flops(model),
+        **model_size(model),
         "epochs_run": epochs_run,
         "epochs_requested": epochs,
         "batch_size": batch_size,
@@ -414,13 +479,8 @@ def train(params: config.Params, name: str, *, seed: int | None = None, out: Pat
     }
     if segmentation:
         summary["test_loss"] = round(pixel_log_loss(y_test, test_probs), 5)
-    with atomic_path(out or MODELS / name, is_dir=True) as tmp:
-        model.save(tmp / "model.keras")
-        for file, array in outputs.items():
-            save_npy(tmp / file, array)
-        write_json(tmp / "summary.json", summary)
-        write_text(tmp / "README.md", model_card(name, exp, meta, summary, y_test, outputs))
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    write_model(target, model, outputs, summary, model_card(name, exp, meta, summary, y_test, outputs))
+    shutil.rmtree(ckpt_dir, ignore_errors=True)  # only now: a failed write above leaves the run resumable
     return summary
 
 

@@ -74,3 +74,37 @@ def test_invalid_yaml_is_reported_with_the_file(tmp_path):
     path.write_text("profile: [embedded\n")
     with pytest.raises(ConfigError, match=str(path)):
         config.load(path)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda d: d["experiments"]["objects8_cnn"].update(epochs=True), "experiments.objects8_cnn.epochs"),
+        (lambda d: d["experiments"]["objects8_cnn"].update(batch_size=True), "experiments.objects8_cnn.batch_size"),
+        (lambda d: d["experiments"]["objects8_cnn"].update(seed=False), "experiments.objects8_cnn.seed"),
+        (
+            lambda d: d["experiments"]["objects8_cnn"]["callbacks"]["reduce_lr"].update(patience=True),
+            "experiments.objects8_cnn.callbacks.reduce_lr.patience",
+        ),
+        (lambda d: d["experiments"]["objects8_cnn"].update(epochs=2.5), "experiments.objects8_cnn.epochs"),
+        (lambda d: d.update(seed=True), "seed"),
+        (lambda d: d["profiles"]["embedded"].update(max_epochs=True), "profiles.embedded.max_epochs"),
+        (lambda d: d["ensembles"]["gray28_tuned"].update(seeds=[1, True]), "ensembles.gray28_tuned.seeds.1"),
+        (lambda d: d["experiments"]["objects8_cnn"].update(label_smoothing=True), "label_smoothing: Input should be"),
+    ],
+)
+def test_booleans_are_not_numbers(tmp_path, mutate, expected):
+    """YAML's ``true`` is not 1 epoch (nor a rate of 1.0): pydantic's lax mode would take it as one."""
+    with pytest.raises(ConfigError) as err:
+        config.load(write(tmp_path, mutate))
+    message = str(err.value)
+    assert expected in message and ("valid integer" in message or "valid number" in message)
+    assert "\n" not in message
+
+
+def test_yaml_integers_still_load_as_integers(tmp_path):
+    params = config.load(
+        write(tmp_path, lambda d: d["experiments"]["objects8_cnn"].update(epochs=7, seed=3, label_smoothing=0))
+    )
+    exp = params.experiments["objects8_cnn"]
+    assert (exp.epochs, exp.seed, exp.label_smoothing) == (7, 3, 0.0) and type(exp.epochs) is int

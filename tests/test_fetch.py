@@ -463,6 +463,78 @@ def test_extract_zip_declared_size_over_limit(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def _zeros_gzip(path: Path, nbytes: int) -> Path:
+    """A gzip of ``nbytes`` zeros (about 1000:1), written in pieces: the test never holds it unpacked."""
+    with gzip.open(path, "wb", compresslevel=9) as fh:
+        for _ in range(nbytes >> 20):
+            fh.write(bytes(1 << 20))
+    return path
+
+
+def test_extract_gzip_bomb_stops_at_the_ratio_limit_well_below_max_bytes(tmp_path):
+    archive = _zeros_gzip(tmp_path / "train-images-idx3-ubyte.gz", 16 << 20)  # ~16 KB on disk
+    size = archive.stat().st_size
+    dest = tmp_path / "out"
+    # max_bytes stays at the 8 GiB default of params.yaml; only the floor is lowered for a small bomb
+    with pytest.raises(DataError) as err:
+        extract(archive, dest, max_bytes=8 << 30, ratio_floor=1 << 18)
+    msg = str(err.value)
+    assert f"refusing member 'train-images-idx3-ubyte' of {archive}" in msg
+    assert f"more than {50 * size} bytes uncompressed (50 times the archive's {size} bytes" in msg
+    assert "\n" not in msg
+    _assert_failed_cleanly(tmp_path, dest, {archive.name})
+
+
+def test_extract_small_archive_gets_the_floor_and_real_ratios_pass(tmp_path):
+    archive = _zeros_gzip(tmp_path / "small.gz", 3 << 20)
+    with pytest.raises(DataError, match=r"more than 2097152 bytes .*the floor for a small archive"):
+        extract(archive, tmp_path / "out", ratio_floor=2 << 20)
+    assert not (tmp_path / "out").exists()
+    assert (extract(archive, tmp_path / "out", ratio_floor=4 << 20) / "small").stat().st_size == 3 << 20
+    # IDX-like data (~2-8x) is far below the ratio limit even without the floor
+    rng = __import__("random").Random(0)
+    idx = bytes(rng.choice(b"\x00\x00\x00\x00\x00\x10\x80\xff") for _ in range(1 << 20))
+    (tmp_path / "idx.gz").write_bytes(gzip.compress(idx))
+    assert (extract(tmp_path / "idx.gz", tmp_path / "idx", ratio_floor=0) / "idx").read_bytes() == idx
+
+
+def test_extract_tar_and_zip_bombs_refused_from_their_declared_sizes(tmp_path):
+    tar = tmp_path / "bomb.tar.gz"
+    with tarfile.open(tar, "w:gz") as tf:
+        info = _info("zeros.bin")
+        info.size = 16 << 20
+        tf.addfile(info, io.BytesIO(bytes(info.size)))
+    zarchive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(zarchive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("zeros.bin", bytes(16 << 20))
+    for archive in (tar, zarchive):
+        with pytest.raises(DataError, match=rf"'zeros\.bin' of {archive}: declared sizes exceed .* times the archive"):
+            extract(archive, tmp_path / "out", ratio_floor=1 << 18)
+        assert not (tmp_path / "out").exists()
+
+
+def test_extract_known_unpacked_size_is_the_tightest_limit(tmp_path):
+    archive = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    archive.write_bytes(gzip.compress(bytes(10_008 + 1)))  # one byte more than the official file
+    with pytest.raises(DataError, match=r"more than 10008 bytes .*the known unpacked size of t10k-labels"):
+        extract(archive, tmp_path / "out", expected_bytes=10_008)
+    assert extract(archive, tmp_path / "out", expected_bytes=10_009).is_dir()
+
+
+def test_extract_stage_knows_the_official_sizes_of_params_yaml():
+    import yaml
+
+    from stages.extract import OFFICIAL_UNPACKED_BYTES
+
+    params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
+    official = {
+        (Path(f["url"]).name, f.get("size")) for source in params["sources"].values() for f in source.get("files", [])
+    }
+    names = {name for name, _ in official}
+    for name, size in OFFICIAL_UNPACKED_BYTES:
+        assert name in names and ((name, size) in official or (name, None) in official), name
+
+
 def test_extract_too_many_members(tmp_path):
     members = [(_info(f"f{i}"), b"x") for i in range(5)]
     archive = _tar(tmp_path / "many.tar", members, "w")

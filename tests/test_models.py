@@ -5,7 +5,9 @@ import keras
 import numpy as np
 import pytest
 
-from stages.models import MODELS, SEGMENTATION_MODELS, STUDIES, build
+from stages.models import MODELS, SEGMENTATION_MODELS, STUDIES, build, load_all
+
+load_all()  # every study's builders, for the tables below (a train stage imports only its own)
 
 # Every registered model at a small size (input shape, classes, model_args): a pretrained base at its
 # smallest input and without ImageNet weights. tests/test_model_files.py uses it too.

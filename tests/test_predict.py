@@ -4,10 +4,12 @@ import csv
 
 import cv2
 import numpy as np
+import pytest
 
+from stages.cli import run
 from stages.io import write_json
 from stages.models import build
-from stages.predict import predict
+from stages.predict import BATCH, main, predict
 
 
 def test_folder_of_mixed_files_gives_top_k_csv_and_per_file_errors(tmp_path, monkeypatch, capsys):
@@ -33,3 +35,43 @@ def test_folder_of_mixed_files_gives_top_k_csv_and_per_file_errors(tmp_path, mon
     assert float(good[0]["prob1"]) >= float(good[0]["prob2"])
     assert "broken.jpg" in rows[1]["error"]
     assert "broken.jpg" in capsys.readouterr().err
+
+
+def test_batched_predictions_equal_one_image_at_a_time(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model = build("cifar_gray_baseline", (32, 32, 1), 4)
+    (tmp_path / "models/clf").mkdir(parents=True)
+    model.save(tmp_path / "models/clf/model.keras")
+    rng = np.random.default_rng(1)
+    n = BATCH + 6  # two batches, the second a short one
+    (tmp_path / "photos").mkdir()
+    for i in range(n):
+        size = tuple(int(v) for v in rng.integers(20, 80, 2))
+        cv2.imwrite(str(tmp_path / "photos" / f"img{i:03d}.png"), rng.integers(0, 256, (*size, 3)).astype(np.uint8))
+    calls = []
+    original = type(model).predict
+
+    def counted(self, x, *args, **kwargs):
+        calls.append(len(x))
+        return original(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "predict", counted)
+    assert predict("clf", [str(tmp_path / "photos")], top_k=4, out=tmp_path / "out") == 0
+    assert calls == [BATCH, 6]
+    rows = list(csv.DictReader(open(tmp_path / "out/predictions.csv")))
+    assert len(rows) == n
+    for row in rows[:: max(1, n // 5)]:  # a few, one by one, as the old loop did
+        gray = cv2.cvtColor(cv2.imread(row["file"]), cv2.COLOR_BGR2GRAY)
+        small = cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA)[None, :, :, None].astype(np.float32)
+        probs = original(model, small, verbose=0)[0]
+        assert int(row["class1"]) == int(np.argmax(probs))
+        assert float(row["prob1"]) == pytest.approx(float(probs.max()), abs=2e-4)
+
+
+@pytest.mark.parametrize("top_k", ["0", "-1"])
+def test_cli_top_k_below_one_is_one_line_before_loading_anything(tmp_path, monkeypatch, capsys, top_k):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        run(main, ["no_such_model", "x.jpg", "--top-k", top_k])
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err == f"error: --top-k {top_k}: must be 1 or more\n"

@@ -13,6 +13,7 @@ import json
 import os
 import pickle
 import struct
+import tracemalloc
 import zipfile
 from pathlib import Path
 
@@ -272,6 +273,50 @@ def test_tensor_past_its_storage_is_refused(tmp_path):
     zip_pth(tmp_path / "bad.pth", obj, [images, labels])
     with pytest.raises(DataError, match="runs past its storage"):
         load_pth(tmp_path / "bad.pth")
+
+
+@pytest.mark.parametrize("writer", [zip_pth, legacy_pth])
+def test_many_stretched_views_of_one_storage_have_a_total_budget(tmp_path, writer):
+    """Each zero-stride view stays under the per-tensor limit (4M elements, 32 MiB); 8 of them
+    would take 256 MiB from a file of about a kilobyte."""
+    one = Stor("0", "DoubleStorage", np.zeros(1))
+    obj = {f"t{i}": tensor_ref(one, 0, (1 << 22,), (0,)) for i in range(8)}
+    path = tmp_path / "stretched.pth"
+    writer(path, obj, [one])
+    assert path.stat().st_size < 4096
+    with pytest.raises(
+        DataError, match=r"stretched\.pth: tensor of shape \(4194304,\) would bring the file's tensors past"
+    ):
+        read_pth_object(path)
+    # two views of a storage, or small stretched ones, are fine
+    obj = {"a": tensor_ref(one, 0, (1 << 20,), (0,)), "b": tensor_ref(one, 0, (1,), (1,))}
+    writer(path, obj, [one])
+    assert read_pth_object(path)["a"].shape == (1 << 20,)
+
+
+def test_deflated_zeros_entry_is_refused_before_it_is_read(tmp_path):
+    """A re-zipped .pth whose storage entry deflates 96 MiB of zeros into a few hundred KB."""
+    n = 96 << 20
+    ref = object()
+    obj = {"x": Reduce(GlobalRef("torch._utils", "_rebuild_tensor_v2"), (ref, 0, (n,), (1,), False, {}))}
+    buf = io.BytesIO()
+    pid = lambda o: ("storage", GlobalRef("torch", "ByteStorage"), "0", "cpu", n) if o is ref else None  # noqa: E731
+    CompatPickler(buf, persistent_id=pid).dump(obj)
+    path = tmp_path / "zeros.pth"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        zf.writestr("archive/data.pkl", buf.getvalue())
+        with zf.open("archive/data/0", "w") as fh:
+            for _ in range(n >> 20):
+                fh.write(bytes(1 << 20))
+    assert path.stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"zeros\.pth: its entries unpack to \d+ bytes, over 50 times") as err:
+            read_pth_object(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "archive/data/0" in str(err.value) and peak < 8 << 20
 
 
 def test_legacy_format_with_views_and_offsets(tmp_path):

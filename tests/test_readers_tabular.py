@@ -233,6 +233,7 @@ ROW = "3," + ",".join(["0"] * NPIX)
         (ROW.replace(",0", ",2.5", 1), "column 2: pixel value 2.5 outside"),
         ("3.5" + ROW[1:], "column 1: non-integer label '3.5'"),
         ("cat" + ROW[1:], "column 1: non-numeric label 'cat'"),
+        ("-3" + ROW[1:], "column 1: negative label -3"),
         ("", "blank line"),
     ],
 )
@@ -290,6 +291,25 @@ def test_write_label_csv_checks_values(tmp_path: Path):
         write_label_csv(tmp_path / "x.csv", np.full((1, 3, 3), 256))
     with pytest.raises(ValueError, match="labels"):
         write_label_csv(tmp_path / "x.csv", np.zeros((2, 3, 3)), np.array([1]))
+
+
+def test_negative_labels_stop_the_dataset_read_naming_file_and_line_or_item(tmp_path: Path):
+    """Negative labels used to reach np.bincount in prepare (a traceback) or index classes from the end."""
+    from stages.datasets import read_raw
+
+    csv_dir, idx_dir = tmp_path / "csv", tmp_path / "idx"
+    csv_dir.mkdir()
+    idx_dir.mkdir()
+    rows = ["label," + ",".join(f"pixel{i}" for i in range(784))] + [
+        f"{y}," + ",".join(["0"] * 784) for y in (1, 0, -2)
+    ]
+    (csv_dir / "train.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"train\.csv: line 4: column 1: negative label -2"):
+        read_raw(csv_dir)
+    write_idx(idx_dir / "train-images-idx3-ubyte.gz", np.zeros((3, 28, 28), np.uint8))
+    write_idx(idx_dir / "train-labels-idx1-ubyte.gz", np.array([0, -1, 2], np.int8))
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte\.gz: label -1 at item 1 is negative"):
+        read_raw(idx_dir)
 
 
 # --------------------------------------------------------------------------- fuzz
@@ -363,4 +383,4 @@ def test_fuzz_read_label_csv_only_succeeds_or_raises_data_error(data):
             assert "\n" not in str(exc)
             return
         assert x.dtype == np.uint8 and x.shape[1:] == (2, 2)
-        assert y is None or (y.dtype == np.int64 and y.shape == (len(x),))
+        assert y is None or (y.dtype == np.int64 and y.shape == (len(x),) and (not len(y) or y.min() >= 0))

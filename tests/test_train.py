@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -132,6 +133,103 @@ def test_killed_training_resumes_from_its_last_epoch(tmp_path):
     epochs = logged_epochs(tmp_path)
     assert epochs == list(range(EPOCHS)), f"killed after {done_before} epochs, then logged {epochs}"
     assert out.count("Epoch ") <= EPOCHS - done_before + 1, "resumed run repeated finished epochs"
+
+
+# `python -m stages.train` whose final write fails (a disk that fills up once training is over)
+FAILING_WRITE = """
+import sys
+import stages.train as t
+from stages.cli import run
+from stages.io import OutputError
+def fail(target, **kwargs):
+    raise OutputError(f"cannot write {target}: No space left on device")
+t.atomic_path = fail
+run(t.main, sys.argv[1:])
+"""
+
+
+def run_train_failing_write(root: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-c", FAILING_WRITE, "tiny"]
+    return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_failed_final_write_keeps_the_run_resumable_and_its_best_model(tmp_path):
+    import keras
+
+    make_project(tmp_path, n=200, epochs=2)
+    done = run_train_failing_write(tmp_path)
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "error: cannot write models/tiny: No space left on device" in done.stderr
+    assert "Traceback" not in done.stderr
+    ckpt = tmp_path / "checkpoints/tiny"
+    assert (ckpt / "backup").is_dir(), "the checkpoint must outlive a failed write of the final model"
+    assert (ckpt / "best.keras").is_file()
+
+    done = run_train_failing_write(tmp_path)  # the re-run has nothing left to train
+    assert done.returncode == 1 and "(resuming)" in done.stdout
+    assert "Epoch " not in done.stdout, "a finished run was trained again"
+    assert logged_epochs(tmp_path) == [0, 1]
+
+    # the best score reached before the stop, one that later epochs cannot beat (strictly)
+    shutil.copy(ckpt / "best.keras", tmp_path / "best_before.keras")
+    tsv = tmp_path / "reports/experiments/tiny/train/plots/metrics/eval/accuracy.tsv"
+    rows = tsv.read_text().splitlines()
+    rows[-1] = rows[-1].rsplit("\t", 1)[0] + "\t1.0"
+    tsv.write_text("\n".join(rows) + "\n")
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["experiments"]["tiny"]["epochs"] = 4  # two more epochs after the resume
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = run_train(tmp_path)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert "(resuming)" in out and out.count("Epoch ") == 2
+    assert logged_epochs(tmp_path) == [0, 1, 2, 3]
+    final = keras.models.load_model(tmp_path / "models/tiny/model.keras").get_weights()
+    before = keras.models.load_model(tmp_path / "best_before.keras").get_weights()
+    assert len(final) == len(before)
+    assert all(np.array_equal(a, b) for a, b in zip(final, before)), "a worse epoch replaced the best model"
+    assert not ckpt.exists(), "the checkpoint goes once the final model is written"
+
+
+def test_best_so_far_reads_dvclive_train_and_eval_logs(tmp_path):
+    from stages.train import _best_so_far
+
+    metrics = tmp_path / "plots" / "metrics"
+    (metrics / "eval").mkdir(parents=True)
+    (metrics / "train").mkdir()
+    (metrics / "eval" / "accuracy.tsv").write_text("timestamp\tstep\taccuracy\n1\t0\t0.5\n2\t1\t0.75\n3\t2\t0.6\n")
+    (metrics / "train" / "loss.tsv").write_text("timestamp\tstep\tloss\n1\t0\t0.9\n2\t1\t0.4\n3\t2\t0.7\n")
+    assert _best_so_far(tmp_path, "val_accuracy") == 0.75  # dvclive: eval/accuracy
+    assert _best_so_far(tmp_path, "loss") == 0.4  # dvclive: train/loss
+    assert _best_so_far(tmp_path, "val_loss") is None
+
+
+def test_bad_model_argument_value_is_a_config_error():
+    from stages import config
+    from stages.errors import ConfigError
+    from stages.train import build_model
+
+    exp = config.Experiment(
+        study="cifar_gray", dataset="d", model="cifar_gray_tuned", model_args={"dropout": 7}, epochs=1, batch_size=1
+    )
+    with pytest.raises(ConfigError, match=r"^params\.yaml: experiments\.x\.model_args: ") as err:
+        build_model("x", exp, [32, 32, 1], 2)
+    assert "\n" not in str(err.value)
+
+
+def test_unwritable_output_folder_is_reported_before_training(tmp_path):
+    from stages.io import OutputError
+    from stages.train import check_writable
+
+    (tmp_path / "models").write_text("a file where the folder should be\n")
+    with pytest.raises(OutputError, match="cannot write to .*models/: a file is in the way"):
+        check_writable(tmp_path / "checkpoints", tmp_path / "models")
+    assert (tmp_path / "checkpoints").is_dir()
+    if os.geteuid() != 0:  # root writes anywhere
+        (tmp_path / "ro").mkdir(mode=0o555)
+        with pytest.raises(OutputError, match="Permission denied"):
+            check_writable(tmp_path / "ro")
 
 
 @pytest.mark.parametrize(

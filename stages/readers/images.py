@@ -283,7 +283,8 @@ def _decode(data: bytes, size: tuple[int, int] | None, channels: int, interpolat
 
 def _load_file(source: str, size, channels: int, interpolation: int) -> np.ndarray:
     try:
-        fd = os.open(source, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        # O_NONBLOCK: a FIFO opens at once (and is refused below) instead of waiting for a writer
+        fd = os.open(source, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):

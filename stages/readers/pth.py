@@ -51,6 +51,10 @@ LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
 IMAGE_SHAPE = (32, 32, 3)
 _PICKLE_ENCODING = "latin1"  # Python 2 str in old files: exact bytes, never a decode error
+# torch.save stores zip entries uncompressed; a re-zipped file may deflate them. All entries
+# together may unpack to at most this many times the file's size, or _ZIP_FLOOR bytes.
+_ZIP_MAX_RATIO = 50
+_ZIP_FLOOR = 64 * 2**20
 
 
 # ---------------------------------------------------------------------- raw object
@@ -94,6 +98,7 @@ def _storage_id(pid: Any, name: str, legacy: bool) -> tuple[StorageType, str, in
 def _read_zip(path: Path, name: str) -> Any:
     try:
         with zipfile.ZipFile(path) as zf:
+            _check_unpacked_sizes(zf.infolist(), path.stat().st_size, name)
             return _read_zip_open(zf, name)
     except DataError:
         raise
@@ -109,6 +114,18 @@ def _read_zip(path: Path, name: str) -> Any:
         struct.error,
     ) as exc:
         raise DataError(f"{name}: corrupt zip archive ({type(exc).__name__}: {exc})".replace("\n", " ")) from None
+
+
+def _check_unpacked_sizes(infos: list[zipfile.ZipInfo], file_size: int, name: str) -> None:
+    """Refuse, before reading any entry, a zip whose entries claim to unpack implausibly big."""
+    total = sum(i.file_size for i in infos)
+    cap = max(_ZIP_MAX_RATIO * file_size, _ZIP_FLOOR)
+    if total > cap:
+        big = max(infos, key=lambda i: i.file_size)
+        raise DataError(
+            f"{name}: its entries unpack to {total} bytes, over {_ZIP_MAX_RATIO} times the file's {file_size} "
+            f"bytes (largest: {big.filename}, {big.file_size} bytes; a zip bomb?)"
+        )
 
 
 def _read_zip_open(zf: zipfile.ZipFile, name: str) -> Any:

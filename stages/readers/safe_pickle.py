@@ -61,6 +61,9 @@ __all__ = [
 # Largest element count a tensor may have beyond its storage's own (stride-0 "expanded"
 # views): bounds the memory a small hostile file can make the reader allocate.
 _MAX_EXPANDED_ELEMENTS = 1 << 22
+# What all the arrays rebuilt from one file's storages may take beyond twice those storages'
+# own bytes: without a total, many small expanded views of one storage add up (see _Budget).
+_EXTRA_TENSOR_BYTES = 64 * 2**20
 
 
 def _one_line(text: Any, limit: int = 200) -> str:
@@ -334,6 +337,38 @@ class Storage(_Frozen):
         return self.data
 
 
+class _Budget:
+    """The bytes that the arrays rebuilt from one file's storages may still allocate.
+
+    Each storage adds twice its own bytes when first used (a tensor and a view or two of it);
+    each rebuilt array takes its size.  ``extra`` allows small expanded views on top.
+    """
+
+    __slots__ = ("left", "_credited", "_extra", "_total")
+
+    def __init__(self, extra: int) -> None:
+        self.left = self._total = self._extra = extra
+        self._credited: set[int] = set()
+
+    def credit(self, storage: Storage) -> None:
+        root = storage
+        while root.base is not None:
+            root = root.base
+        if id(root) not in self._credited:  # roots stay alive while the file is resolved
+            self._credited.add(id(root))
+            gain = 2 * root.numel * root.storage_type.itemsize
+            self.left += gain
+            self._total += gain
+
+    def charge(self, nbytes: int, shape: tuple) -> None:
+        if nbytes > self.left:
+            raise DataError(
+                f"tensor of shape {shape} would bring the file's tensors past {self._total} bytes "
+                f"(twice its storages' bytes plus {self._extra}): many views of the same storage?"
+            )
+        self.left -= nbytes
+
+
 class _PendingTensor(_Frozen):
     """Stand-in for a torch tensor: a strided view of a :class:`Storage`, built on resolve."""
 
@@ -345,10 +380,11 @@ class _PendingTensor(_Frozen):
         self.size = size
         self.stride = stride
 
-    def build(self) -> np.ndarray:
+    def build(self, budget: _Budget) -> np.ndarray:
         flat = self.storage.array()
         st = self.storage.storage_type
         count = math.prod(self.size)
+        budget.credit(self.storage)
         if count == 0:
             out = np.empty(self.size, dtype=flat.dtype)
         else:
@@ -360,6 +396,7 @@ class _PendingTensor(_Frozen):
                 )
             if count > flat.shape[0] and count > _MAX_EXPANDED_ELEMENTS:
                 raise DataError(f"tensor of shape {self.size} expands its storage implausibly")
+            budget.charge(count * (4 if st.bfloat16 else st.itemsize), self.size)
             base = flat[self.offset :]
             view = np.lib.stride_tricks.as_strided(
                 base,
@@ -543,11 +580,15 @@ def safe_load(
     return resolve(obj, name=name) if resolve_arrays else obj
 
 
-def resolve(obj: Any, *, name: str) -> Any:
-    """Replace every stand-in inside ``obj`` by a real NumPy array (or plain value)."""
+def resolve(obj: Any, *, name: str, extra_bytes: int = _EXTRA_TENSOR_BYTES) -> Any:
+    """Replace every stand-in inside ``obj`` by a real NumPy array (or plain value).
+
+    The arrays rebuilt from storages may take, all together, twice the storages' bytes plus
+    ``extra_bytes`` (see :class:`_Budget`); more raises DataError before allocating.
+    """
     memo: dict[int, Any] = {}
     try:
-        return _resolve(obj, memo)
+        return _resolve(obj, memo, _Budget(extra_bytes))
     except DataError as exc:
         msg = str(exc)
         raise (exc if msg.startswith(f"{name}:") else DataError(f"{name}: {msg}")) from None
@@ -558,7 +599,7 @@ def resolve(obj: Any, *, name: str) -> Any:
 _PLAIN = (str, bytes, int, float, complex, bool, type(None), np.ndarray, np.generic)
 
 
-def _resolve(obj: Any, memo: dict[int, Any]) -> Any:
+def _resolve(obj: Any, memo: dict[int, Any], budget: _Budget) -> Any:
     if isinstance(obj, _PLAIN):
         return obj
     key = id(obj)
@@ -569,8 +610,10 @@ def _resolve(obj: Any, memo: dict[int, Any]) -> Any:
             raise DataError("a pickled NumPy array has no data")
         out: Any = obj.array
     elif isinstance(obj, _PendingTensor):
-        out = obj.build()
+        out = obj.build(budget)
     elif isinstance(obj, Storage):
+        budget.credit(obj)
+        budget.charge(obj.numel * obj.storage_type.itemsize, (obj.numel,))
         out = obj.array().copy()
     elif isinstance(obj, _DTypeSpec):
         out = obj.to_numpy()
@@ -579,18 +622,18 @@ def _resolve(obj: Any, memo: dict[int, Any]) -> Any:
     elif isinstance(obj, list):
         out = []
         memo[key] = out
-        out.extend(_resolve(v, memo) for v in obj)
+        out.extend(_resolve(v, memo, budget) for v in obj)
         return out
     elif isinstance(obj, dict):  # dict and OrderedDict (and nothing else reaches here)
         out = type(obj)() if type(obj) in (dict, collections.OrderedDict) else {}
         memo[key] = out
         for k, v in obj.items():
-            out[_resolve(k, memo)] = _resolve(v, memo)
+            out[_resolve(k, memo, budget)] = _resolve(v, memo, budget)
         return out
     elif isinstance(obj, tuple):
-        out = tuple(_resolve(v, memo) for v in obj)
+        out = tuple(_resolve(v, memo, budget) for v in obj)
     elif isinstance(obj, (set, frozenset)):
-        out = type(obj)(_resolve(v, memo) for v in obj)
+        out = type(obj)(_resolve(v, memo, budget) for v in obj)
     elif isinstance(obj, bytearray):
         out = bytes(obj)
     else:

@@ -189,6 +189,8 @@ def _line_problem(text: str, n_columns: int, has_labels: bool) -> str | None:
         if is_label:
             if value != int(value) or abs(value) >= 2**24:
                 return f"column {col}: non-integer label {field[:20]!r}"
+            if value < 0:
+                return f"column {col}: negative label {field[:20]} (labels are class numbers 0, 1, ...)"
         elif value != int(value) or not 0 <= value <= 255:
             return f"column {col}: pixel value {field[:20]} outside the integers 0..255"
     return None
@@ -223,8 +225,9 @@ def read_label_csv(
 
     ``n_pixels + 1`` columns = label then pixels; ``n_pixels`` columns = pixels only (y is None).
     A first line made mostly of non-numbers is a header and skipped. Pixels must be integers in
-    0..255, labels integers. DataError names the file and the first bad line (1-based): wrong
-    column count, non-numeric or empty value, pixel out of range, non-integer label, blank line.
+    0..255, labels integers from 0. DataError names the file and the first bad line (1-based): wrong
+    column count, non-numeric or empty value, pixel out of range, non-integer or negative label,
+    blank line.
     """
     path = Path(path)
     if side * side != n_pixels:
@@ -290,12 +293,12 @@ def read_label_csv(
     good = bool(pixels.min() >= 0 and pixels.max() <= 255 and np.array_equal(x, pixels))
     if has_labels:
         labels = values[:, 0]
-        good = good and bool(np.abs(labels).max() < 2**24 and np.array_equal(y, labels))
+        good = good and bool(labels.min() >= 0 and labels.max() < 2**24 and np.array_equal(y, labels))
     if not good:
         bad = np.isnan(values).any(axis=1)
         bad |= ((pixels < 0) | (pixels > 255) | (pixels != np.floor(pixels))).any(axis=1)
         if has_labels:
-            bad |= (labels != np.floor(labels)) | (np.abs(labels) >= 2**24)
+            bad |= (labels != np.floor(labels)) | (labels < 0) | (labels >= 2**24)
         row = int(np.argmax(bad))
         lineno = first_data_line + row
         with open(path, "rb") as fh:
