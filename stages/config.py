@@ -127,6 +127,7 @@ class ExperimentOverride(Strict):
     model_args: dict[str, Any] = {}  # merged over the experiment's model_args
     max_train_examples: StrictInt | None = Field(default=None, gt=0)
     epochs: StrictInt | None = Field(default=None, gt=0)  # e.g. one epoch for a big model in the smoke test
+    batch_size: StrictInt | None = Field(default=None, gt=0)  # e.g. more steps from few images
 
 
 class Experiment(Strict):
@@ -262,6 +263,7 @@ def experiment(params: Params, name: str) -> Experiment:
             "model_args": {**exp.model_args, **override.model_args},
             "max_train_examples": override.max_train_examples or exp.max_train_examples,
             "epochs": override.epochs or exp.epochs,
+            "batch_size": override.batch_size or exp.batch_size,
         }
     )
 
