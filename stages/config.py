@@ -7,8 +7,9 @@ one-line message before any download or training starts.
 from __future__ import annotations
 
 import difflib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal, get_args, get_origin
+from urllib.parse import urlparse
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, model_validator
@@ -55,15 +56,25 @@ class Accelerator(Strict):
 
 
 class RemoteFile(Strict):
-    url: str
+    url: str | list[str] = Field(min_length=1)  # several: mirrors, tried in order
     md5: str | None = None
     sha256: str | None = None
     size: StrictInt | None = Field(default=None, gt=0)
 
+    @property
+    def urls(self) -> list[str]:
+        return [self.url] if isinstance(self.url, str) else list(self.url)
+
+    @property
+    def name(self) -> str:
+        """The official file name: the last part of the first URL."""
+        return PurePosixPath(urlparse(self.urls[0]).path).name
+
 
 class Source(Strict):
     files: list[RemoteFile] = Field(min_length=1)
-    path: str | None = None  # a local copy of the (single) archive, under any name
+    # a local copy: one file, a list of files, or a folder (the archives, or already extracted)
+    path: str | list[str] | None = None
     kaggle: str | None = None  # a Kaggle dataset slug, downloaded with Kaggle's client
     generator: str  # which embedded generator makes sample data in the same format
     generated: dict[str, Any] = {}

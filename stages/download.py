@@ -1,16 +1,20 @@
 """Stage `download@<source>`: put a source's raw files, verified, in data/raw/<source>/.
 
 Profile `embedded`: generate sample files in the official format (no network).
-Profile `full`: take them from `sources.<name>.path` (a local copy), else from the
-`data.mirror` folder, else download from the official URL with checksum checks.
+Profile `full`: take them from `sources.<name>.path` (a file, a list of files or a folder:
+the official archives, a subset, or a copy already extracted), else from the `data.mirror`
+folder, else download from the official URLs (mirrors tried in order) with checksum checks.
+A local copy that is not the official release (other names or sizes) is used as it is, and
+its files' own sha256 go into provenance.json.
 """
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import sys
+from collections import Counter
 from pathlib import Path
-from urllib.parse import urlparse
 
 from stages import config, fetch
 from stages.errors import DataError
@@ -18,42 +22,123 @@ from stages.generate import GENERATORS
 from stages.io import atomic_path, write_json
 from stages.paths import RAW
 
+#: provenance.json lists each file's sha256 up to this many files; a bigger folder gets one digest.
+MAX_LISTED_FILES = 50
 
-def fetch_source(params: config.Params, name: str, dest: Path) -> str:
-    """Fill ``dest`` with the source's files; return how they were obtained."""
+
+def local_files(paths: str | list[str], label: str) -> list[tuple[Path, str]]:
+    """(file, its name under data/raw/<source>/) for every file that `path` names."""
+    found: list[tuple[Path, str]] = []
+    for entry in [paths] if isinstance(paths, str) else paths:
+        local = Path(entry).expanduser()
+        if local.is_file():
+            found.append((local, local.name))
+        elif local.is_dir():
+            files = sorted(f for f in local.rglob("*") if f.is_file())
+            if not files:
+                raise DataError(f"{label}: folder {local} holds no files")
+            found += [(f, f.relative_to(local).as_posix()) for f in files]
+        else:
+            raise DataError(f"{label}: {local} does not exist")
+    twice = [name for name, n in Counter(name for _, name in found).items() if n > 1]
+    if twice:
+        raise DataError(f"{label}: two files would both be data/raw/…/{twice[0]}; name each file once")
+    return found
+
+
+def official_release(src: config.Source, files: list[tuple[Path, str]]) -> bool:
+    """True if ``files`` hold every official file under its name and size, checksums verified.
+
+    A file with an official name and size but other content is corrupt: that stops the run.
+    """
+    by_name = {Path(name).name: path for path, name in files}
+    for f in src.files:
+        local = by_name.get(f.name)
+        if local is None or (f.size is not None and local.stat().st_size != f.size):
+            return False
+    for f in src.files:
+        fetch.verify(by_name[f.name], sha256=f.sha256, md5=f.md5, size=f.size)
+    return True
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def copy_local(params: config.Params, name: str, dest: Path) -> dict:
+    """Copy `sources.<name>.path` into ``dest``; return its provenance (official or not, checksums)."""
+    src, label = params.sources[name], f"sources.{name}.path"
+    files = local_files(src.path, label)
+    official = official_release(src, files)
+    for path, rel in files:
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, dest / rel)
+    sums = {rel: sha256(dest / rel) for _, rel in files}
+    listing = "".join(f"{digest}  {rel}\n" for rel, digest in sorted(sums.items()))
+    if not official:
+        print(
+            f"{label}: not the official release (not every file of sources.{name}.files under its name and size); "
+            f"using it as it is, its sha256 in data/raw/{name}/provenance.json"
+        )
+    return {
+        "origin": f"local copy {', '.join(str(p) for p in ([src.path] if isinstance(src.path, str) else src.path))}",
+        "official": official,
+        "file_count": len(files),
+        "bytes": sum((dest / rel).stat().st_size for _, rel in files),
+        "sha256_of_listing": hashlib.sha256(listing.encode()).hexdigest(),  # `sha256sum` lines, sorted
+        "sha256": sums if len(sums) <= MAX_LISTED_FILES else None,
+    }
+
+
+def download_file(params: config.Params, f: config.RemoteFile, dest: Path, mirror: Path | None) -> None:
+    """One official file from its URLs in order (or from the mirror folder)."""
+    errors = []
+    for url in f.urls if mirror is None else f.urls[:1]:
+        try:
+            fetch.download(
+                url,
+                dest / f.name,
+                md5=f.md5,
+                sha256=f.sha256,
+                size=f.size,
+                mirror=mirror,
+                retries=params.data.download_retries,
+                timeout=params.data.download_timeout,
+            )
+            return
+        except DataError as e:
+            errors.append(str(e))
+            if len(errors) < len(f.urls) and mirror is None:
+                print(f"{e}; trying the next URL", file=sys.stderr)
+    raise DataError(errors[-1] if len(errors) == 1 else f"{f.name}: every URL failed; last: {errors[-1]}")
+
+
+def fetch_source(params: config.Params, name: str, dest: Path) -> dict:
+    """Fill ``dest`` with the source's files; return their provenance."""
     src = params.sources[name]
     if params.profile == "embedded":
         GENERATORS[src.generator](dest, src.generated, seed=params.seed)
-        return "generated sample data"
+        return {"origin": "generated sample data", "official": False}
     if src.path:
-        local = Path(src.path).expanduser()
-        if not local.is_file():
-            raise DataError(f"sources.{name}.path: {local} does not exist or is not a file")
-        shutil.copyfile(local, dest / local.name)
-        return f"local copy {local}"
+        return copy_local(params, name, dest)
     mirror = Path(params.data.mirror).expanduser() if params.data.mirror else None
     if src.kaggle:
         from stages.kaggle import archive_name, kaggle_download
 
         if mirror is None:
-            return kaggle_download(src.kaggle, dest)
+            return {"origin": kaggle_download(src.kaggle, dest), "official": True}
         local = mirror / archive_name(src.kaggle)  # the archive Kaggle's client would have downloaded
         if not local.is_file():
             raise DataError(f"mirror file {local} not found (data.mirror is set, so Kaggle is not asked)")
         shutil.copyfile(local, dest / local.name)
-        return f"mirror {mirror}"
+        return {"origin": f"mirror {mirror}", "official": True}
     for f in src.files:
-        fetch.download(
-            f.url,
-            dest / Path(urlparse(f.url).path).name,
-            md5=f.md5,
-            sha256=f.sha256,
-            size=f.size,
-            mirror=mirror,
-            retries=params.data.download_retries,
-            timeout=params.data.download_timeout,
-        )
-    return f"mirror {mirror}" if mirror else "downloaded from the official URLs"
+        download_file(params, f, dest, mirror)
+    return {"origin": f"mirror {mirror}" if mirror else "downloaded from the official URLs", "official": True}
 
 
 def main(name: str) -> None:
@@ -61,12 +146,10 @@ def main(name: str) -> None:
     if name not in params.sources:
         raise config.ConfigError(f"unknown source {name!r}{config.did_you_mean(name, params.sources)}")
     with atomic_path(RAW / name, is_dir=True) as tmp:
-        origin = fetch_source(params, name, tmp)
+        provenance = fetch_source(params, name, tmp)
         files = sorted(p.name for p in tmp.iterdir())
-        write_json(
-            tmp / "provenance.json", {"source": name, "origin": origin, "profile": params.profile, "files": files}
-        )
-    print(f"download@{name}: {len(files)} file(s), {origin}")
+        write_json(tmp / "provenance.json", {"source": name, "profile": params.profile, "files": files, **provenance})
+    print(f"download@{name}: {len(files)} file(s), {provenance['origin']}")
 
 
 if __name__ == "__main__":

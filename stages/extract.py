@@ -42,7 +42,9 @@ def main(name: str) -> None:
         raise config.ConfigError(f"{raw}: not found; run `dvc repro download@{name}` first")
     with atomic_path(EXTRACTED / name, is_dir=True) as tmp:
         for f in sorted(raw.iterdir()):
-            if f.suffix != ".pth" and fetch.is_archive(f):  # a .pth is a zip, but data
+            if f.is_dir():  # a local copy already extracted (sources.<name>.path: a folder)
+                shutil.copytree(f, tmp / f.name)
+            elif f.suffix != ".pth" and fetch.is_archive(f):  # a .pth is a zip, but data
                 fetch.extract(
                     f,
                     tmp / archive_stem(f.name),

@@ -7,6 +7,7 @@ not done here: it lives inside each model, which takes raw 0..255 pixels.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -111,14 +112,19 @@ def prepare(params: config.Params, name: str) -> dict:
     arrays = {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
     if ds.task == "classification":
         arrays = {k: (resize(to_color(x, ds.color), ds.image_size), y) for k, (x, y) in arrays.items()}
-    origin = RAW / ds.source / "provenance.json"
+    provenance = _provenance(RAW / ds.source / "provenance.json")
+    if provenance.get("official") is False and params.profile != "embedded" and "class_names" in ds.options:
+        print(
+            f"{where}.options.class_names: names from params.yaml, but data/raw/{ds.source} is not the official "
+            "release: check they are what your labels mean"
+        )
     meta = {
         "dataset": name,
         "task": ds.task,
         "classes": list(raw.classes),
         "image_shape": list(arrays["train"][0].shape[1:]),
         "counts": {k: len(x) for k, (x, _) in arrays.items()},
-        "data": _origin(origin, ds.pth),
+        "data": f"course .pth file {ds.pth}" if ds.pth else provenance.get("origin", "unknown"),
         "skipped": [{"file": f, "reason": r} for f, r in raw.skipped],
     }
     with atomic_path(PREPARED / name, is_dir=True) as tmp:
@@ -132,14 +138,8 @@ def prepare(params: config.Params, name: str) -> dict:
     return meta
 
 
-def _origin(provenance: Path, pth: str | None) -> str:
-    import json
-
-    if pth:
-        return f"course .pth file {pth}"
-    if provenance.is_file():
-        return json.loads(provenance.read_text())["origin"]
-    return "unknown"
+def _provenance(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def main(name: str) -> None:

@@ -522,14 +522,10 @@ def test_extract_known_unpacked_size_is_the_tightest_limit(tmp_path):
 
 
 def test_extract_stage_knows_the_official_sizes_of_params_yaml():
-    import yaml
-
+    from stages import config
     from stages.extract import OFFICIAL_UNPACKED_BYTES
 
-    params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
-    official = {
-        (Path(f["url"]).name, f.get("size")) for source in params["sources"].values() for f in source.get("files", [])
-    }
+    official = {(f.name, f.size) for source in config.load().sources.values() for f in source.files}
     names = {name for name, _ in official}
     for name, size in OFFICIAL_UNPACKED_BYTES:
         assert name in names and ((name, size) in official or (name, None) in official), name
@@ -661,3 +657,19 @@ def test_extract_fuzz_only_dataerror(blob):
                 assert os.path.realpath(p).startswith(os.path.realpath(dest) + os.sep)
         assert _leftovers(work) == ["a.tar.gz", "out"] or _leftovers(work) == ["a.tar.gz"]
         assert _leftovers(Path(tmp)) == ["work"]
+
+
+def test_download_tries_each_url_in_order(server, tmp_path):
+    from stages import config
+    from stages.download import download_file
+
+    params = config.load()
+    params.data.download_retries = 1
+    dead, alive = server.route("/gone/x.bin", ("status", 404)), server.route("/mirror/x.bin", ("ok", PAYLOAD))
+    f = config.RemoteFile(url=[dead, alive], sha256=SHA256, size=len(PAYLOAD))
+    download_file(params, f, tmp_path, mirror=None)
+    assert (tmp_path / "x.bin").read_bytes() == PAYLOAD
+    assert (server.hits("/gone/x.bin"), server.hits("/mirror/x.bin")) == (1, 1)
+    f = config.RemoteFile(url=[dead, server.route("/also-gone/x.bin", ("status", 404))])
+    with pytest.raises(DataError, match="x.bin: every URL failed; last: cannot download .*also-gone"):
+        download_file(params, f, tmp_path / "other", mirror=None)
