@@ -299,6 +299,12 @@ class StudyInfo(Strict):
 class ExperimentNotes(Strict):
     claimed: dict[str, StrictFloat] = {}  # the study report's own numbers; none for the project's variants
     note: str = ""
+    kind: Literal["study", "variant", "sweep"] | None = None  # default: study if it has a claim, else variant
+    not_reproducible_here: str = ""  # why no real-data run can be made in this workplace
+
+    @property
+    def role(self) -> str:
+        return self.kind or ("study" if self.claimed else "variant")
 
 
 class Studies(Strict):

@@ -1,0 +1,139 @@
+"""Record a real-data run: ``python -m stages.record <experiment> [<record>]``.
+
+After ``dvc repro evaluate@<experiment>`` on real data (profile ``full``, a ``sources.*.path``),
+this writes ``reports/reproduction/<record>.json`` (``<record>`` defaults to the experiment; give
+another name for a second run of it, e.g. ``gray28_cnn1-5class``): the data's origin and sha256,
+official release or not, the commit and params it ran with, epochs run against the recipe's, the
+test metrics, training seconds, the learning curve and the machine. Commit the file: the
+``reproduction`` stage builds ``reports/reproduction.md`` from these records.  It refuses to write
+a record for outputs that DVC says are out of date, or for generated sample data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from stages import config
+from stages.errors import ConfigError, DataError
+from stages.io import write_json
+from stages.live import read_live_metric
+from stages.paths import EXPERIMENT_REPORTS, MODELS, PREPARED, RAW, RECORDS
+from stages.report import machine
+
+RECORD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,80}")
+
+
+def git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], check=True, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise ConfigError(f"git {' '.join(args)} failed: {' '.join(str(e).split())}") from None
+
+
+def stale_stages(experiment: str) -> list[str]:
+    """The stages up to evaluate@<experiment> whose outputs DVC says do not match code, data or params."""
+    from dvc.repo import Repo
+
+    with Repo(".") as repo:
+        return sorted(repo.status(targets=[f"evaluate@{experiment}"], with_deps=True))
+
+
+def read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise DataError(f"{path}: not found; run `dvc repro` for this experiment first")
+    return json.loads(path.read_text())
+
+
+def recipe_epochs(experiment: str) -> int:
+    """The experiment's epochs in the committed params.yaml: the study's recipe, whatever was run."""
+    committed = yaml.safe_load(git("show", "HEAD:params.yaml"))
+    return int(committed["experiments"][experiment]["epochs"])
+
+
+def curve(live_dir: Path) -> dict[str, list[float]]:
+    """Per-epoch train and validation (or test) accuracy and loss from dvclive's logs."""
+    series = {}
+    for split in ("train", "eval"):
+        for metric in ("accuracy", "loss"):
+            s = read_live_metric(live_dir, f"{split}/{metric}")
+            if s is not None:
+                series[f"{split}_{metric}"] = [round(float(v), 5) for v in s.to_numpy()]
+    return series
+
+
+def accelerator() -> str:
+    if shutil.which("nvidia-smi"):
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False).stdout
+        return out.splitlines()[0] if out.strip() else "GPU (nvidia-smi lists none)"
+    return "none (CPU only)"
+
+
+def build_record(params: config.Params, experiment: str) -> dict:
+    exp = params.experiments[experiment]
+    ds = params.datasets[exp.dataset]
+    provenance = read_json(RAW / ds.source / "provenance.json")
+    if provenance.get("origin") == "generated sample data":
+        raise DataError(f"{experiment}: trained on generated sample data; a record is for real data (profile full)")
+    summary = read_json(MODELS / experiment / "summary.json")
+    meta = read_json(PREPARED / exp.dataset / "meta.json")
+    recipe = recipe_epochs(experiment)
+    return {
+        "experiment": experiment,
+        "study": exp.study,
+        "recorded": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "commit": git("rev-parse", "HEAD"),
+        "code_changes": git("status", "--porcelain", "--", "stages", "dvc.yaml").splitlines(),
+        "data": {
+            "source": ds.source,
+            "dataset": exp.dataset,
+            "origin": provenance.get("origin"),
+            "official_release": provenance.get("official"),
+            "sha256": provenance.get("sha256"),
+            "sha256_of_listing": provenance.get("sha256_of_listing"),
+            "counts": meta["counts"],
+            "classes": meta["classes"],
+        },
+        "params": {
+            "profile": params.profile,
+            "seed": params.seed,
+            "experiment": exp.model_dump(mode="json", exclude={"profiles"}),
+            "dataset": ds.model_dump(mode="json"),
+        },
+        "epochs": {"recipe": recipe, "budget": config.effective_epochs(params, exp), "run": summary["epochs_run"]},
+        "budget": "full recipe" if config.effective_epochs(params, exp) >= recipe else "partial",
+        "metrics": read_json(EXPERIMENT_REPORTS / experiment / "metrics.json"),
+        "details": read_json(EXPERIMENT_REPORTS / experiment / "details.json"),
+        "train_seconds": summary["train_seconds"],
+        "curve": curve(EXPERIMENT_REPORTS / experiment / "train"),
+        "machine": {**machine(), "accelerator": accelerator()},
+    }
+
+
+def main(experiment: str, record: str = "") -> None:
+    """Write reports/reproduction/<record>.json for the real-data run of <experiment> in this checkout."""
+    params = config.load()
+    if experiment not in params.experiments:
+        raise ConfigError(f"unknown experiment {experiment!r}{config.did_you_mean(experiment, params.experiments)}")
+    record = record or experiment
+    if not RECORD_NAME.fullmatch(record):
+        raise ConfigError(f"record name {record!r}: use letters, digits, '_', '-' and '.' only")
+    stale = stale_stages(experiment)
+    if stale:
+        raise DataError(f"{', '.join(stale)}: out of date; run `dvc repro evaluate@{experiment}` first")
+    out = RECORDS / f"{record}.json"
+    write_json(out, build_record(params, experiment))
+    print(f"record: {out}")
+
+
+if __name__ == "__main__":
+    from stages.cli import run
+
+    run(main, sys.argv[1:])

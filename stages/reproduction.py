@@ -1,0 +1,198 @@
+"""Stage `reproduction`: the committed real-data records -> reports/reproduction.md and its figure.
+
+Every experiment of every study gets a row: a record's numbers (the full recipe, or partial with
+the epochs run), "not reproducible here" with the reason from studies.yaml, or "no real-data
+record yet". The summary table at the top (one row per study: the best claim, our run of the
+study's own model, our best variant) is the one the README shows; a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from stages import config, plots
+from stages.io import write_text
+from stages.paths import RECORDS, REPORTS
+
+TABLE_START, TABLE_END = "<!-- reproduction summary: start -->", "<!-- reproduction summary: end -->"
+
+
+def load_records(folder: Path = RECORDS) -> dict[str, dict]:
+    """Every ``<record>.json`` of ``folder``, by record name (sorted)."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+def pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f} %"
+
+
+def data_label(record: dict) -> str:
+    data = record["data"]
+    counts = data["counts"]
+    kind = "official release" if data["official_release"] else "not the official release"
+    return f"{len(data['classes'])} classes, {counts['train']}/{counts['val']}/{counts['test']} images, {kind}"
+
+
+def budget_label(record: dict) -> str:
+    epochs = record["epochs"]
+    run = f"{epochs['run']} of {epochs['recipe']} epochs" if epochs["run"] != epochs["recipe"] else "all epochs"
+    return f"{record['budget']} ({run}, {record['train_seconds'] / 60:.0f} min)"
+
+
+def score(record: dict) -> str:
+    metrics = record["metrics"]
+    text = pct(metrics.get("test_accuracy"))
+    if "test_mean_iou" in metrics:
+        text += f", mIoU {metrics['test_mean_iou']:.2f}"
+    return text
+
+
+def experiment_rows(params: config.Params, studies: config.Studies, records: dict[str, dict]) -> list[dict]:
+    """One row per record, and one per experiment without a record, in params.yaml's order."""
+    rows = []
+    for name, exp in params.experiments.items():
+        notes = studies.experiments.get(name, config.ExperimentNotes())
+        base = {
+            "study": exp.study,
+            "experiment": name,
+            "kind": notes.role,
+            "claimed": notes.claimed.get("test_accuracy"),
+        }
+        mine = {k: r for k, r in records.items() if r["experiment"] == name}
+        for record_name, r in mine.items():
+            rows.append(
+                {
+                    **base,
+                    "record": record_name,
+                    "ours": r["metrics"].get("test_accuracy"),
+                    "partial": r["budget"] != "full recipe",
+                    "result": score(r),
+                    "data": data_label(r),
+                    "budget": budget_label(r),
+                }
+            )
+        if not mine:
+            status = (
+                f"not reproducible here: {notes.not_reproducible_here}"
+                if notes.not_reproducible_here
+                else "no real-data record yet"
+            )
+            rows.append(
+                {**base, "record": "", "ours": None, "partial": False, "result": status, "data": "", "budget": ""}
+            )
+    return rows
+
+
+def best_run(rows: list[dict], kind: str) -> str:
+    """The highest test accuracy among ``rows`` of ``kind`` that have a record."""
+    top = max((r for r in rows if r["kind"] == kind and r["ours"] is not None), key=lambda r: r["ours"], default=None)
+    if top is None:
+        return "no record yet"
+    return f"{top['result']} ({top['record']}{', partial' if top['partial'] else ''})"
+
+
+def summary_rows(params: config.Params, studies: config.Studies, rows: list[dict]) -> list[str]:
+    """Per study: the best claimed number, our best run of a study model, our best variant."""
+    lines = ["| study | best claim | ours, the study's models | ours, best variant |", "|---|---|---|---|"]
+    for study in studies.studies:
+        mine = [r for r in rows if r["study"] == study]
+        claims = [r for r in mine if r["claimed"] is not None]
+        # the claims a run here can be held against; else the study's claim, marked
+        open_claims = [r for r in claims if not r["result"].startswith("not reproducible")] or claims
+        best_claim = max(open_claims, key=lambda r: r["claimed"], default=None)
+
+        claim = "–"
+        if best_claim:
+            closed = ", not reproducible here" if best_claim["result"].startswith("not reproducible") else ""
+            claim = f"{pct(best_claim['claimed'])} ({best_claim['experiment']}{closed})"
+        lines.append(f"| {study} | {claim} | {best_run(mine, 'study')} | {best_run(mine, 'variant')} |")
+    return lines
+
+
+def markdown(params: config.Params, studies: config.Studies, records: dict[str, dict]) -> str:
+    rows = experiment_rows(params, studies, records)
+    out = [
+        "# Reproduced on real data",
+        "",
+        "Generated by `dvc repro reproduction` from the records in `reports/reproduction/` (each written by",
+        "`python -m stages.record` after a real-data run: data sha256, commit, params, machine). Test",
+        "accuracy is pixel accuracy for the pets U-Nets. The embedded default's numbers (generated data)",
+        "are in `reports/scorecard.md`, not here.",
+        "",
+        TABLE_START,
+        *summary_rows(params, studies, rows),
+        TABLE_END,
+        "",
+    ]
+    for study, info in studies.studies.items():
+        out += [
+            f"## {study}: {info.title} ({info.report})",
+            "",
+            "| experiment | kind | record | data | budget | test accuracy | claimed |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in (r for r in rows if r["study"] == study):
+            out.append(
+                f"| {r['experiment']} | {r['kind']} | {r['record'] or '–'} | {r['data'] or '–'} | "
+                f"{r['budget'] or '–'} | {r['result']} | {pct(r['claimed'])} |"
+            )
+        out.append("")
+    machines = sorted(
+        {
+            f"{r['machine']['cpu']}, {r['machine']['cores']} cores, {r['machine']['isa']}, "
+            f"accelerator {r['machine']['accelerator']}"
+            for r in records.values()
+        }
+    )
+    out += ["Machines of the records: " + ("; ".join(machines) if machines else "none yet") + ".", ""]
+    return "\n".join(out)
+
+
+def figure(rows: list[dict], path: Path) -> None:
+    """Claimed against ours per record; partial runs hatched."""
+    done = [r for r in rows if r["ours"] is not None]
+    fig, ax = plots.plt.subplots(figsize=(7, 0.35 * len(done) + 1.5))
+    ys = range(len(done))
+    ax.barh(
+        list(ys),
+        [r["ours"] for r in done],
+        color="tab:blue",
+        hatch=[("//" if r["partial"] else "") for r in done],
+        label="ours (hatched: partial budget)",
+    )
+    claimed = [(y, r["claimed"]) for y, r in zip(ys, done) if r["claimed"] is not None]
+    if claimed:
+        ax.scatter(
+            [c for _, c in claimed],
+            [y for y, _ in claimed],
+            color="tab:red",
+            marker="|",
+            s=300,
+            zorder=3,
+            label="claimed by the report",
+        )
+    ax.set_yticks(list(ys), [r["record"] for r in done])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("test accuracy on real data")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    plots.save(fig, path)
+
+
+def main() -> None:
+    """Write reports/reproduction.md and reports/reproduction.png from reports/reproduction/*.json."""
+    params = config.load()
+    studies = config.load_studies(params)
+    records = load_records()
+    write_text(REPORTS / "reproduction.md", markdown(params, studies, records))
+    figure(experiment_rows(params, studies, records), REPORTS / "reproduction.png")
+    print(f"reproduction: {len(records)} record(s) -> reports/reproduction.md")
+
+
+if __name__ == "__main__":
+    from stages.cli import run
+
+    run(main, sys.argv[1:])

@@ -1,0 +1,91 @@
+"""The real-data evidence: records written by `stages.record`, the table `stages.reproduction` builds
+from them, and the README's copy of its summary."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stages import config, record, reproduction
+from stages.errors import DataError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _between(text: str) -> str:
+    start, end = text.index(reproduction.TABLE_START), text.index(reproduction.TABLE_END)
+    return text[start:end]
+
+
+def test_readme_shows_the_generated_summary():
+    generated = (REPO / "reports" / "reproduction.md").read_text()
+    assert _between((REPO / "README.md").read_text()) == _between(generated)
+
+
+def test_committed_table_is_the_one_the_records_give():
+    params = config.load(REPO / "params.yaml")
+    studies = config.load_studies(params, REPO / "studies.yaml")
+    records = reproduction.load_records(REPO / "reports" / "reproduction")
+    text = reproduction.markdown(params, studies, records)
+    assert text == (REPO / "reports" / "reproduction.md").read_text()
+    for name in params.experiments:  # every experiment has a row
+        assert f"\n| {name} |" in text
+    for name, r in records.items():  # and every record, with its number
+        assert f"| {name} |" in text and reproduction.score(r) in text
+
+
+@pytest.fixture
+def real_run(tmp_path, monkeypatch):
+    """A git checkout holding the outputs one real-data run of objects8_cnn leaves."""
+    monkeypatch.chdir(tmp_path)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    subprocess.run(["git", "init", "-q"], check=True)
+    subprocess.run(["git", "add", "params.yaml"], check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "p"], check=True)
+    params["profile"] = "full"
+    params["experiments"]["objects8_cnn"]["epochs"] = 2  # a shorter run than the committed recipe
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    files = {
+        "data/raw/cifar10/provenance.json": {"origin": "local copy /x.tar.gz", "official": False,
+                                             "sha256": {"x.tar.gz": "ab" * 32}, "sha256_of_listing": "cd" * 32},
+        "data/prepared/objects8/meta.json": {"counts": {"train": 9, "val": 1, "test": 4}, "classes": list("abcdefgh")},
+        "models/objects8_cnn/summary.json": {"epochs_run": 2, "train_seconds": 120.0},
+        "reports/experiments/objects8_cnn/metrics.json": {"test_accuracy": 0.75, "test_loss": 0.7},
+        "reports/experiments/objects8_cnn/details.json": {"train_seconds": 120.0},
+    }
+    for path, content in files.items():
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(content))
+    return tmp_path
+
+
+def test_record_of_a_shortened_run_is_partial_and_carries_its_provenance(real_run):
+    r = record.build_record(config.load(), "objects8_cnn")
+    assert r["epochs"] == {"recipe": 10, "budget": 2, "run": 2} and r["budget"] == "partial"
+    assert r["data"]["official_release"] is False and r["data"]["sha256"] == {"x.tar.gz": "ab" * 32}
+    assert len(r["commit"]) == 40 and r["metrics"]["test_accuracy"] == 0.75
+    assert r["machine"]["cores"] >= 1 and r["params"]["experiment"]["epochs"] == 2
+
+
+def test_no_record_for_generated_data(real_run):
+    Path("data/raw/cifar10/provenance.json").write_text(json.dumps({"origin": "generated sample data"}))
+    with pytest.raises(DataError, match="objects8_cnn: trained on generated sample data"):
+        record.build_record(config.load(), "objects8_cnn")
+
+
+def test_rows_mark_partial_and_not_reproducible(real_run):
+    params = config.load()
+    studies = config.load_studies(params, REPO / "studies.yaml")
+    r = record.build_record(params, "objects8_cnn")
+    rows = reproduction.experiment_rows(params, studies, {"objects8_cnn": r})
+    row = next(x for x in rows if x["experiment"] == "objects8_cnn")
+    assert row["partial"] and row["budget"].startswith("partial (2 of 10 epochs")
+    transfer = next(x for x in rows if x["experiment"] == "cifar_rgb_transfer")
+    assert transfer["result"].startswith("not reproducible here: needs ImageNet weights")
+    summary = "\n".join(reproduction.summary_rows(params, studies, rows))
+    assert "| objects8 | 71.8 % (objects8_cnn) | 75.0 % (objects8_cnn, partial) | no record yet |" in summary
