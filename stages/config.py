@@ -87,7 +87,7 @@ class Dataset(Strict):
     image_size: list[StrictInt] | None = Field(default=None, min_length=2, max_length=2)
     classes: list[StrictInt] | None = None  # keep (and renumber) these source classes
     class_map: dict[StrictInt, StrictInt] | None = None  # or map source class -> study class
-    pth: str | None = None  # objects8: a course .pth file replaces the source
+    pth: str | None = None  # a .pth file (a pickle, read without executing it) replaces the source
     val_fraction: StrictFloat = Field(default=0.1, ge=0, lt=1)
     test_fraction: StrictFloat = Field(default=0.0, ge=0, lt=1)  # split off train when a source has no test set
     options: dict[str, Any] = {}
@@ -168,10 +168,20 @@ class Experiment(Strict):
 
 
 class Ensemble(Strict):
-    """Majority vote of one experiment retrained with each seed (one DVC stage per seed)."""
+    """Majority vote of one experiment retrained with several seeds (its members)."""
 
     experiment: str
-    seeds: list[StrictInt] = Field(min_length=1)
+    dataset: str  # the experiment's, spelled out for dvc.yaml's deps
+
+
+class EnsembleMember(Strict):
+    """One retraining of an ensemble's experiment (stage train_member@<ensemble>-<seed>)."""
+
+    ensemble: str
+    experiment: str  # these three repeat the ensemble's, for dvc.yaml (DVC cannot look them up)
+    study: str
+    dataset: str
+    seed: StrictInt
 
 
 class Params(Strict):
@@ -184,6 +194,7 @@ class Params(Strict):
     datasets: dict[str, Dataset]
     experiments: dict[str, Experiment]
     ensembles: dict[str, Ensemble] = {}
+    ensemble_members: dict[str, EnsembleMember] = {}
 
     @model_validator(mode="after")
     def _names_exist(self) -> Params:
@@ -195,7 +206,22 @@ class Params(Strict):
             _check_name(exp.study, studies, f"experiments.{name}.study", "study (a module of stages/models/)")
         for name, ens in self.ensembles.items():
             _check_name(ens.experiment, self.experiments, f"ensembles.{name}.experiment", "experiment")
+            _check_same(ens.dataset, self.experiments[ens.experiment].dataset, f"ensembles.{name}.dataset")
+            if not self.seeds(name):
+                raise ValueError(f"ensembles.{name}: no member in ensemble_members")
+        for key, member in self.ensemble_members.items():
+            where = f"ensemble_members.{key}"
+            _check_name(member.ensemble, self.ensembles, f"{where}.ensemble", "ensemble")
+            ens = self.ensembles[member.ensemble]
+            exp = self.experiments[ens.experiment]
+            for field, value in (("experiment", ens.experiment), ("study", exp.study), ("dataset", exp.dataset)):
+                _check_same(getattr(member, field), value, f"{where}.{field}")
+            _check_same(key, f"{member.ensemble}-{member.seed}", f"{where}: the key")
         return self
+
+    def seeds(self, ensemble: str) -> list[int]:
+        """The seeds of ``ensemble``'s members, in params.yaml's order."""
+        return [m.seed for m in self.ensemble_members.values() if m.ensemble == ensemble]
 
     @property
     def active(self) -> Profile:
@@ -205,6 +231,11 @@ class Params(Strict):
 def _check_name(value: str, known: dict | list, where: str, what: str) -> None:
     if value not in known:
         raise ValueError(f"{where}: unknown {what} {value!r}{did_you_mean(value, known)}")
+
+
+def _check_same(value: object, expected: object, where: str) -> None:
+    if value != expected:
+        raise ValueError(f"{where}: {value!r}, but it must be {expected!r}")
 
 
 def did_you_mean(value: str, known: Any) -> str:
@@ -294,6 +325,7 @@ def effective_batch_size(params: Params, exp: Experiment) -> int:
 class StudyInfo(Strict):
     title: str
     report: str = ""  # where the study's own report is (the brief's seeds/NNN)
+    timing_table: bool = False  # the report gave seconds per epoch: `report` writes reports/timing/<study>.md
 
 
 class ExperimentNotes(Strict):

@@ -1,8 +1,8 @@
 """Stage `ensemble@<name>`: majority vote of an experiment retrained with several seeds.
 
-Each member is its own DVC stage (`train_member@<name>-<seed>`, writing
-models/ensembles/<name>/seed<seed>/), so growing `ensembles.<name>.seeds` trains only
-the new seeds. This stage needs no TensorFlow: it votes on the members' saved test
+Each member is its own DVC stage (`train_member@<name>-<seed>`, one per entry of
+`ensemble_members`, writing models/ensembles/<name>/seed<seed>/), so adding a member trains
+only it. This stage needs no TensorFlow: it votes on the members' saved test
 probabilities and reports the ensemble's accuracy next to the best and mean member.
 """
 
@@ -58,7 +58,8 @@ def ensemble(params: config.Params, name: str) -> dict:
     y_test = load_npy(prepared / "y_test.npy")
     num_classes = len(json.loads((prepared / "meta.json").read_text())["classes"])
     probs = []
-    for seed in ens.seeds:
+    seeds = params.seeds(name)
+    for seed in seeds:
         path = member_dir(name, seed) / "test_probs.npy"
         if not path.is_file():
             raise DataError(f"{path}: missing; run `dvc repro train_member@{name}-{seed}`")
@@ -72,11 +73,11 @@ def ensemble(params: config.Params, name: str) -> dict:
     voted = majority_vote(probs_arr.argmax(axis=2), num_classes, probs_arr)
     result = {
         "experiment": ens.experiment,
-        "members": len(ens.seeds),
+        "members": len(seeds),
         "ensemble_accuracy": float((voted == y_test).mean()),
         "best_member_accuracy": float(member_acc.max()),
         "mean_member_accuracy": float(member_acc.mean()),
-        "member_accuracy": {str(s): float(a) for s, a in zip(ens.seeds, member_acc)},
+        "member_accuracy": {str(s): float(a) for s, a in zip(seeds, member_acc)},
         "test_images": len(y_test),
     }
     write_json(ENSEMBLE_REPORTS / name / "metrics.json", result)

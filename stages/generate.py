@@ -78,7 +78,7 @@ FASHION_MNIST_FILES = {
 
 
 @generator
-def gray28(dest: Path, options: dict[str, Any], seed: int) -> None:
+def fashion_mnist(dest: Path, options: dict[str, Any], seed: int) -> None:
     """Generated 28x28 grayscale images of ``classes`` classes in the study's competition form.
 
     ``format: csv`` (default): Kaggle's ``train.csv`` (label + 784 pixels, with header) and
@@ -101,7 +101,7 @@ def gray28(dest: Path, options: dict[str, Any], seed: int) -> None:
         for key, name in FASHION_MNIST_FILES.items():
             write_idx(dest / name, arrays[key].astype("uint8"))
     else:
-        raise ValueError(f"gray28 generator: format must be csv or idx, got {fmt!r}")
+        raise ValueError(f"fashion_mnist generator: format must be csv or idx, got {fmt!r}")
 
 
 # --- pets (seeds/000 part 1): the Oxford-IIIT Pet archives ------------------------------------

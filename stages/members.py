@@ -87,10 +87,11 @@ def main(ensemble: str, *options: str) -> None:
             f"params.yaml: unknown ensemble {ensemble!r}{config.did_you_mean(ensemble, params.ensembles)}"
         )
     spec = params.ensembles[ensemble]
-    stages = [stage_name(ensemble, seed) for seed in spec.seeds]
-    todo = stale_seeds(dvc_status(stages), ensemble, spec.seeds)
+    seeds = params.seeds(ensemble)
+    stages = [stage_name(ensemble, seed) for seed in seeds]
+    todo = stale_seeds(dvc_status(stages), ensemble, seeds)
     if not todo:
-        print(f"members of {ensemble}: all {len(spec.seeds)} up to date")
+        print(f"members of {ensemble}: all {len(seeds)} up to date")
         return
     jobs, gpus, cores = max(1, min(args.jobs, len(todo))), gpu_count(), os.cpu_count() or 1
     print(f"members of {ensemble}: training seeds {todo}, {jobs} at a time ({gpus} GPUs, {cores} cores)")

@@ -21,8 +21,6 @@ from stages.errors import ConfigError, DataError
 from stages.io import atomic_path, save_npy, write_json
 from stages.paths import EXTRACTED, PREPARED, RAW
 
-OBJECTS8_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse"]
-
 
 def select_classes(raw: RawData, keep: list[int] | None, mapping: dict[int, int] | None, where: str) -> RawData:
     """Keep ``keep`` (renumbered 0..k-1 in that order) or apply ``mapping`` source->target."""
@@ -89,14 +87,25 @@ def load_source(params: config.Params, name: str) -> RawData:
         from stages.readers.pth import load_pth
 
         d = load_pth(Path(ds.pth).expanduser())
-        return RawData(d["x_train"], d["y_train"], d["x_test"], d["y_test"], d.get("classes") or OBJECTS8_CLASSES)
+        names = d.get("classes") or ds.options.get("class_names")  # the file's own names, else params'
+        if not names:
+            names = [str(c) for c in range(int(d["y_train"].max()) + 1)]
+        return RawData(d["x_train"], d["y_train"], d["x_test"], d["y_test"], names)
     _, raw = read_raw(EXTRACTED / ds.source, tuple(ds.image_size) if ds.image_size else None, ds.color, ds.options)
     return raw
 
 
 def prepare(params: config.Params, name: str) -> dict:
     ds, where = params.datasets[name], f"params.yaml: datasets.{name}"
-    raw = select_classes(load_source(params, name), ds.classes, ds.class_map, where)
+    source = load_source(params, name)
+    provenance = {} if ds.pth else _provenance(RAW / ds.source / "provenance.json")
+    named_by_params = list(source.classes) == [str(n) for n in ds.options.get("class_names", [])]
+    if named_by_params and provenance.get("official") is False and params.profile != "embedded":
+        print(
+            f"{where}.options.class_names: names from params.yaml, but data/raw/{ds.source} is not the official "
+            "release: check they are what your labels mean"
+        )
+    raw = select_classes(source, ds.classes, ds.class_map, where)
     if len(raw.x_train) == 0:
         raise DataError(f"{where}: no training images left after class selection")
     x_train, y_train = raw.x_train, raw.y_train
@@ -112,12 +121,6 @@ def prepare(params: config.Params, name: str) -> dict:
     arrays = {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
     if ds.task == "classification":
         arrays = {k: (resize(to_color(x, ds.color), ds.image_size), y) for k, (x, y) in arrays.items()}
-    provenance = _provenance(RAW / ds.source / "provenance.json")
-    if provenance.get("official") is False and params.profile != "embedded" and "class_names" in ds.options:
-        print(
-            f"{where}.options.class_names: names from params.yaml, but data/raw/{ds.source} is not the official "
-            "release: check they are what your labels mean"
-        )
     meta = {
         "dataset": name,
         "task": ds.task,

@@ -106,8 +106,8 @@ def write_timing(params: config.Params, study: str, out: Path = OUT) -> pd.DataF
     if params.profile == "embedded":
         note += " Profile `embedded`: generated sample data, few images, small inputs."
     table = df.to_markdown(index=False) if not df.empty else "(no trained experiments)"
-    write_text(out / f"{study}_timing.md", f"# {study}: runtime per model\n\n{note}\n\n{table}\n")
-    write_json(out / f"{study}_timing.json", {"profile": params.profile, "rows": df.to_dict(orient="records")})
+    write_text(out / f"{study}.md", f"# {study}: runtime per model\n\n{note}\n\n{table}\n")
+    write_json(out / f"{study}.json", {"profile": params.profile, "rows": df.to_dict(orient="records")})
     return df
 
 
@@ -253,7 +253,9 @@ def main() -> None:
     cpu = machine()
     ran_on = f"Ran on: {cpu['cpu']}, {cpu['cores']} cores ({cpu['isa']}).\n\n"
     write_text(OUT / "scorecard.md", f"# Reproduction scorecard\n\n{banner}{ran_on}{table}\n{ensembles_table()}")
-    write_timing(params, "gray28")  # the study that reported seconds per epoch
+    with atomic_path(OUT / "timing", is_dir=True) as tmp:  # the studies whose reports gave seconds per epoch
+        for study in (name for name, info in studies.studies.items() if info.timing_table):
+            write_timing(params, study, tmp)
     speed = time_to_accuracy(params)
     speed_table = speed.to_markdown(index=False) if not speed.empty else "(no experiment sets track_test)"
     write_text(

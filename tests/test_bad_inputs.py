@@ -47,7 +47,13 @@ def labels_out_of_range(root: Path) -> None:
 
 
 def with_ensemble(root: Path) -> None:
-    edit_params(root, lambda p: p.update(ensembles={"ens": {"experiment": "tiny", "seeds": [1]}}))
+    def add(p: dict) -> None:
+        study = p["experiments"]["tiny"]["study"]
+        p["ensembles"] = {"ens": {"experiment": "tiny", "dataset": "tiny"}}
+        member = {"ensemble": "ens", "experiment": "tiny", "study": study, "dataset": "tiny", "seed": 1}
+        p["ensemble_members"] = {"ens-1": member}
+
+    edit_params(root, add)
 
 
 def member_of_other_data(root: Path) -> None:

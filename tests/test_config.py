@@ -1,5 +1,6 @@
 """params.yaml validation: every mistake is one line naming the parameter, before any work."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -89,7 +90,7 @@ def test_invalid_yaml_is_reported_with_the_file(tmp_path):
         (lambda d: d["experiments"]["objects8_cnn"].update(epochs=2.5), "experiments.objects8_cnn.epochs"),
         (lambda d: d.update(seed=True), "seed"),
         (lambda d: d["profiles"]["embedded"].update(max_epochs=True), "profiles.embedded.max_epochs"),
-        (lambda d: d["ensembles"]["gray28_tuned"].update(seeds=[1, True]), "ensembles.gray28_tuned.seeds.1"),
+        (lambda d: d["ensemble_members"]["gray28_tuned-1"].update(seed=True), "ensemble_members.gray28_tuned-1.seed"),
         (lambda d: d["experiments"]["objects8_cnn"].update(label_smoothing=True), "label_smoothing: Input should be"),
     ],
 )
@@ -108,3 +109,26 @@ def test_yaml_integers_still_load_as_integers(tmp_path):
     )
     exp = params.experiments["objects8_cnn"]
     assert (exp.epochs, exp.seed, exp.label_smoothing) == (7, 3, 0.0) and type(exp.epochs) is int
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (
+            lambda d: d["ensemble_members"]["gray28_tuned-1"].update(dataset="objects8"),
+            "ensemble_members.gray28_tuned-1.dataset: 'objects8', but it must be 'gray28'",
+        ),
+        (
+            lambda d: d["ensemble_members"]["gray28_tuned-1"].update(seed=9),
+            "ensemble_members.gray28_tuned-1: the key: 'gray28_tuned-1', but it must be 'gray28_tuned-9'",
+        ),
+        (
+            lambda d: d["ensemble_members"]["gray28_tuned-1"].update(ensemble="gray28"),
+            "ensemble_members.gray28_tuned-1.ensemble: unknown ensemble 'gray28'",
+        ),
+        (lambda d: d.update(ensemble_members={}), "ensembles.gray28_tuned: no member in ensemble_members"),
+    ],
+)
+def test_ensemble_members_must_agree_with_their_ensemble(tmp_path, mutate, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        config.load(write(tmp_path, mutate))

@@ -126,3 +126,50 @@ def test_stage_params_are_keys_that_exist():
             for part in key.replace("${profile}", PARAMS["profile"]).split("."):
                 assert isinstance(node, dict) and part in node, f"{name}: params key {key!r} not in params.yaml"
                 node = node[part]
+
+
+# Where a study may be named in code: its own model module, the readers and sample generators of its
+# data's format (named after the format or source), and the benchmark's fixed list of timed models.
+STUDY_SPECIFIC = {"stages/bench.py", "stages/generate.py"}
+
+
+def _study_names() -> set[str]:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    experiments = params["experiments"]
+    return set(experiments) | {e["study"] for e in experiments.values()} | set(params["datasets"])
+
+
+def _string_literals(file: Path) -> list[tuple[int, str]]:
+    """Every string constant of ``file`` that is not a docstring."""
+    tree = ast.parse(file.read_text())
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+    ]
+
+
+def test_no_study_is_named_in_generic_code_or_in_the_pipeline():
+    import re
+
+    names = sorted(_study_names(), key=len, reverse=True)
+    pattern = re.compile(r"(?<![A-Za-z0-9_])(" + "|".join(map(re.escape, names)) + r")(?![A-Za-z0-9_])")
+    studies = {e["study"] for e in yaml.safe_load((REPO / "params.yaml").read_text())["experiments"].values()}
+    found = []
+    for file in sorted((REPO / "stages").rglob("*.py")):
+        rel = file.relative_to(REPO).as_posix()
+        own_format = file.parent.name == "readers" or (file.parent.name == "models" and file.stem in studies)
+        if rel in STUDY_SPECIFIC or own_format:
+            continue
+        found += [f"{rel}:{line}: {text!r}" for line, text in _string_literals(file) if pattern.search(text)]
+    pipeline = {k: v for k, v in DVC_YAML.items() if k != "artifacts"}  # artifacts: one per model, checked above
+    found += [f"dvc.yaml: {m}" for m in pattern.findall(yaml.safe_dump(pipeline))]
+    assert found == []

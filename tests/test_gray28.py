@@ -73,7 +73,7 @@ def test_resnet50_trainable_count_matches_the_report():
 
 
 def test_csv_generator_round_trips_through_detection(tmp_path):
-    GENERATORS["gray28"](tmp_path, {"train_per_class": 3, "test_per_class": 2, "classes": 5}, seed=0)
+    GENERATORS["fashion_mnist"](tmp_path, {"train_per_class": 3, "test_per_class": 2, "classes": 5}, seed=0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["test.csv", "train.csv"]
     assert tmp_path.joinpath("train.csv").read_text().startswith("label,pixel0,")
     assert tmp_path.joinpath("test.csv").read_text().startswith("pixel0,")
@@ -86,7 +86,7 @@ def test_csv_generator_round_trips_through_detection(tmp_path):
 
 
 def test_labelled_test_csv_is_the_test_set(tmp_path):
-    GENERATORS["gray28"](tmp_path, {"train_per_class": 2, "test_per_class": 2, "test_labels": True}, seed=1)
+    GENERATORS["fashion_mnist"](tmp_path, {"train_per_class": 2, "test_per_class": 2, "test_labels": True}, seed=1)
     _, raw = read_raw(tmp_path)
     assert raw.x_test.shape == (20, 28, 28, 1) and sorted(set(raw.y_test)) == list(range(10))
     assert raw.classes == [str(i) for i in range(10)]
@@ -98,7 +98,7 @@ def test_idx_generator_round_trips_through_detection(tmp_path):
 
     raw_dir, extracted = tmp_path / "raw", tmp_path / "extracted"
     raw_dir.mkdir()
-    GENERATORS["gray28"](raw_dir, {"train_per_class": 2, "test_per_class": 1, "format": "idx"}, seed=2)
+    GENERATORS["fashion_mnist"](raw_dir, {"train_per_class": 2, "test_per_class": 1, "format": "idx"}, seed=2)
     for f in raw_dir.iterdir():  # as stage extract does: each .gz to a folder of its own
         extract(f, extracted / archive_stem(f.name))
     layout, raw = read_raw(extracted)
@@ -172,8 +172,8 @@ def test_timing_table_from_fake_files(tmp_path, monkeypatch):
 
     monkeypatch.setattr(report, "timing_table", lambda p, s: df)
     report.write_timing(params, "gray28", tmp_path)
-    assert "| gray28_cnn1 " in (tmp_path / "gray28_timing.md").read_text()
-    assert json.loads((tmp_path / "gray28_timing.json").read_text())["rows"][0]["experiment"] == "gray28_cnn1"
+    assert "| gray28_cnn1 " in (tmp_path / "gray28.md").read_text()
+    assert json.loads((tmp_path / "gray28.json").read_text())["rows"][0]["experiment"] == "gray28_cnn1"
 
 
 def test_embedded_profile_shrinks_the_big_models():
@@ -217,11 +217,8 @@ def test_parallel_member_command_is_the_stage_command():
     from stages.members import member_command
     from tests.conftest import REPO
 
-    template = " ".join(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train_member"]["cmd"].split())
-    ensemble = config.load(REPO / "params.yaml").ensembles["gray28_tuned"]
-    expected = (
-        template.replace("${ensembles.gray28_tuned.experiment}", ensemble.experiment)
-        .replace("${item.ensemble}", "gray28_tuned")
-        .replace("${item.seed}", "4")
-    )
-    assert " ".join(["python", *member_command("gray28_tuned", ensemble.experiment, 4)[1:]]) == expected
+    template = " ".join(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train_member"]["do"]["cmd"].split())
+    member = config.load(REPO / "params.yaml").ensemble_members["gray28_tuned-1"]
+    expected = template.replace("${item.experiment}", member.experiment).replace("${item.ensemble}", member.ensemble)
+    expected = expected.replace("${item.seed}", "1")
+    assert " ".join(["python", *member_command(member.ensemble, member.experiment, 1)[1:]]) == expected

@@ -55,7 +55,7 @@ def test_single_archive_under_its_official_name_but_not_official(project, tmp_pa
 
 def test_folder_of_idx_files(project, tmp_path, capsys):
     (tmp_path / "idx").mkdir()
-    GENERATORS["gray28"](tmp_path / "idx", {"train_per_class": 10, "test_per_class": 2, "format": "idx"}, seed=0)
+    GENERATORS["fashion_mnist"](tmp_path / "idx", {"train_per_class": 10, "test_per_class": 2, "format": "idx"}, seed=0)
     project("fashion_mnist", str(tmp_path / "idx"))
     provenance = _fetch("fashion_mnist")
     assert provenance["official"] is False and provenance["file_count"] == 4

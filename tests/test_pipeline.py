@@ -140,7 +140,12 @@ def stale_stages(repo: Path) -> dict[str, list]:
 @pytest.mark.parametrize(
     ("path", "old", "new", "expected"),
     [
-        ("studies.yaml", "test_accuracy: 0.718", "test_accuracy: 0.719", {"report", "reproduction"}),  # a claimed number
+        (
+            "studies.yaml",
+            "test_accuracy: 0.718",
+            "test_accuracy: 0.719",
+            {"report", "reproduction"},
+        ),  # a claimed number
         ("studies.yaml", "note: model 1 with batch 50", "note: model one, batch 50", {"report", "reproduction"}),
         ("params.yaml", "download_timeout: 60", "download_timeout: 90", set()),
         ("params.yaml", "max_extract_bytes: 8589934592", "max_extract_bytes: 4294967296", set()),

@@ -51,8 +51,12 @@ def real_run(tmp_path, monkeypatch):
     params["experiments"]["objects8_cnn"]["epochs"] = 2  # a shorter run than the committed recipe
     Path("params.yaml").write_text(yaml.safe_dump(params))
     files = {
-        "data/raw/cifar10/provenance.json": {"origin": "local copy /x.tar.gz", "official": False,
-                                             "sha256": {"x.tar.gz": "ab" * 32}, "sha256_of_listing": "cd" * 32},
+        "data/raw/cifar10/provenance.json": {
+            "origin": "local copy /x.tar.gz",
+            "official": False,
+            "sha256": {"x.tar.gz": "ab" * 32},
+            "sha256_of_listing": "cd" * 32,
+        },
         "data/prepared/objects8/meta.json": {"counts": {"train": 9, "val": 1, "test": 4}, "classes": list("abcdefgh")},
         "models/objects8_cnn/summary.json": {"epochs_run": 2, "train_seconds": 120.0},
         "reports/experiments/objects8_cnn/metrics.json": {"test_accuracy": 0.75, "test_loss": 0.7},

@@ -49,7 +49,7 @@ def make_project(root: Path, n: int = 600, epochs: int = EPOCHS, **experiment) -
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["profile"] = "full"
     params["datasets"] = {"tiny": {"source": "cifar10", "color": "gray"}}
-    params["ensembles"] = {}
+    params["ensembles"], params["ensemble_members"] = {}, {}
     tiny = {
         "dataset": "tiny",
         "model": "cifar_gray_baseline",
