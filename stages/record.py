@@ -69,6 +69,13 @@ def curve(live_dir: Path) -> dict[str, list[float]]:
     return series
 
 
+def train_seconds(live_dir: Path, summary: dict) -> float:
+    """Training wall seconds: the sum of dvclive's per-epoch times (a resumed run keeps the earlier
+    epochs' rows), else the summary's figure (which counts only the last process)."""
+    per_epoch = read_live_metric(live_dir, "train/epoch_seconds")
+    return round(float(per_epoch.sum()), 1) if per_epoch is not None and len(per_epoch) else summary["train_seconds"]
+
+
 def accelerator() -> str:
     if shutil.which("nvidia-smi"):
         out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False).stdout
@@ -111,7 +118,7 @@ def build_record(params: config.Params, experiment: str) -> dict:
         "budget": "full recipe" if config.effective_epochs(params, exp) >= recipe else "partial",
         "metrics": read_json(EXPERIMENT_REPORTS / experiment / "metrics.json"),
         "details": read_json(EXPERIMENT_REPORTS / experiment / "details.json"),
-        "train_seconds": summary["train_seconds"],
+        "train_seconds": train_seconds(EXPERIMENT_REPORTS / experiment / "train", summary),
         "curve": curve(EXPERIMENT_REPORTS / experiment / "train"),
         "machine": {**machine(), "accelerator": accelerator()},
     }
