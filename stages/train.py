@@ -78,10 +78,18 @@ def make_dataset(
     return ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
+#: Why one model is not trained across machines (tests/test_train.py re-checks it with two workers).
+MULTI_WORKER_REFUSED = (
+    "TF_CONFIG is set, but Keras 3's fit cannot train under MultiWorkerMirroredStrategy "
+    "(keras-team/keras#20585); use several GPUs of one machine, or run separate experiments "
+    "on several machines (docs/gpus.md)"
+)
+
+
 def distribution_strategy() -> tf.distribute.Strategy:
-    """Several GPUs: mirror across them; TF_CONFIG set: multi-worker; else the default device."""
+    """Several GPUs: mirror across them (MirroredStrategy); else the default device."""
     if os.environ.get("TF_CONFIG"):
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        raise config.ConfigError(MULTI_WORKER_REFUSED)
     if len(tf.config.list_physical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()

@@ -370,3 +370,81 @@ def test_scorecard_row_without_the_model_says_what_is_missing(tmp_path, monkeypa
     rows = report.scorecard(params, studies).to_dict(orient="records")
     assert [r["experiment"] for r in rows] == ["cifar_gray_baseline"]
     assert "models/cifar_gray_baseline/summary.json missing" in rows[0]["data"]
+
+
+MIRRORED_ON_TWO_CPUS = """
+import sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from stages import train
+# what distribution_strategy() returns on a machine with two GPUs, on two logical CPU devices
+train.distribution_strategy = lambda: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+from stages import config, models
+params = config.load()
+models.check_experiment("tiny", config.experiment(params, "tiny"))
+summary = train.train(params, "tiny")
+print("replicas", train.distribution_strategy().num_replicas_in_sync, "epochs", summary["epochs_run"])
+"""
+
+
+def test_mirrored_strategy_fits_on_two_logical_devices(tmp_path):
+    make_project(tmp_path, n=200, epochs=2)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", MIRRORED_ON_TWO_CPUS], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "replicas 2 epochs 2" in done.stdout
+    assert (tmp_path / "models/tiny/model.keras").is_file()
+
+
+MULTI_WORKER = """
+import json, os, sys
+os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": sys.argv[2].split(",")},
+                                      "task": {"type": "worker", "index": int(sys.argv[1])}})
+import keras, numpy as np, tensorflow as tf
+strategy = tf.distribute.MultiWorkerMirroredStrategy()
+with strategy.scope():
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy")
+x = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
+model.fit(tf.data.Dataset.from_tensor_slices((x, (x[:, 0] > 0).astype("int64"))).batch(16), epochs=1, verbose=0)
+print("fitted")
+"""
+
+
+def test_multi_worker_training_is_still_broken_in_keras_3(tmp_path, monkeypatch):
+    """Why `train` refuses TF_CONFIG: two workers on loopback, Keras 3's fit under
+    MultiWorkerMirroredStrategy. If this starts to pass, the refusal can go."""
+    import socket
+
+    from stages import train
+    from stages.errors import ConfigError
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("localhost", 0))
+            ports.append(s.getsockname()[1])
+    cluster = ",".join(f"localhost:{p}" for p in ports)
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", MULTI_WORKER, str(i), cluster],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    try:
+        outputs = [w.communicate(timeout=300)[0] for w in workers]
+    finally:
+        for w in workers:
+            w.kill()
+    assert all("fitted" not in out for out in outputs), "multi-worker fit works now: drop MULTI_WORKER_REFUSED"
+    assert "Attempt to convert a value (PerReplica" in outputs[0], outputs[0][-2000:]
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 0}}')
+    with pytest.raises(ConfigError, match="MultiWorkerMirroredStrategy"):
+        train.distribution_strategy()
