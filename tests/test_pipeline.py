@@ -292,6 +292,40 @@ def test_second_repro_does_nothing_and_remote_round_trip(reproduced, tmp_path):
     assert (clone / "models/objects8_cnn/model.keras").is_file()
 
 
+def test_two_machines_run_their_shards_and_a_third_collects_them(reproduced, tmp_path):
+    """A bare Git repo and a local-directory DVC remote; two clones act as two machines, each runs
+    its shard of a 2-run sweep and pushes it; a third clone pulls both and shows the whole table."""
+    git = ("git", "-c", "user.email=t@t", "-c", "user.name=t")
+    sh(*git, "add", "-A", cwd=reproduced)
+    sh(*git, "commit", "-qm", "results", "--allow-empty", cwd=reproduced)
+    bare, storage, target = tmp_path / "origin.git", tmp_path / "storage", "evaluate@cifar_gray_baseline"
+    sh("git", "clone", "-q", "--bare", str(reproduced), str(bare), cwd=tmp_path)
+    setup = tmp_path / "setup"  # the project's maintainer: the remotes, and the data the sweep needs
+    sh("git", "clone", "-q", str(bare), str(setup), cwd=tmp_path)
+    sh("dvc", "remote", "add", "-f", "-d", "storage", str(storage), cwd=setup)
+    sh("dvc", "cache", "dir", "--local", str(reproduced / ".dvc" / "cache"), cwd=setup)
+    sh(*git, "commit", "-qam", "the DVC remote", cwd=setup)
+    sh("git", "push", "-q", "origin", "HEAD", cwd=setup)
+    sh("dvc", "push", "-q", "--with-deps", target, cwd=setup)
+    sweep = ["--target", target, "-S", "experiments.cifar_gray_baseline.epochs=choice(1,2)"]
+    for index in (0, 1):
+        machine = tmp_path / f"machine{index}"
+        sh("git", "clone", "-q", str(bare), str(machine), cwd=tmp_path)
+        sh("dvc", "pull", "-q", "--with-deps", target, cwd=machine)
+        out = sh(sys.executable, "-m", "stages.shard", str(index), "2", "sweep", *sweep, "--threads", "1", cwd=machine)
+        assert f"shard {index}/2: 1 run(s): sweep-{index}" in out
+    collector = tmp_path / "collector"
+    sh("git", "clone", "-q", str(bare), str(collector), cwd=tmp_path)
+    sh("dvc", "exp", "pull", "--no-cache", "origin", "sweep-0", "sweep-1", cwd=collector)
+    table = sh(sys.executable, "-m", "stages.compare", "cifar_gray", cwd=collector)
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| sweep-")}
+    assert set(rows) == {"sweep-0", "sweep-1"}, table
+    assert "epochs=1" in rows["sweep-0"] and "epochs=2" in rows["sweep-1"], table
+    sh("dvc", "exp", "apply", "sweep-1", cwd=collector)  # and the trained model itself, from the DVC remote
+    sh("dvc", "pull", "-q", "models/cifar_gray_baseline", cwd=collector)
+    assert (collector / "models/cifar_gray_baseline/model.keras").is_file()
+
+
 def test_exp_run_with_one_changed_parameter_retrains_only_that_experiment(reproduced):
     out = sh(
         "dvc", "exp", "run", "-n", "baseline-1-epoch", "-S", "experiments.cifar_gray_baseline.epochs=1", cwd=reproduced

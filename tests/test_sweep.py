@@ -47,3 +47,22 @@ def test_tensorboard_hparams_logs_hold_every_run(tmp_path):
     from tensorboard.util.tensor_util import make_ndarray
 
     assert float(make_ndarray(runs.Tensors(best, "test_accuracy")[0].tensor_proto)) == pytest.approx(0.7)
+
+
+def test_shards_split_the_sweep_as_dvc_expands_it():
+    from stages.shard import shard, sweep_runs
+
+    runs = sweep_runs(["experiments.a.epochs=choice(1,2)", "experiments.a.batch_size=range(8,24,8)"])
+    assert runs[0] == ["experiments.a.epochs=1", "experiments.a.batch_size=8"] and len(runs) == 4
+    parts = [shard(runs, k, 3) for k in range(3)]
+    assert sorted(i for part in parts for i, _ in part) == [0, 1, 2, 3]  # each run on exactly one machine
+    assert [i for i, _ in parts[1]] == [1]
+    assert sweep_runs([]) == [[]]
+
+
+def test_shard_index_out_of_range_is_one_line():
+    from stages.errors import ConfigError
+    from stages.shard import shard
+
+    with pytest.raises(ConfigError, match="shard index 2 of 2: need 0 <= index < count"):
+        shard([[]], 2, 2)
