@@ -358,6 +358,19 @@ def _tar_kind(member: tarfile.TarInfo) -> str | None:
     return None
 
 
+def _member_target(archive: Path, root: Path, name: str, parts: tuple[str, ...], is_dir: bool) -> Path | None:
+    """Where a checked member's file goes; None for a folder (made here) or the archive's own root."""
+    if not parts:
+        if is_dir:
+            return None
+        raise DataError(f"refusing member {name!r} of {archive}: not a file name")
+    target = _target(archive, root, name, parts)
+    if is_dir:
+        _mkdir(target, archive)
+        return None
+    return target
+
+
 def _extract_tar(archive: Path, root: Path, limit: _Limit, max_members: int) -> None:
     with tarfile.open(archive, "r:*") as tf:
         # Pass 1: read every header and refuse hostile members before writing anything.
@@ -400,13 +413,8 @@ def _write_tar(
             filtered = tarfile.data_filter(member, str(root))
         except tarfile.FilterError as e:
             raise DataError(f"refusing member {member.name!r} of {archive}: {_one_line(e)}") from None
-        if not parts:
-            if member.isdir():
-                continue
-            raise DataError(f"refusing member {member.name!r} of {archive}: not a file name")
-        target = _target(archive, root, member.name, parts)
-        if member.isdir():
-            _mkdir(target, archive)
+        target = _member_target(archive, root, member.name, parts, member.isdir())
+        if target is None:
             continue
         src = tf.extractfile(member)
         if src is None:  # pragma: no cover - isreg() members always have a file object
@@ -438,13 +446,8 @@ def _extract_zip(archive: Path, root: Path, limit: _Limit, max_members: int) -> 
         written = 0
         with progress_bar(declared, f"extract {archive.name}", unit="B") as bar:
             for info, parts in members:
-                if not parts:
-                    if info.is_dir():
-                        continue
-                    raise DataError(f"refusing member {info.filename!r} of {archive}: not a file name")
-                target = _target(archive, root, info.filename, parts)
-                if info.is_dir():
-                    _mkdir(target, archive)
+                target = _member_target(archive, root, info.filename, parts, info.is_dir())
+                if target is None:
                     continue
                 with zf.open(info) as src:
                     written = _copy(src, target, archive, info.filename, written, limit, bar)

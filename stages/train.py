@@ -352,9 +352,9 @@ def model_size(model: keras.Model) -> dict[str, int]:
 
 def write_model(target: Path, model: keras.Model, outputs: dict[str, np.ndarray], summary: dict, card: str) -> None:
     """The model, its test outputs, summary.json and README.md card: one folder, written atomically."""
-    if isinstance(model.loss, SparseCrossentropyDice):
-        # the project's own loss would make plain `keras.models.load_model` fail: share the model uncompiled
-        model = keras.Model(model.inputs, model.outputs, name=model.name)  # the same layers, not compiled
+    # Shared uncompiled: the same layers and weights without the optimizer's state (a third of the file
+    # for Adam) or a loss (the project's own would make plain `keras.models.load_model` fail).
+    model = keras.Model(model.inputs, model.outputs, name=model.name)
     with atomic_path(target, is_dir=True) as tmp:
         model.save(tmp / "model.keras")
         for file, array in outputs.items():
