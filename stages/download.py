@@ -19,7 +19,7 @@ from pathlib import Path
 from stages import config, fetch
 from stages.errors import DataError
 from stages.generate import GENERATORS
-from stages.io import atomic_path, write_json
+from stages.io import atomic_path, sha256, write_json
 from stages.paths import RAW
 
 #: provenance.json lists each file's sha256 up to this many files; a bigger folder gets one digest.
@@ -59,14 +59,6 @@ def official_release(src: config.Source, files: list[tuple[Path, str]]) -> bool:
     for f in src.files:
         fetch.verify(by_name[f.name], sha256=f.sha256, md5=f.md5, size=f.size)
     return True
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def copy_local(params: config.Params, name: str, dest: Path) -> dict:

@@ -23,7 +23,7 @@ import yaml
 
 from stages import config
 from stages.errors import ConfigError, DataError
-from stages.io import write_json
+from stages.io import sha256, write_json
 from stages.live import read_live_metric
 from stages.paths import EXPERIMENT_REPORTS, MODELS, PREPARED, RAW, RECORDS
 from stages.report import machine
@@ -83,6 +83,12 @@ def accelerator() -> str:
     return "none (CPU only)"
 
 
+def raw_sha256(folder: Path, most: int = 50) -> dict[str, str] | None:
+    """The raw files' sha256, for a download stage of a version that did not record them (None if many)."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "provenance.json")
+    return {p.relative_to(folder).as_posix(): sha256(p) for p in files} if len(files) <= most else None
+
+
 def build_record(params: config.Params, experiment: str) -> dict:
     exp = params.experiments[experiment]
     ds = params.datasets[exp.dataset]
@@ -103,7 +109,7 @@ def build_record(params: config.Params, experiment: str) -> dict:
             "dataset": exp.dataset,
             "origin": provenance.get("origin"),
             "official_release": provenance.get("official"),
-            "sha256": provenance.get("sha256"),
+            "sha256": provenance.get("sha256") or raw_sha256(RAW / ds.source),
             "sha256_of_listing": provenance.get("sha256_of_listing"),
             "counts": meta["counts"],
             "classes": meta["classes"],
