@@ -182,7 +182,7 @@ def test_mirror_serves_a_kaggle_source(tmp_path, natural_zip):
     )
     dest = tmp_path / "dest"
     dest.mkdir()
-    assert fetch_source(params, "natural_images", dest).startswith("mirror")
+    assert fetch_source(params, "natural_images", dest)["origin"].startswith("mirror")
     assert (dest / "natural-images.zip").read_bytes() == natural_zip.read_bytes()
 
 
