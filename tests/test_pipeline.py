@@ -54,7 +54,7 @@ def copy_checkout(dest: Path) -> Path:
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory) -> Path:
     repo = copy_checkout(tmp_path_factory.mktemp("repo"))
-    sh("dvc", "repro", cwd=repo)
+    sh("dvc", "repro", cwd=repo, timeout=3600)  # 25 min on 2 idle AMD EPYC cores
     return repo
 
 
