@@ -84,11 +84,11 @@ def main(*options: str) -> None:
     x, y = shape_dataset(per_class, 10, 32, 3, seed=0)
     test = shape_dataset(max(1, per_class // 5), 10, 32, 3, seed=1)
     cifar = build("airbench", (32, 32, 3), 10, widths=(64, 256, 256))
-    results = [check("airbench (cifar_rgb_fast)", cifar, (x.astype("float32"), y, *test), args.epochs, 512, jit)]
+    results = [check("airbench 64/256/256", cifar, (x.astype("float32"), y, *test), args.epochs, 512, jit)]
     n_pets = max(2, args.images // 20)
     unet = build("pets_unet", (96, 96, 3), 3, batch_norm=True)
     pets = (*pets_data(n_pets, 96, 2), *pets_data(max(2, n_pets // 5), 96, 3))
-    results.append(check("pets_unet (model 3)", unet, pets, args.epochs, 32, jit))
+    results.append(check("pets_unet, batch norm (model 3)", unet, pets, args.epochs, 32, jit))
     device = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus else "CPU"
     report = {"device": device, "policy": policy, "xla": jit, "epochs": args.epochs, "models": results}
     write_json(REPORTS / "gpu_check.json", report)
