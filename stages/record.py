@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from stages import config
+from stages.download import MAX_LISTED_FILES
 from stages.errors import ConfigError, DataError
 from stages.io import sha256, write_json
 from stages.live import read_live_metric
@@ -83,10 +84,10 @@ def accelerator() -> str:
     return "none (CPU only)"
 
 
-def raw_sha256(folder: Path, most: int = 50) -> dict[str, str] | None:
+def raw_sha256(folder: Path) -> dict[str, str] | None:
     """The raw files' sha256, for a download stage of a version that did not record them (None if many)."""
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "provenance.json")
-    return {p.relative_to(folder).as_posix(): sha256(p) for p in files} if len(files) <= most else None
+    return {p.relative_to(folder).as_posix(): sha256(p) for p in files} if len(files) <= MAX_LISTED_FILES else None
 
 
 def build_record(params: config.Params, experiment: str) -> dict:
@@ -97,7 +98,7 @@ def build_record(params: config.Params, experiment: str) -> dict:
         raise DataError(f"{experiment}: trained on generated sample data; a record is for real data (profile full)")
     summary = read_json(MODELS / experiment / "summary.json")
     meta = read_json(PREPARED / exp.dataset / "meta.json")
-    recipe = recipe_epochs(experiment)
+    recipe, budget = recipe_epochs(experiment), config.effective_epochs(params, exp)
     return {
         "experiment": experiment,
         "study": exp.study,
@@ -120,8 +121,8 @@ def build_record(params: config.Params, experiment: str) -> dict:
             "experiment": exp.model_dump(mode="json", exclude={"profiles"}),
             "dataset": ds.model_dump(mode="json"),
         },
-        "epochs": {"recipe": recipe, "budget": config.effective_epochs(params, exp), "run": summary["epochs_run"]},
-        "budget": "full recipe" if config.effective_epochs(params, exp) >= recipe else "partial",
+        "epochs": {"recipe": recipe, "budget": budget, "run": summary["epochs_run"]},
+        "budget": "full recipe" if budget >= recipe else "partial",
         "metrics": read_json(EXPERIMENT_REPORTS / experiment / "metrics.json"),
         "details": read_json(EXPERIMENT_REPORTS / experiment / "details.json"),
         "train_seconds": train_seconds(EXPERIMENT_REPORTS / experiment / "train", summary),

@@ -59,6 +59,7 @@ def experiment_rows(params: config.Params, studies: config.Studies, records: dic
             "experiment": name,
             "kind": notes.role,
             "claimed": notes.claimed.get("test_accuracy"),
+            "closed": False,  # not reproducible here, and no record says otherwise
         }
         mine = {k: r for k, r in records.items() if r["experiment"] == name}
         for record_name, r in mine.items():
@@ -80,7 +81,16 @@ def experiment_rows(params: config.Params, studies: config.Studies, records: dic
                 else "no real-data record yet"
             )
             rows.append(
-                {**base, "record": "", "ours": None, "partial": False, "result": status, "data": "", "budget": ""}
+                {
+                    **base,
+                    "closed": bool(notes.not_reproducible_here),
+                    "record": "",
+                    "ours": None,
+                    "partial": False,
+                    "result": status,
+                    "data": "",
+                    "budget": "",
+                }
             )
     return rows
 
@@ -100,19 +110,19 @@ def summary_rows(params: config.Params, studies: config.Studies, rows: list[dict
         mine = [r for r in rows if r["study"] == study]
         claims = [r for r in mine if r["claimed"] is not None]
         # the claims a run here can be held against; else the study's claim, marked
-        open_claims = [r for r in claims if not r["result"].startswith("not reproducible")] or claims
+        open_claims = [r for r in claims if not r["closed"]] or claims
         best_claim = max(open_claims, key=lambda r: r["claimed"], default=None)
 
         claim = "–"
         if best_claim:
-            closed = ", not reproducible here" if best_claim["result"].startswith("not reproducible") else ""
+            closed = ", not reproducible here" if best_claim["closed"] else ""
             claim = f"{pct(best_claim['claimed'])} ({best_claim['experiment']}{closed})"
         lines.append(f"| {study} | {claim} | {best_run(mine, 'study')} | {best_run(mine, 'variant')} |")
     return lines
 
 
-def markdown(params: config.Params, studies: config.Studies, records: dict[str, dict]) -> str:
-    rows = experiment_rows(params, studies, records)
+def markdown(params: config.Params, studies: config.Studies, records: dict[str, dict], rows: list[dict]) -> str:
+    """reports/reproduction.md from the records and their ``experiment_rows``."""
     out = [
         "# Reproduced on real data",
         "",
@@ -187,8 +197,9 @@ def main() -> None:
     params = config.load()
     studies = config.load_studies(params)
     records = load_records()
-    write_text(REPORTS / "reproduction.md", markdown(params, studies, records))
-    figure(experiment_rows(params, studies, records), REPORTS / "reproduction.png")
+    rows = experiment_rows(params, studies, records)
+    write_text(REPORTS / "reproduction.md", markdown(params, studies, records, rows))
+    figure(rows, REPORTS / "reproduction.png")
     print(f"reproduction: {len(records)} record(s) -> reports/reproduction.md")
 
 

@@ -30,7 +30,7 @@ def test_committed_table_is_the_one_the_records_give():
     params = config.load(REPO / "params.yaml")
     studies = config.load_studies(params, REPO / "studies.yaml")
     records = reproduction.load_records(REPO / "reports" / "reproduction")
-    text = reproduction.markdown(params, studies, records)
+    text = reproduction.markdown(params, studies, records, reproduction.experiment_rows(params, studies, records))
     assert text == (REPO / "reports" / "reproduction.md").read_text()
     for name in params.experiments:  # every experiment has a row
         assert f"\n| {name} |" in text
