@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from stages.io import write_json, write_text
-from stages.paths import REPORTS
-from stages.readers.images import plain_loop_read, read_image_files
-from stages.synthetic import shape_dataset
+from stages.core.files import write_json, write_text
+from stages.core.paths import REPORTS
+from stages.sources.readers.images import plain_loop_read, read_image_files
+from stages.sources.synthetic import shape_dataset
 
 if TYPE_CHECKING:  # TensorFlow starts only when the training parts run
     import keras
@@ -155,8 +155,8 @@ def bench_training(steps: int = 50) -> tuple[list[dict], float]:
     import keras
     import tensorflow as tf
 
-    from stages.flops import model_flops
     from stages.models import build
+    from stages.models.flops import model_flops
     from stages.train import make_dataset
 
     a = tf.random.normal((2048, 2048))
@@ -289,6 +289,6 @@ def _gpus() -> str:
 
 
 if __name__ == "__main__":
-    from stages.cli import run
+    from stages.core.cli import run
 
     run(main, sys.argv[1:])

@@ -12,8 +12,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from stages.cli import run
-from stages.errors import ConfigError, PipelineError
+from stages.core.cli import run
+from stages.core.errors import ConfigError, PipelineError
 
 METRICS = "reports/experiments/{}/metrics.json"
 DETAILS = "reports/experiments/{}/details.json"

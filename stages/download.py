@@ -16,11 +16,12 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from stages import config, fetch
-from stages.errors import DataError
-from stages.generate import GENERATORS
-from stages.io import atomic_path, sha256, write_json
-from stages.paths import RAW
+from stages.core import config
+from stages.core.errors import DataError
+from stages.core.files import atomic_path, sha256, write_json
+from stages.core.paths import RAW
+from stages.sources import fetch
+from stages.sources.generate import GENERATORS
 
 #: provenance.json lists each file's sha256 up to this many files; a bigger folder gets one digest.
 MAX_LISTED_FILES = 50
@@ -119,7 +120,7 @@ def fetch_source(params: config.Params, name: str, dest: Path) -> dict:
         return copy_local(params, name, dest)
     mirror = Path(params.data.mirror).expanduser() if params.data.mirror else None
     if src.kaggle:
-        from stages.kaggle import archive_name, kaggle_download
+        from stages.sources.kaggle import archive_name, kaggle_download
 
         if mirror is None:
             return {"origin": kaggle_download(src.kaggle, dest), "official": True}
@@ -145,6 +146,6 @@ def main(name: str) -> None:
 
 
 if __name__ == "__main__":
-    from stages.cli import run
+    from stages.core.cli import run
 
     run(main, sys.argv[1:])

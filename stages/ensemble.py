@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from stages import config
-from stages.errors import ConfigError, DataError
-from stages.io import load_npy, write_json
-from stages.paths import MODELS, PREPARED, REPORTS
+from stages.core import config
+from stages.core.errors import ConfigError, DataError
+from stages.core.files import load_npy, write_json
+from stages.core.paths import MODELS, PREPARED, REPORTS
 
 ENSEMBLE_MODELS = MODELS / "ensembles"
 ENSEMBLE_REPORTS = REPORTS / "ensembles"
@@ -94,6 +94,6 @@ def main(name: str) -> None:
 
 
 if __name__ == "__main__":
-    from stages.cli import run
+    from stages.core.cli import run
 
     run(main, sys.argv[1:])

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 from sklearn import metrics as skm
 
-from stages import config, plots
-from stages.errors import DataError
-from stages.io import load_npy, write_json, write_text
-from stages.paths import EXPERIMENT_REPORTS as REPORTS
-from stages.paths import MODELS, PLOTS, PREPARED
+from stages.core import config
+from stages.core.errors import DataError
+from stages.core.files import load_npy, write_json, write_text
+from stages.core.paths import EXPERIMENT_REPORTS as REPORTS
+from stages.core.paths import MODELS, PLOTS, PREPARED
+from stages.reporting import plots
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str], top_k: int = 3) -> dict:
@@ -105,7 +106,7 @@ def write_outputs(name: str, result: dict, summary: dict, test_images: int) -> N
     """``metrics.json`` (the headline numbers, a DVC metric) and ``details.json`` (everything else:
     per-class scores, baselines, timings; a plain output)."""
     result = {**result, "parameters": summary["parameters"], "epochs_run": summary["epochs_run"]}
-    if "flops" in summary:  # one image's forward pass (stages.flops)
+    if "flops" in summary:  # one image's forward pass (stages.models.flops)
         result["flops"] = summary["flops"]
     timings = {k: summary[k] for k in ("train_seconds", "test_seconds")}
     write_json(REPORTS / name / "metrics.json", {k: result[k] for k in HEADLINE if k in result})
@@ -202,6 +203,6 @@ def main(name: str) -> None:
 
 
 if __name__ == "__main__":
-    from stages.cli import run
+    from stages.core.cli import run
 
     run(main, sys.argv[1:])

@@ -2,7 +2,7 @@
 
 Each archive goes to a folder named after it (``cifar-10-python.tar.gz`` ->
 ``cifar-10-python/``); files that are not archives (a .pth, a .csv) are copied.
-Unpacking is safe against hostile archives (see stages/fetch.py) and atomic:
+Unpacking is safe against hostile archives (see stages/sources/fetch.py) and atomic:
 the output folder appears only once everything is unpacked.
 """
 
@@ -11,14 +11,15 @@ from __future__ import annotations
 import shutil
 import sys
 
-from stages import config, fetch
-from stages.io import atomic_path
-from stages.paths import EXTRACTED, RAW
+from stages.core import config
+from stages.core.files import atomic_path
+from stages.core.paths import EXTRACTED, RAW
+from stages.sources import fetch
 
 #: Unpacked size (an upper bound) of the official archives, by name and packed size: the one a
 #: download verified.  IDX sizes follow from the format (16-byte header + 28x28 bytes per image,
 #: 8 + 1 per label); CIFAR-10's six pickled batches hold 186 MB.  Any other file gets the ratio check
-#: of :func:`stages.fetch.extract` (a generous multiple of its own size).
+#: of :func:`stages.sources.fetch.extract` (a generous multiple of its own size).
 OFFICIAL_UNPACKED_BYTES = {
     ("cifar-10-python.tar.gz", 170_498_071): 200_000_000,
     ("train-images-idx3-ubyte.gz", 26_421_880): 47_040_016,
@@ -57,6 +58,6 @@ def main(name: str) -> None:
 
 
 if __name__ == "__main__":
-    from stages.cli import run
+    from stages.core.cli import run
 
     run(main, sys.argv[1:])

@@ -17,10 +17,10 @@ import time
 
 import numpy as np
 
-from stages.errors import ConfigError
-from stages.io import write_json, write_text
-from stages.paths import REPORTS
-from stages.synthetic import pet_scene, shape_dataset
+from stages.core.errors import ConfigError
+from stages.core.files import write_json, write_text
+from stages.core.paths import REPORTS
+from stages.sources.synthetic import pet_scene, shape_dataset
 
 
 def timed_fit(model, x, y, x_test, y_test, epochs: int, batch: int) -> dict:
@@ -106,6 +106,6 @@ def main(*options: str) -> None:
 
 
 if __name__ == "__main__":
-    from stages.cli import run
+    from stages.core.cli import run
 
     run(main, sys.argv[1:])

@@ -27,10 +27,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stages.errors import DataError, PipelineError
-from stages.io import atomic_path
-from stages.paths import MODELS
-from stages.readers.images import MAX_FILE_BYTES, read_image_files
+from stages.core.errors import DataError, PipelineError
+from stages.core.files import atomic_path
+from stages.core.paths import MODELS
+from stages.sources.readers.images import MAX_FILE_BYTES, read_image_files
 
 #: Images per ``model.predict`` call (one call per image costs ~0.15 s each on a CPU).
 BATCH = 64
@@ -59,7 +59,7 @@ def predict_masks(model, images: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    from stages.plots import color_mask
+    from stages.reporting.plots import color_mask
 
     return (image * (1 - alpha) + color_mask(mask) * alpha).astype(np.uint8)
 
@@ -273,6 +273,6 @@ def main(experiment: str, *options: str) -> None:
 
 
 if __name__ == "__main__":
-    from stages.cli import run
+    from stages.core.cli import run
 
     run(main, sys.argv[1:])

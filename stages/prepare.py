@@ -15,11 +15,11 @@ import cv2
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from stages import config
-from stages.datasets import RawData, read_raw
-from stages.errors import ConfigError, DataError
-from stages.io import atomic_path, save_npy, write_json
-from stages.paths import EXTRACTED, PREPARED, RAW
+from stages.core import config
+from stages.core.errors import ConfigError, DataError
+from stages.core.files import atomic_path, save_npy, write_json
+from stages.core.paths import EXTRACTED, PREPARED, RAW
+from stages.sources.formats import RawData, read_raw
 
 
 def select_classes(raw: RawData, keep: list[int] | None, mapping: dict[int, int] | None, where: str) -> RawData:
@@ -84,7 +84,7 @@ def split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple[np.
 def load_source(params: config.Params, name: str) -> RawData:
     ds = params.datasets[name]
     if ds.pth:
-        from stages.readers.pth import load_pth
+        from stages.sources.readers.pth import load_pth
 
         d = load_pth(Path(ds.pth).expanduser())
         names = d.get("classes") or ds.options.get("class_names")  # the file's own names, else params'
@@ -157,6 +157,6 @@ def main(name: str) -> None:
 
 
 if __name__ == "__main__":
-    from stages.cli import run
+    from stages.core.cli import run
 
     run(main, sys.argv[1:])

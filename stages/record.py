@@ -21,12 +21,12 @@ from pathlib import Path
 
 import yaml
 
-from stages import config
+from stages.core import config
+from stages.core.errors import ConfigError, DataError
+from stages.core.files import sha256, write_json
+from stages.core.live import read_live_metric
+from stages.core.paths import EXPERIMENT_REPORTS, MODELS, PREPARED, RAW, RECORDS
 from stages.download import MAX_LISTED_FILES
-from stages.errors import ConfigError, DataError
-from stages.io import sha256, write_json
-from stages.live import read_live_metric
-from stages.paths import EXPERIMENT_REPORTS, MODELS, PREPARED, RAW, RECORDS
 from stages.report import machine
 
 RECORD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,80}")
@@ -148,6 +148,6 @@ def main(experiment: str, record: str = "") -> None:
 
 
 if __name__ == "__main__":
-    from stages.cli import run
+    from stages.core.cli import run
 
     run(main, sys.argv[1:])

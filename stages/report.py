@@ -16,13 +16,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from stages import config, plots
-from stages.errors import DataError
-from stages.io import atomic_path, write_json, write_text
-from stages.live import read_live_metric
-from stages.paths import EXPERIMENT_REPORTS as EXP_REPORTS
-from stages.paths import MODELS, PLOTS
-from stages.paths import REPORTS as OUT
+from stages.core import config
+from stages.core.errors import DataError
+from stages.core.files import atomic_path, write_json, write_text
+from stages.core.live import read_live_metric
+from stages.core.paths import EXPERIMENT_REPORTS as EXP_REPORTS
+from stages.core.paths import MODELS, PLOTS
+from stages.core.paths import REPORTS as OUT
+from stages.reporting import plots
 
 
 def read_json(path: Path, stage: str) -> dict:
@@ -276,6 +277,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from stages.cli import run
+    from stages.core.cli import run
 
     run(main, sys.argv[1:])

@@ -12,9 +12,10 @@ import json
 import sys
 from pathlib import Path
 
-from stages import config, plots
-from stages.io import write_text
-from stages.paths import RECORDS, REPORTS
+from stages.core import config
+from stages.core.files import write_text
+from stages.core.paths import RECORDS, REPORTS
+from stages.reporting import plots
 
 TABLE_START, TABLE_END = "<!-- reproduction summary: start -->", "<!-- reproduction summary: end -->"
 
@@ -204,6 +205,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from stages.cli import run
+    from stages.core.cli import run
 
     run(main, sys.argv[1:])

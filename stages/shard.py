@@ -20,7 +20,7 @@ import os
 import subprocess
 import sys
 
-from stages.errors import ConfigError, PipelineError
+from stages.core.errors import ConfigError, PipelineError
 
 
 def sweep_runs(sets: list[str]) -> list[list[str]]:
@@ -75,6 +75,6 @@ def main(index: str, count: str, name: str, *options: str) -> None:
 
 
 if __name__ == "__main__":
-    from stages.cli import run
+    from stages.core.cli import run
 
     run(main, sys.argv[1:])

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stages import plots
-from stages.errors import PipelineError
-from stages.io import write_text
-from stages.paths import REPORTS
+from stages.core.errors import PipelineError
+from stages.core.files import write_text
+from stages.core.paths import REPORTS
+from stages.reporting import plots
 
 OUT = REPORTS / "sweeps"
 
@@ -175,6 +175,6 @@ def main(experiment: str, *options: str) -> None:
 
 
 if __name__ == "__main__":
-    from stages.cli import run
+    from stages.core.cli import run
 
     run(main, sys.argv[1:])

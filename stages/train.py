@@ -23,14 +23,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from stages import config, models, paths
-from stages.errors import DataError
-from stages.flops import model_flops
-from stages.io import OutputError, atomic_path, load_npy, save_npy, write_json, write_text
-from stages.live import read_live_metric
+from stages import models
+from stages.core import config, paths
+from stages.core.errors import DataError
+from stages.core.files import OutputError, atomic_path, load_npy, save_npy, write_json, write_text
+from stages.core.live import read_live_metric
+from stages.core.paths import CHECKPOINTS, MODELS, PREPARED
+from stages.core.paths import EXPERIMENT_REPORTS as REPORTS
 from stages.models import build
-from stages.paths import CHECKPOINTS, MODELS, PREPARED
-from stages.paths import EXPERIMENT_REPORTS as REPORTS
+from stages.models.flops import model_flops
 
 if TYPE_CHECKING:
     from dvclive import Live
@@ -537,6 +538,6 @@ def main(name: str, *options: str) -> None:
 
 
 if __name__ == "__main__":
-    from stages.cli import run
+    from stages.core.cli import run
 
     run(main, sys.argv[1:])

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
-from stages.io import save_npy, write_json
+from stages.core.files import save_npy, write_json
 from tests.conftest import REPO
 from tests.test_train import make_project
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import stages.compare as compare_module
-from stages.cli import run
+from stages.core.cli import run
 
 REPO = Path(__file__).resolve().parents[1]
 DVC = str(Path(sys.executable).parent / "dvc")

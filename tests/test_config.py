@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import config, models
-from stages.errors import ConfigError
+from stages import models
+from stages.core import config
+from stages.core.errors import ConfigError
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 

@@ -12,8 +12,15 @@ import yaml
 from tests.conftest import REPO
 
 DVC_YAML = yaml.safe_load((REPO / "dvc.yaml").read_text())
-STUDY_MODULE = "stages/models/${item.study}.py"  # train's own study's models, chosen per experiment
-SHARED_MODEL_CODE = ("__init__", "registry", "blocks")  # what every study's models use
+STUDY_MODULE = "stages/models/studies/${item.study}.py"  # train's own study's models, chosen per experiment
+PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
+STUDIES = yaml.safe_load((REPO / "studies.yaml").read_text())
+STUDY_NAMES = {exp["study"] for exp in PARAMS["experiments"].values()}
+
+
+def is_study_module(file: str) -> bool:
+    """stages/models/studies/<study>.py: one study's models, which only that study's stages depend on."""
+    return file.startswith("stages/models/studies/") and Path(file).stem != "__init__"
 
 
 def module_file(module: str) -> Path | None:
@@ -61,7 +68,7 @@ def declared_code(stage: dict) -> set[str]:
     for dep in stage["deps"]:
         if dep == STUDY_MODULE or not dep.startswith("stages/"):
             continue
-        if dep.startswith("stages/models/") and Path(dep).stem not in SHARED_MODEL_CODE:
+        if is_study_module(dep):
             continue  # a study module named outright (train_member): imported at run time, by name
         path = REPO / dep
         out |= {str(f.relative_to(REPO)) for f in path.rglob("*.py")} if path.is_dir() else {dep}
@@ -81,9 +88,7 @@ def entry_module(stage: dict) -> str:
 def test_each_stage_depends_on_exactly_the_code_it_imports(name):
     stage = stage_body(name)
     imported = code_closure(entry_module(stage))
-    study_modules = {
-        f for f in imported if f.startswith("stages/models/") and Path(f).stem not in ("__init__", "registry", "blocks")
-    }
+    study_modules = {f for f in imported if is_study_module(f)}
     assert not study_modules, f"{name}: imports study model modules statically: {sorted(study_modules)}"
     declared = declared_code(stage)
     assert imported - declared == set(), f"{name}: imports code it does not declare"
@@ -91,19 +96,8 @@ def test_each_stage_depends_on_exactly_the_code_it_imports(name):
 
 
 def test_train_stages_depend_on_their_own_study_module():
-    for name in ("train",):
-        assert STUDY_MODULE in stage_body(name)["deps"]
-    member = stage_body("train_member")
-    studies = {Path(d).stem for d in member["deps"] if d.startswith("stages/models/")} - {
-        "__init__",
-        "registry",
-        "blocks",
-    }
-    assert len(studies) == 1
-
-
-PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
-STUDIES = yaml.safe_load((REPO / "studies.yaml").read_text())
+    for name in ("train", "train_member"):
+        assert STUDY_MODULE in stage_body(name)["deps"], name
 
 
 def test_every_trained_model_is_a_labelled_artifact():
@@ -130,7 +124,7 @@ def test_stage_params_are_keys_that_exist():
 
 # Where a study may be named in code: its own model module, the readers and sample generators of its
 # data's format (named after the format or source), and the benchmark's fixed list of timed models.
-STUDY_SPECIFIC = {"stages/bench.py", "stages/generate.py"}
+STUDY_SPECIFIC = {"stages/bench.py", "stages/sources/generate.py"}
 
 
 def _study_names() -> set[str]:
@@ -162,11 +156,10 @@ def test_no_study_is_named_in_generic_code_or_in_the_pipeline():
 
     names = sorted(_study_names(), key=len, reverse=True)
     pattern = re.compile(r"(?<![A-Za-z0-9_])(" + "|".join(map(re.escape, names)) + r")(?![A-Za-z0-9_])")
-    studies = {e["study"] for e in yaml.safe_load((REPO / "params.yaml").read_text())["experiments"].values()}
     found = []
     for file in sorted((REPO / "stages").rglob("*.py")):
         rel = file.relative_to(REPO).as_posix()
-        own_format = file.parent.name == "readers" or (file.parent.name == "models" and file.stem in studies)
+        own_format = file.parent.name == "readers" or is_study_module(rel)
         if rel in STUDY_SPECIFIC or own_format:
             continue
         found += [f"{rel}:{line}: {text!r}" for line, text in _string_literals(file) if pattern.search(text)]

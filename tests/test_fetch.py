@@ -1,4 +1,4 @@
-"""Tests for stages.fetch: downloads against a local HTTP server, and hostile archives."""
+"""Tests for stages.sources.fetch: downloads against a local HTTP server, and hostile archives."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stages.errors import DataError
-from stages.fetch import download, extract, verify
+from stages.core.errors import DataError
+from stages.sources.fetch import download, extract, verify
 
 PAYLOAD = bytes(range(256)) * 400  # 100 KiB
 MD5 = hashlib.md5(PAYLOAD).hexdigest()
@@ -522,7 +522,7 @@ def test_extract_known_unpacked_size_is_the_tightest_limit(tmp_path):
 
 
 def test_extract_stage_knows_the_official_sizes_of_params_yaml():
-    from stages import config
+    from stages.core import config
     from stages.extract import OFFICIAL_UNPACKED_BYTES
 
     official = {(f.name, f.size) for source in config.load().sources.values() for f in source.files}
@@ -660,7 +660,7 @@ def test_extract_fuzz_only_dataerror(blob):
 
 
 def test_download_tries_each_url_in_order(server, tmp_path):
-    from stages import config
+    from stages.core import config
     from stages.download import download_file
 
     params = config.load()

@@ -7,12 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from stages import config, weights
-from stages.datasets import read_raw
+from stages.core import config
+from stages.core.errors import ConfigError
 from stages.ensemble import majority_vote
-from stages.errors import ConfigError
-from stages.generate import GENERATORS
+from stages.models import weights
 from stages.prepare import select_classes
+from stages.sources.formats import read_raw
+from stages.sources.generate import GENERATORS
 
 # the report's model summaries (5 classes); the tuned model's count follows from its layer list
 COUNTS = [
@@ -94,7 +95,7 @@ def test_labelled_test_csv_is_the_test_set(tmp_path):
 
 def test_idx_generator_round_trips_through_detection(tmp_path):
     from stages.extract import archive_stem
-    from stages.fetch import extract
+    from stages.sources.fetch import extract
 
     raw_dir, extracted = tmp_path / "raw", tmp_path / "extracted"
     raw_dir.mkdir()
@@ -123,7 +124,7 @@ def test_class_map_groups_ten_classes_into_five():
     params = config.load()
     names = params.datasets["gray28"].options["class_names"]
     five = {0: 0, 2: 0, 4: 0, 6: 0, 1: 1, 3: 2, 5: 3, 7: 3, 9: 3, 8: 4}  # the example in params.yaml
-    from stages.datasets import RawData
+    from stages.sources.formats import RawData
 
     y = np.arange(10).repeat(2)
     raw = RawData(np.zeros((20, 28, 28, 1), np.uint8), y, None, None, names)
@@ -187,7 +188,7 @@ def test_embedded_profile_shrinks_the_big_models():
 
 
 def test_parallel_members_retrain_only_the_stages_dvc_reports_changed():
-    from stages.members import stale_seeds
+    from stages.train_members import stale_seeds
 
     # `dvc status --json` output: upstream stages can appear too, up-to-date members do not
     status = {
@@ -200,7 +201,7 @@ def test_parallel_members_retrain_only_the_stages_dvc_reports_changed():
 
 
 def test_parallel_member_workers_split_gpus_or_cores(monkeypatch):
-    from stages.members import worker_env
+    from stages.train_members import worker_env
 
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert [worker_env(w, 4, gpus=2, cores=16)["CUDA_VISIBLE_DEVICES"] for w in range(4)] == ["0", "1", "0", "1"]
@@ -214,7 +215,7 @@ def test_parallel_member_workers_split_gpus_or_cores(monkeypatch):
 def test_parallel_member_command_is_the_stage_command():
     import yaml
 
-    from stages.members import member_command
+    from stages.train_members import member_command
     from tests.conftest import REPO
 
     template = " ".join(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train_member"]["do"]["cmd"].split())

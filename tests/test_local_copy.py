@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import config, download, extract
-from stages.datasets import read_raw
-from stages.errors import DataError
-from stages.generate import GENERATORS
+from stages import download, extract
+from stages.core import config
+from stages.core.errors import DataError
+from stages.sources.formats import read_raw
+from stages.sources.generate import GENERATORS
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,11 +8,12 @@ import zipfile
 import numpy as np
 import pytest
 
-from stages import config, fetch
-from stages.datasets import find_class_root, read_raw
-from stages.errors import DataError
-from stages.generate import GENERATORS, NATURAL_CLASSES
+from stages.core import config
+from stages.core.errors import DataError
 from stages.prepare import split
+from stages.sources import fetch
+from stages.sources.formats import find_class_root, read_raw
+from stages.sources.generate import GENERATORS, NATURAL_CLASSES
 
 RESNET50_PARAMS = 23_653_256  # the report's model summary (Figure 2.5.1.1)
 
@@ -96,8 +97,8 @@ def test_params_declare_the_study():
 
 
 def test_resnet50_matches_the_report_and_the_light_model_is_a_fraction():
-    from stages.flops import model_flops as flops
     from stages.models import build
+    from stages.models.flops import model_flops as flops
 
     resnet = build("natural_resnet50", (50, 50, 3), 8, weights=None)
     assert resnet.count_params() == RESNET50_PARAMS
@@ -112,7 +113,7 @@ def test_resnet50_matches_the_report_and_the_light_model_is_a_fraction():
 def test_flops_counts_conv_and_dense_macs():
     import keras
 
-    from stages.flops import model_flops as flops
+    from stages.models.flops import model_flops as flops
 
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(4, 3, padding="same")(inputs)  # 64 positions x 3*3*3*4
@@ -134,8 +135,8 @@ def test_transfer_head_trainable_count():
 
 
 def test_imagenet_weights_offline_name_the_inception_resnet_file(tmp_path, monkeypatch):
-    from stages.errors import ConfigError
-    from stages.weights import resolve
+    from stages.core.errors import ConfigError
+    from stages.models.weights import resolve
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     monkeypatch.delenv("KERAS_ALLOW_DOWNLOAD", raising=False)
@@ -144,7 +145,7 @@ def test_imagenet_weights_offline_name_the_inception_resnet_file(tmp_path, monke
 
 
 def test_kaggle_without_credentials_says_what_to_set(tmp_path, monkeypatch):
-    from stages.kaggle import kaggle_download
+    from stages.sources.kaggle import kaggle_download
 
     for var in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
         monkeypatch.delenv(var, raising=False)
@@ -159,7 +160,7 @@ def test_kaggle_without_credentials_says_what_to_set(tmp_path, monkeypatch):
 def test_kaggle_without_the_client_says_pip_install(tmp_path, monkeypatch):
     import sys
 
-    from stages.kaggle import kaggle_download
+    from stages.sources.kaggle import kaggle_download
 
     monkeypatch.setenv("KAGGLE_USERNAME", "someone")
     monkeypatch.setenv("KAGGLE_KEY", "0" * 32)
@@ -187,7 +188,7 @@ def test_mirror_serves_a_kaggle_source(tmp_path, natural_zip):
 
 
 def test_top_confusions_pick_the_largest_off_diagonal_cells():
-    from stages.plots import top_confusions
+    from stages.reporting.plots import top_confusions
 
     cm = np.array([[50, 9, 1], [0, 40, 3], [7, 0, 30]])
     top = top_confusions(cm, ["airplane", "flower", "car"])

@@ -10,11 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
-from stages import fetch
-from stages.errors import DataError
+from stages.core.errors import DataError
 from stages.evaluate import segmentation_metrics
-from stages.generate import GENERATORS, PET_BREEDS, PET_ODD_FILES
-from stages.readers.pets import read_pets
+from stages.sources import fetch
+from stages.sources.generate import GENERATORS, PET_BREEDS, PET_ODD_FILES
+from stages.sources.readers.pets import read_pets
 
 LINE = re.compile(r"^(\S+) (\d+) ([12]) (\d+)$")
 
@@ -208,7 +208,7 @@ def test_segmentation_metrics_on_hand_made_masks():
 def test_predict_writes_a_mask_overlay_for_an_image_of_any_size(tmp_path, monkeypatch):
     from stages.models import build
     from stages.predict import predict
-    from stages.synthetic import pet_scene
+    from stages.sources.synthetic import pet_scene
 
     monkeypatch.chdir(tmp_path)
     model = build("pets_unet", (32, 32, 3), 3, filters=(4, 8), dropouts=(0.1, 0.1), up_dropouts=(0.1,))

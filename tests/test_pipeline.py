@@ -153,7 +153,7 @@ def stale_stages(repo: Path) -> dict[str, list]:
         ("params.yaml", "download_timeout: 60", "download_timeout: 90", set()),
         ("params.yaml", "max_extract_bytes: 8589934592", "max_extract_bytes: 4294967296", set()),
         (
-            "stages/models/objects8.py",
+            "stages/models/studies/objects8.py",
             '"""objects8',
             '"""(edited) objects8',
             {"train@objects8_cnn", "train@objects8_search", "train@objects8_resnet"},
@@ -232,7 +232,7 @@ def test_a_new_study_is_one_model_function_plus_params(reproduced):
     gitignore = reproduced / "models/.gitignore"
     kept_ignore = gitignore.read_text() if gitignore.is_file() else None
     before = set(sh("git", "status", "--porcelain", cwd=reproduced).splitlines())
-    toy = reproduced / "stages/models/toy.py"
+    toy = reproduced / "stages/models/studies/toy.py"
     toy.write_text(TOY_MODEL)
     params = yaml.safe_load((reproduced / "params.yaml").read_text())
     params["experiments"]["toy_cnn"] = {
@@ -259,7 +259,7 @@ def test_a_new_study_is_one_model_function_plus_params(reproduced):
         assert sorted(line[3:] for line in changed) == [
             "dvc.yaml",
             "params.yaml",
-            "stages/models/toy.py",
+            "stages/models/studies/toy.py",
             "studies.yaml",
         ]
         out = sh("dvc", "repro", "evaluate@toy_cnn", cwd=reproduced)

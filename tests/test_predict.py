@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from stages.cli import run
-from stages.io import write_json
+from stages.core.cli import run
+from stages.core.files import write_json
 from stages.models import build
 from stages.predict import BATCH, main, predict
 

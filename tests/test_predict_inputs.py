@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stages.predict import OptionError, check_top_k, mask_names, predict_files
-from stages.readers.images import MAX_FILE_BYTES
+from stages.sources.readers.images import MAX_FILE_BYTES
 
 
 class FakeClassifier:

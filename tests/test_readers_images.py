@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stages.errors import DataError
-from stages.readers import images
-from stages.readers.images import (
+from stages.core.errors import DataError
+from stages.sources.readers import images
+from stages.sources.readers.images import (
     ImageError,
     decode_image,
     plain_loop_read,
@@ -186,7 +186,7 @@ def test_huge_header_is_refused_before_opencv_allocates(monkeypatch):
 def test_opencv_honours_the_pixel_limit_set_by_the_module():
     """The module sets OPENCV_IO_MAX_IMAGE_PIXELS before cv2 loads; OpenCV must then refuse."""
     code = (
-        "import stages.readers.images, cv2, numpy as np, sys\n"
+        "import stages.sources.readers.images, cv2, numpy as np, sys\n"
         "sys.path.insert(0, 'tests')\n"
         "from test_readers_images import huge_png\n"
         "try:\n"
@@ -461,7 +461,7 @@ def test_large_jpeg_decoded_at_reduced_scale_matches_full_decode():
 
 
 def test_thumbnails_decode_sequentially_photos_in_parallel(tmp_path: Path, monkeypatch):
-    import stages.readers.images as images
+    import stages.sources.readers.images as images
 
     rng = np.random.default_rng(0)
     thumbs, photos = [], []

@@ -22,16 +22,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stages.errors import DataError
-from stages.readers.cifar import read_cifar_python, write_cifar_python
-from stages.readers.pth import (
+from stages.core.errors import DataError
+from stages.sources.readers.cifar import read_cifar_python, write_cifar_python
+from stages.sources.readers.pth import (
     LEGACY_MAGIC,
     LEGACY_PROTOCOL,
     load_pth,
     read_pth_object,
     write_pth_zip,
 )
-from stages.readers.safe_pickle import (
+from stages.sources.readers.safe_pickle import (
     ALLOWED_GLOBALS,
     CompatPickler,
     GlobalRef,

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stages.errors import DataError
-from stages.readers.tabular import read_idx, read_label_csv, write_idx, write_label_csv
+from stages.core.errors import DataError
+from stages.sources.readers.tabular import read_idx, read_label_csv, write_idx, write_label_csv
 
 DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]
 
@@ -116,7 +116,7 @@ def test_idx_absurd_dims_refused_before_allocating(tmp_path: Path, monkeypatch, 
     def no_alloc(*args, **kwargs):
         raise AssertionError("must not allocate")
 
-    monkeypatch.setattr("stages.readers.tabular.np.empty", no_alloc)
+    monkeypatch.setattr("stages.sources.readers.tabular.np.empty", no_alloc)
     with pytest.raises(DataError, match=f"huge.idx: .*{plain_message}"):
         read_idx(tmp_path / "huge.idx")
     with pytest.raises(DataError, match=f"huge.idx.gz: .*{gz_message}"):
@@ -295,7 +295,7 @@ def test_write_label_csv_checks_values(tmp_path: Path):
 
 def test_negative_labels_stop_the_dataset_read_naming_file_and_line_or_item(tmp_path: Path):
     """Negative labels used to reach np.bincount in prepare (a traceback) or index classes from the end."""
-    from stages.datasets import read_raw
+    from stages.sources.formats import read_raw
 
     csv_dir, idx_dir = tmp_path / "csv", tmp_path / "idx"
     csv_dir.mkdir()

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import config, record, reproduction
-from stages.errors import DataError
+from stages import record, reproduction
+from stages.core import config
+from stages.core.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
 

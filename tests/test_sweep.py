@@ -61,7 +61,7 @@ def test_shards_split_the_sweep_as_dvc_expands_it():
 
 
 def test_shard_index_out_of_range_is_one_line():
-    from stages.errors import ConfigError
+    from stages.core.errors import ConfigError
     from stages.shard import shard
 
     with pytest.raises(ConfigError, match="shard index 2 of 2: need 0 <= index < count"):

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from stages import models
-from stages.io import save_npy, write_json
+from stages.core.files import save_npy, write_json
 from tests.conftest import REPO
 
 EPOCHS = 8
@@ -145,8 +145,8 @@ def test_killed_training_resumes_from_its_last_epoch(tmp_path):
 FAILING_WRITE = """
 import sys
 import stages.train as t
-from stages.cli import run
-from stages.io import OutputError
+from stages.core.cli import run
+from stages.core.files import OutputError
 def fail(target, **kwargs):
     raise OutputError(f"cannot write {target}: No space left on device")
 t.atomic_path = fail
@@ -212,8 +212,8 @@ def test_best_so_far_reads_dvclive_train_and_eval_logs(tmp_path):
 
 
 def test_bad_model_argument_value_is_a_config_error():
-    from stages import config
-    from stages.errors import ConfigError
+    from stages.core import config
+    from stages.core.errors import ConfigError
     from stages.train import build_model
 
     exp = config.Experiment(
@@ -225,7 +225,7 @@ def test_bad_model_argument_value_is_a_config_error():
 
 
 def test_unwritable_output_folder_is_reported_before_training(tmp_path):
-    from stages.io import OutputError
+    from stages.core.files import OutputError
     from stages.train import check_writable
 
     (tmp_path / "models").write_text("a file where the folder should be\n")
@@ -299,7 +299,8 @@ def test_single_device_strategy_without_gpus_or_tf_config(monkeypatch):
 
 
 def test_time_to_accuracy_table_and_figure_from_dvclive_logs(tmp_path):
-    from stages import config, report
+    from stages import report
+    from stages.core import config
     from tests.conftest import REPO
 
     params = config.load(REPO / "params.yaml")
@@ -340,7 +341,7 @@ def test_fine_tune_phase_unfreezes_the_base_and_continues_the_logs(tmp_path):
 def test_unfreeze_last_layers_of_the_base_only():
     import keras
 
-    from stages.errors import ConfigError
+    from stages.core.errors import ConfigError
     from stages.train import unfreeze_last_layers
 
     base = keras.Sequential([keras.layers.Dense(4, name=f"d{i}") for i in range(5)], name="base")
@@ -356,7 +357,8 @@ def test_unfreeze_last_layers_of_the_base_only():
 
 
 def test_scorecard_row_without_the_model_says_what_is_missing(tmp_path, monkeypatch):
-    from stages import config, report
+    from stages import report
+    from stages.core import config
     from tests.conftest import REPO
 
     params = config.load(REPO / "params.yaml")
@@ -380,7 +382,8 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 from stages import train
 # what distribution_strategy() returns on a machine with two GPUs, on two logical CPU devices
 train.distribution_strategy = lambda: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-from stages import config, models
+from stages.core import config
+from stages import models
 params = config.load()
 models.check_experiment("tiny", config.experiment(params, "tiny"))
 summary = train.train(params, "tiny")
@@ -420,7 +423,7 @@ def test_multi_worker_training_is_still_broken_in_keras_3(tmp_path, monkeypatch)
     import socket
 
     from stages import train
-    from stages.errors import ConfigError
+    from stages.core.errors import ConfigError
 
     ports = []
     for _ in range(2):

@@ -19,22 +19,21 @@ import inspect
 import pkgutil
 from typing import TYPE_CHECKING
 
-from stages.errors import ConfigError
-from stages.models import blocks  # noqa: F401  (registers resnet_fast)
+from stages.core.errors import ConfigError
+from stages.models import blocks, studies  # noqa: F401  (blocks registers resnet_fast)
 from stages.models.registry import MODELS, SEGMENTATION_MODELS, Shape, register
 
 if TYPE_CHECKING:
     import keras
 
-    from stages.config import Experiment, Params
+    from stages.core.config import Experiment, Params
 
-SHARED = ("blocks", "registry")
-STUDIES = tuple(m.name for m in pkgutil.iter_modules(__path__) if m.name not in SHARED and not m.name.startswith("_"))
+STUDIES = tuple(m.name for m in pkgutil.iter_modules(studies.__path__) if not m.name.startswith("_"))
 
 
 def load_study(study: str) -> None:
     """Import (and so register) the builders of one study's module."""
-    importlib.import_module(f"{__name__}.{study}")
+    importlib.import_module(f"{studies.__name__}.{study}")
 
 
 def load_all() -> None:
@@ -51,7 +50,7 @@ def build(name: str, input_shape: Shape, num_classes: int, **model_args) -> kera
 def check_experiment(name: str, exp: Experiment) -> None:
     """The experiment's model is one of its study's builders (or a shared one) and takes every
     ``model_args`` key; ConfigError naming the parameter otherwise."""
-    from stages.config import PARAMS_FILE, did_you_mean
+    from stages.core.config import PARAMS_FILE, did_you_mean
 
     where = f"{PARAMS_FILE}: experiments.{name}"
     load_study(exp.study)

@@ -10,9 +10,9 @@ import keras
 from keras import layers
 
 from stages.models.registry import Shape, register
-from stages.weights import resolve
+from stages.models.weights import resolve
 
-# The Keras Applications bases of the studies, by their name in stages.weights
+# The Keras Applications bases of the studies, by their name in stages.models.weights
 BASES = {
     "inception_resnet_v2": keras.applications.InceptionResNetV2,
     "inception_v3": keras.applications.InceptionV3,
@@ -71,7 +71,7 @@ def caffe_preprocess(x: keras.KerasTensor) -> keras.KerasTensor:
 
 def pretrained_base(arch: str, weights: str | None, input_shape: Shape, **kwargs) -> keras.Model:
     """A Keras Applications base without its top. ``weights``: "imagenet", None (random) or a file,
-    checked first by stages.weights.resolve (an ImageNet file missing offline fails in one line)."""
+    checked first by stages.models.weights.resolve (an ImageNet file missing offline fails in one line)."""
     return BASES[arch](include_top=False, weights=resolve(weights, arch), input_shape=input_shape, **kwargs)
 
 

@@ -7,7 +7,7 @@ image, row-major), ``b'labels'`` (list of ints), ``b'batch_label'`` and ``b'file
 ``batches.meta`` has ``b'label_names'``, ``b'num_cases_per_batch'`` and ``b'num_vis'``.
 
 They are pickles, so they are read with the restricted unpickler
-(:func:`stages.readers.safe_pickle.safe_load`), never ``pickle.load``.
+(:func:`stages.sources.readers.safe_pickle.safe_load`), never ``pickle.load``.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from stages.errors import DataError
-from stages.io import atomic_path
-from stages.readers.safe_pickle import CompatPickler, numpy_reduce, safe_load
+from stages.core.errors import DataError
+from stages.core.files import atomic_path
+from stages.sources.readers.safe_pickle import CompatPickler, numpy_reduce, safe_load
 
 __all__ = ["BATCHES_DIR", "read_cifar_python", "write_cifar_python"]
 

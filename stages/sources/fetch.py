@@ -33,9 +33,9 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import urlparse
 
-from stages.cli import progress_bar
-from stages.errors import DataError
-from stages.io import atomic_path
+from stages.core.cli import progress_bar
+from stages.core.errors import DataError
+from stages.core.files import atomic_path
 
 if TYPE_CHECKING:
     from tqdm import tqdm

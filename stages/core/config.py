@@ -14,11 +14,11 @@ from urllib.parse import urlparse
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, model_validator
 
-from stages.errors import ConfigError
+from stages.core.errors import ConfigError
 
 PARAMS_FILE = Path("params.yaml")
 STUDIES_FILE = Path("studies.yaml")
-MODEL_CODE = Path(__file__).parent / "models"  # one module per study, a DVC dependency of its train stages
+STUDY_MODELS = Path(__file__).parents[1] / "models" / "studies"  # one module per study: a dep of its train stages
 
 PositiveInt = Field(gt=0)
 
@@ -142,7 +142,7 @@ class ExperimentOverride(Strict):
 
 
 class Experiment(Strict):
-    study: str  # the study's id: its models are in stages/models/<study>.py, its claims in studies.yaml
+    study: str  # the study's id: its models are in stages/models/studies/<study>.py, its claims in studies.yaml
     dataset: str
     model: str
     model_args: dict[str, Any] = {}
@@ -200,10 +200,10 @@ class Params(Strict):
     def _names_exist(self) -> Params:
         for name, ds in self.datasets.items():
             _check_name(ds.source, self.sources, f"datasets.{name}.source", "source")
-        studies = sorted(p.stem for p in MODEL_CODE.glob("*.py") if p.stem not in ("__init__", "blocks", "registry"))
+        studies = sorted(p.stem for p in STUDY_MODELS.glob("*.py") if p.stem != "__init__")
         for name, exp in self.experiments.items():
             _check_name(exp.dataset, self.datasets, f"experiments.{name}.dataset", "dataset")
-            _check_name(exp.study, studies, f"experiments.{name}.study", "study (a module of stages/models/)")
+            _check_name(exp.study, studies, f"experiments.{name}.study", "study (a module of stages/models/studies/)")
         for name, ens in self.ensembles.items():
             _check_name(ens.experiment, self.experiments, f"ensembles.{name}.experiment", "experiment")
             _check_same(ens.dataset, self.experiments[ens.experiment].dataset, f"ensembles.{name}.dataset")

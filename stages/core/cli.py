@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stages.errors import PipelineError
+from stages.core.errors import PipelineError
 
 if TYPE_CHECKING:
     from tqdm import tqdm

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stages.synthetic import shape_dataset
+from stages.sources.synthetic import shape_dataset
 
 GENERATORS: dict[str, Callable[..., None]] = {}
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -50,7 +50,7 @@ def deterministic_tar_gz(path: Path, members: dict[str, bytes], *, compress: boo
 @generator
 def cifar10(dest: Path, options: dict[str, Any], seed: int) -> None:
     """``cifar-10-python.tar.gz`` holding ``cifar-10-batches-py/`` of generated 32x32 images."""
-    from stages.readers.cifar import write_cifar_python
+    from stages.sources.readers.cifar import write_cifar_python
 
     train_n, test_n = int(options.get("train_per_class", 500)), int(options.get("test_per_class", 100))
     x_train, y_train = shape_dataset(train_n, 10, 32, 3, seed)
@@ -85,7 +85,7 @@ def fashion_mnist(dest: Path, options: dict[str, Any], seed: int) -> None:
     ``test.csv`` (pixels only, unless ``test_labels: true``). ``format: idx``: the four
     gzip IDX files under Fashion-MNIST's official names.
     """
-    from stages.readers.tabular import write_idx, write_label_csv
+    from stages.sources.readers.tabular import write_idx, write_label_csv
 
     classes = int(options.get("classes", 10))
     train_n, test_n = int(options.get("train_per_class", 100)), int(options.get("test_per_class", 10))
@@ -156,7 +156,7 @@ def pets(dest: Path, options: dict[str, Any], seed: int) -> None:
     import cv2
     import numpy as np
 
-    from stages.synthetic import pet_scene
+    from stages.sources.synthetic import pet_scene
 
     per_breed = int(options.get("images_per_breed", 16))
     rng = np.random.default_rng(seed)
@@ -207,7 +207,7 @@ def pets(dest: Path, options: dict[str, Any], seed: int) -> None:
 # --- natural (seeds/004): Kaggle "Natural Images", an image-folder zip ------------------------
 
 NATURAL_CLASSES = ["airplane", "car", "cat", "dog", "flower", "fruit", "motorbike", "person"]
-# stages/synthetic.py shapes that stay apart under the study's flips and rotations up to 144 degrees
+# stages/sources/synthetic.py shapes that stay apart under the study's flips and rotations up to 144 degrees
 # (not both hbars/vbars, nor both plus/cross)
 NATURAL_SHAPES = [0, 1, 2, 3, 5, 6, 8, 9]  # disc square triangle hbars ring plus checker dots
 
@@ -230,7 +230,7 @@ def deterministic_zip(path: Path, members: dict[str, bytes]) -> None:
 def natural_images(dest: Path, options: dict[str, Any], seed: int) -> None:
     """``natural-images.zip`` as Kaggle's client downloads it: ``natural_images/<class>/<class>_NNNN.jpg``.
 
-    Eight classes of generated shapes (stages/synthetic.py), each image its own size (``min_size`` to
+    Eight classes of generated shapes (stages/sources/synthetic.py), each image its own size (``min_size`` to
     ``max_size`` pixels a side, not square), as the real set's. Odd files so that those paths run in
     every default run: a grayscale JPEG and an RGBA PNG in each of the first classes, one truncated
     (corrupt) JPEG and a Windows ``Thumbs.db`` (the real set has one in 7 of its 8 folders).
@@ -238,7 +238,7 @@ def natural_images(dest: Path, options: dict[str, Any], seed: int) -> None:
     import cv2
     import numpy as np
 
-    from stages.synthetic import shape_image
+    from stages.sources.synthetic import shape_image
 
     per_class = int(options.get("per_class", 40))
     lo, hi = int(options.get("min_size", 60)), int(options.get("max_size", 160))

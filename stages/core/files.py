@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from stages.errors import DataError, PipelineError
+from stages.core.errors import DataError, PipelineError
 
 # Write failures that the user fixes outside the program: say so in one line.
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}

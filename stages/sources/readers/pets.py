@@ -22,8 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stages.errors import DataError
-from stages.readers.images import ImageError, decode_image, read_image_files
+from stages.core.errors import DataError
+from stages.sources.readers.images import ImageError, decode_image, read_image_files
 
 CLASSES = ["pet", "background", "border"]
 SPECIES = {"dog": ("dog",), "cat": ("cat",), "all": ("cat", "dog"), "both": ("cat", "dog")}

@@ -1,6 +1,6 @@
 """Train an ensemble's missing or stale members side by side, then record them in DVC.
 
-    python -m stages.members gray28_tuned -j 2
+    python -m stages.train_members gray28_tuned -j 2
 
 `dvc repro` runs stages one after another. This command runs the `train_member` stages of
 one ensemble that `dvc status` reports as changed, up to ``-j`` at a time, each with the very
@@ -24,8 +24,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
-from stages import config
-from stages.errors import PipelineError
+from stages.core import config
+from stages.core.errors import PipelineError
 
 LOGS = Path(".dvc/tmp")  # each worker's output, next to DVC's own logs (git-ignored)
 
@@ -75,10 +75,10 @@ def dvc_status(stages: list[str]) -> dict:
 
 
 def main(ensemble: str, *options: str) -> None:
-    """``python -m stages.members <ensemble> [-j N]``: train up to N members at once (default 2)."""
+    """``python -m stages.train_members <ensemble> [-j N]``: train up to N members at once (default 2)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog=f"python -m stages.members {ensemble}")
+    parser = argparse.ArgumentParser(prog=f"python -m stages.train_members {ensemble}")
     parser.add_argument("-j", "--jobs", type=int, default=2, help="members trained at once (default 2)")
     args = parser.parse_args(options)
     params = config.load()
@@ -127,6 +127,6 @@ def main(ensemble: str, *options: str) -> None:
 
 
 if __name__ == "__main__":
-    from stages.cli import run
+    from stages.core.cli import run
 
     run(main, sys.argv[1:])

@@ -35,8 +35,8 @@ os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(2**28))
 import cv2
 import numpy as np
 
-from stages.cli import progress_bar
-from stages.errors import DataError
+from stages.core.cli import progress_bar
+from stages.core.errors import DataError
 
 __all__ = [
     "MAX_FILE_BYTES",

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stages.errors import DataError
-from stages.io import atomic_path
+from stages.core.errors import DataError
+from stages.core.files import atomic_path
 
 __all__ = ["read_idx", "read_label_csv", "write_idx", "write_label_csv"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from stages.errors import DataError
+from stages.core.errors import DataError
 
 
 def archive_name(slug: str) -> str:

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages import io
-from stages.errors import DataError
-from stages.io import OutputError, atomic_path, load_npy, save_npy, write_json
+from stages.core import files
+from stages.core.errors import DataError
+from stages.core.files import OutputError, atomic_path, load_npy, save_npy, write_json
 
 
 def test_failed_block_keeps_the_old_folder_and_leaves_no_temporaries(tmp_path):
@@ -33,7 +33,7 @@ def test_disk_full_is_one_clear_line_and_keeps_earlier_output(tmp_path, monkeypa
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(io.json, "dumps", full)
+    monkeypatch.setattr(files.json, "dumps", full)
     with pytest.raises(OutputError, match=r"cannot write .*metrics.json: No space left on device"):
         write_json(path, {"accuracy": 0.1})
     assert '"accuracy": 0.9' in path.read_text()
@@ -43,7 +43,7 @@ def test_read_only_folder_is_reported(tmp_path, monkeypatch):
     def forbidden(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(io.tempfile, "mkdtemp", forbidden)
+    monkeypatch.setattr(files.tempfile, "mkdtemp", forbidden)
     with pytest.raises(OutputError, match="Read-only file system"):
         save_npy(tmp_path / "x.npy", np.zeros(3))
 
@@ -92,7 +92,7 @@ def test_next_run_removes_the_temporaries_of_killed_runs_only(tmp_path):
 
 KILLED = """
 import os, signal, sys
-from stages.io import atomic_path
+from stages.core.files import atomic_path
 with atomic_path(sys.argv[1], is_dir=True) as tmp:
     (tmp / "x.npy").write_text("half")
     os.kill(os.getpid(), signal.SIGKILL)

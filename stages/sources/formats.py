@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.errors import DataError
+from stages.core.errors import DataError
 
 
 @dataclass
@@ -33,8 +33,8 @@ def _find(root: Path, pattern: str) -> Path | None:
 
 
 def _cifar_python(root: Path, size: tuple[int, int] | None, color: str) -> RawData:
-    from stages.generate import CIFAR10_CLASSES
-    from stages.readers.cifar import read_cifar_python
+    from stages.sources.generate import CIFAR10_CLASSES
+    from stages.sources.readers.cifar import read_cifar_python
 
     folder = _find(root, "cifar-10-batches-py")
     x_train, y_train, x_test, y_test, classes = read_cifar_python(folder)
@@ -42,7 +42,7 @@ def _cifar_python(root: Path, size: tuple[int, int] | None, color: str) -> RawDa
 
 
 def _split_image_folder(root: Path, size: tuple[int, int] | None, color: str) -> RawData:
-    from stages.readers.images import read_split_image_folder
+    from stages.sources.readers.images import read_split_image_folder
 
     out = read_split_image_folder(_split_base(root), size or (32, 32), color="rgb", progress="decode")
     return RawData(out["x_train"], out["y_train"], out["x_test"], out["y_test"], out["classes"], out["skipped"])
@@ -50,7 +50,7 @@ def _split_image_folder(root: Path, size: tuple[int, int] | None, color: str) ->
 
 def _pets(root: Path, size: tuple[int, int] | None, color: str, options: dict | None = None) -> RawData:
     """Oxford-IIIT Pet images + trimaps (segmentation); ``options.species``: dog (default), cat or all."""
-    from stages.readers.pets import CLASSES, read_pets
+    from stages.sources.readers.pets import CLASSES, read_pets
 
     species = (options or {}).get("species", "dog")
     x_train, y_train, x_test, y_test, skipped = read_pets(root, size or (96, 96), species=species)
@@ -58,7 +58,7 @@ def _pets(root: Path, size: tuple[int, int] | None, color: str, options: dict | 
 
 
 def _is_pets(root: Path) -> bool:
-    from stages.readers.pets import find_layout
+    from stages.sources.readers.pets import find_layout
 
     return find_layout(root) is not None
 
@@ -81,7 +81,7 @@ def _class_names(y: np.ndarray, options: dict | None) -> list[str]:
 
 def _mnist_idx(root: Path, size: tuple[int, int] | None, color: str, options: dict | None = None) -> RawData:
     """MNIST-family IDX files (Fashion-MNIST's official names; ``-idx3-ubyte`` or ``.idx3-ubyte``)."""
-    from stages.readers.tabular import read_idx
+    from stages.sources.readers.tabular import read_idx
 
     def pair(prefix: str) -> tuple[np.ndarray | None, np.ndarray | None]:
         images = _find_file(root, f"{prefix}-images?idx3-ubyte", f"{prefix}-images?idx3-ubyte.gz")
@@ -108,7 +108,7 @@ def _label_csv(root: Path, size: tuple[int, int] | None, color: str, options: di
     An unlabelled test.csv (a competition's) cannot be scored: the dataset's ``test_fraction``
     then splits a test set off train.
     """
-    from stages.readers.tabular import read_label_csv
+    from stages.sources.readers.tabular import read_label_csv
 
     x_train, y_train = read_label_csv(_find_file(root, "train.csv"))
     if y_train is None:
@@ -160,7 +160,7 @@ def find_class_root(root: Path, max_depth: int = 4) -> Path | None:
 def _image_folder(root: Path, size: tuple[int, int] | None, color: str) -> RawData:
     """``<class>/<image files>`` (class = folder name, any format OpenCV reads; no test split:
     the dataset's ``test_fraction`` makes one). Stray and corrupt files are skipped and listed."""
-    from stages.readers.images import read_image_folder
+    from stages.sources.readers.images import read_image_folder
 
     base = find_class_root(root)
     out = read_image_folder(base, size, color="rgb", progress=f"decode {base.name}")

@@ -12,7 +12,7 @@ Two on-disk formats exist (see torch/serialization.py):
   view_metadata)``), the list of storage keys, then for each key in that order an
   int64 element count followed by ``numel * element_size`` raw bytes.
 
-Every pickle goes through :func:`stages.readers.safe_pickle.safe_load`, so a file can
+Every pickle goes through :func:`stages.sources.readers.safe_pickle.safe_load`, so a file can
 only ever produce tensors, NumPy arrays and plain containers.
 
 :func:`load_pth` then normalises the content into the project's dataset dict.
@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from stages.errors import DataError
-from stages.io import atomic_path
-from stages.readers.safe_pickle import (
+from stages.core.errors import DataError
+from stages.core.files import atomic_path
+from stages.sources.readers.safe_pickle import (
     CompatPickler,
     GlobalRef,
     Reduce,

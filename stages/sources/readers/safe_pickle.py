@@ -43,7 +43,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from stages.errors import DataError
+from stages.core.errors import DataError
 
 __all__ = [
     "ALLOWED_GLOBALS",

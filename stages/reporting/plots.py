@@ -10,8 +10,8 @@ matplotlib.use("Agg")  # no screen on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from stages.io import atomic_path  # noqa: E402
-from stages.live import read_live_metric  # noqa: E402
+from stages.core.files import atomic_path  # noqa: E402
+from stages.core.live import read_live_metric  # noqa: E402
 
 
 def data_label(origin: str) -> str:

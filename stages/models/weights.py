@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from stages.errors import ConfigError
+from stages.core.errors import ConfigError
 
 # The "no top" ImageNet weights file of each architecture (keras/src/applications/*.py).
 NOTOP_FILES = {

@@ -1,0 +1,1 @@
+"""What every stage shares: params and their schema, errors, the command line, paths, file writing."""
