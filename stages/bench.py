@@ -157,7 +157,7 @@ def bench_training(steps: int = 50) -> tuple[list[dict], float]:
 
     from stages.models import build
     from stages.models.flops import model_flops
-    from stages.train import make_dataset
+    from stages.training.data import make_dataset
 
     a = tf.random.normal((2048, 2048))
     matmul = tf.function(lambda: tf.matmul(a, a))
@@ -196,7 +196,7 @@ def knob_rate(setting: dict, steps: int = 15) -> float:
     import keras
 
     from stages.models import build
-    from stages.train import cpu_has_amx_bf16, precision_policy
+    from stages.training.hardware import cpu_has_amx_bf16, precision_policy
 
     as_trained = precision_policy("auto_cpu_bf16", None, cpu_has_amx_bf16())  # cifar_rgb_fast's, on a CPU
     keras.mixed_precision.set_global_policy(setting.get("policy", as_trained))

@@ -71,7 +71,7 @@ def main(*options: str) -> None:
     import tensorflow as tf
 
     from stages.models import build
-    from stages.train import gpu_capability, precision_policy
+    from stages.training.hardware import gpu_capability, precision_policy
 
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus and not args.allow_cpu:

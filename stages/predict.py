@@ -136,8 +136,6 @@ def mask_names(paths: list[Path]) -> list[str]:
 def load(experiment: str):
     import keras
 
-    from stages import train  # noqa: F401  (registers the project's custom losses for loading)
-
     model_file = MODELS / experiment / "model.keras"
     if not model_file.is_file():
         raise DataError(f"{model_file}: not found; run `dvc repro train@{experiment}` or `dvc pull` first")

@@ -72,7 +72,7 @@ def scorecard(params: config.Params, studies: config.Studies) -> pd.DataFrame:
 
 
 def mean_epoch_seconds(live_dir: Path) -> float | None:
-    """Mean of dvclive's per-epoch ``train/epoch_seconds`` (train.py's EpochTimer) under ``live_dir``."""
+    """Mean of dvclive's per-epoch ``train/epoch_seconds`` (training/callbacks.py's EpochTimer) in ``live_dir``."""
     series = read_live_metric(live_dir, "train/epoch_seconds")
     return float(series.mean()) if series is not None and len(series) else None
 

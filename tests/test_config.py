@@ -48,6 +48,10 @@ def test_repository_params_are_valid():
         (lambda d: d.update(profile="fast"), "profile"),
         (lambda d: d["datasets"]["objects8"].update(source="cifar100"), "unknown source 'cifar100'"),
         (lambda d: d["datasets"]["objects8"].update(val_fraction=1.5), "datasets.objects8.val_fraction"),
+        (
+            lambda d: d["experiments"]["gray28_tuned"].update(optimizer={"name": "adam", "schedule": "cosine"}),
+            "experiments.gray28_tuned: callbacks.reduce_lr and optimizer.schedule 'cosine' both set the learning rate",
+        ),
     ],
 )
 def test_bad_params_name_the_parameter(tmp_path, mutate, expected):

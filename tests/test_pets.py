@@ -173,7 +173,7 @@ def test_unet_parameter_counts(batch_norm, expected):
 def test_augmentation_flips_image_and_mask_together():
     import tensorflow as tf
 
-    from stages.train import make_dataset
+    from stages.training.data import make_dataset
 
     n, h, w = 64, 8, 12
     cols = np.tile(np.arange(w, dtype=np.uint8), (n, h, 1))  # pixel value = its column

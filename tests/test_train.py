@@ -145,11 +145,12 @@ def test_killed_training_resumes_from_its_last_epoch(tmp_path):
 FAILING_WRITE = """
 import sys
 import stages.train as t
+import stages.training.outputs as outputs
 from stages.core.cli import run
 from stages.core.files import OutputError
 def fail(target, **kwargs):
     raise OutputError(f"cannot write {target}: No space left on device")
-t.atomic_path = fail
+outputs.atomic_path = fail
 run(t.main, sys.argv[1:])
 """
 
@@ -199,22 +200,22 @@ def test_failed_final_write_keeps_the_run_resumable_and_its_best_model(tmp_path)
 
 
 def test_best_so_far_reads_dvclive_train_and_eval_logs(tmp_path):
-    from stages.train import _best_so_far
+    from stages.training.callbacks import best_so_far
 
     metrics = tmp_path / "plots" / "metrics"
     (metrics / "eval").mkdir(parents=True)
     (metrics / "train").mkdir()
     (metrics / "eval" / "accuracy.tsv").write_text("timestamp\tstep\taccuracy\n1\t0\t0.5\n2\t1\t0.75\n3\t2\t0.6\n")
     (metrics / "train" / "loss.tsv").write_text("timestamp\tstep\tloss\n1\t0\t0.9\n2\t1\t0.4\n3\t2\t0.7\n")
-    assert _best_so_far(tmp_path, "val_accuracy") == 0.75  # dvclive: eval/accuracy
-    assert _best_so_far(tmp_path, "loss") == 0.4  # dvclive: train/loss
-    assert _best_so_far(tmp_path, "val_loss") is None
+    assert best_so_far(tmp_path, "val_accuracy") == 0.75  # dvclive: eval/accuracy
+    assert best_so_far(tmp_path, "loss") == 0.4  # dvclive: train/loss
+    assert best_so_far(tmp_path, "val_loss") is None
 
 
 def test_bad_model_argument_value_is_a_config_error():
     from stages.core import config
     from stages.core.errors import ConfigError
-    from stages.train import build_model
+    from stages.training.recipe import build_model
 
     exp = config.Experiment(
         study="cifar_gray", dataset="d", model="cifar_gray_tuned", model_args={"dropout": 7}, epochs=1, batch_size=1
@@ -226,7 +227,7 @@ def test_bad_model_argument_value_is_a_config_error():
 
 def test_unwritable_output_folder_is_reported_before_training(tmp_path):
     from stages.core.files import OutputError
-    from stages.train import check_writable
+    from stages.training.outputs import check_writable
 
     (tmp_path / "models").write_text("a file where the folder should be\n")
     with pytest.raises(OutputError, match="cannot write to .*models/: a file is in the way"):
@@ -254,13 +255,13 @@ def test_unwritable_output_folder_is_reported_before_training(tmp_path):
     ],
 )
 def test_mixed_precision_policy(setting, capability, cpu_bf16, policy):
-    from stages.train import precision_policy
+    from stages.training.hardware import precision_policy
 
     assert precision_policy(setting, capability, cpu_bf16) == policy
 
 
 def test_cpu_amx_detection_matches_proc_cpuinfo():
-    from stages.train import cpu_has_amx_bf16
+    from stages.training.hardware import cpu_has_amx_bf16
 
     cpuinfo = Path("/proc/cpuinfo")
     flags = cpuinfo.read_text() if cpuinfo.is_file() else ""
@@ -288,7 +289,7 @@ def test_experiment_mixed_precision_overrides_the_accelerator_setting(tmp_path):
 def test_single_device_strategy_without_gpus_or_tf_config(monkeypatch):
     import tensorflow as tf
 
-    from stages.train import distribution_strategy
+    from stages.training.hardware import distribution_strategy
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     if len(tf.config.list_physical_devices("GPU")) > 1:
@@ -342,7 +343,7 @@ def test_unfreeze_last_layers_of_the_base_only():
     import keras
 
     from stages.core.errors import ConfigError
-    from stages.train import unfreeze_last_layers
+    from stages.training.recipe import unfreeze_last_layers
 
     base = keras.Sequential([keras.layers.Dense(4, name=f"d{i}") for i in range(5)], name="base")
     base.build((None, 3))

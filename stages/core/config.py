@@ -166,6 +166,15 @@ class Experiment(Strict):
     max_train_examples: StrictInt | None = Field(default=None, gt=0)  # train on the first N prepared images only
     profiles: dict[Literal["embedded", "full"], ExperimentOverride] = {}  # per-profile overrides
 
+    @model_validator(mode="after")
+    def _one_learning_rate_rule(self) -> Experiment:
+        if self.callbacks.reduce_lr and self.optimizer.schedule != "constant":
+            raise ValueError(
+                f"callbacks.reduce_lr and optimizer.schedule {self.optimizer.schedule!r} both set the "
+                "learning rate; keep one"
+            )
+        return self
+
 
 class Ensemble(Strict):
     """Majority vote of one experiment retrained with several seeds (its members)."""
@@ -252,8 +261,8 @@ def _format_error(err: ValidationError, path: Path) -> str:
     got = first.get("input")
     got_text = "" if isinstance(got, dict) else f" (got {got!r})"
     msg = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "value_error":
-        return f"{path}: {msg}"
+    if first["type"] == "value_error":  # a validator's own message; its object's place unless top level
+        return f"{path}: {where}: {msg}" if first["loc"] else f"{path}: {msg}"
     return f"{path}: {where}: {msg}{got_text}"
 
 

@@ -37,7 +37,7 @@ def cifar_rgb_cnn(
 ) -> keras.Model:
     """The report's own CNN: conv blocks 32-32 / 64-64 / 128 with BN, Mish, he_uniform, L2."""
     inputs = image_input(input_shape)
-    # Per-channel standardisation; train.py adapts its mean/variance on the training
+    # Per-channel standardisation; training/recipe.py adapts its mean/variance on the training
     # images. (Standardising raw pixels equals the report's /255 then standardise.)
     x = layers.Normalization(axis=-1, name="standardize")(inputs)
     if augment:

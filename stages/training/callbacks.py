@@ -1,0 +1,117 @@
+"""The callbacks of a training run: resumable backups, epoch timing, dvclive logging, the study's own
+checkpoint / learning-rate / early-stopping rules."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import keras
+import tensorflow as tf
+
+from stages.core import config, paths
+from stages.core.live import read_live_metric
+from stages.core.paths import CHECKPOINTS
+from stages.core.paths import EXPERIMENT_REPORTS as REPORTS
+
+if TYPE_CHECKING:
+    from dvclive import Live
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds ``epoch_seconds`` (wall time of the epoch, validation included) and ``elapsed_seconds``
+    (the run's total so far) to the logged metrics."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.elapsed = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        seconds = time.perf_counter() - self.start
+        self.elapsed += seconds
+        if logs is not None:
+            logs["epoch_seconds"] = seconds
+            logs["elapsed_seconds"] = self.elapsed
+
+
+class TestTracker(keras.callbacks.Callback):
+    """Logs ``test/accuracy`` and ``test/loss`` to dvclive after every epoch, for time-to-accuracy
+    curves. Only logged: nothing (checkpoint, early stopping, learning rate) is steered by them."""
+
+    def __init__(self, test_ds: tf.data.Dataset, live: Live) -> None:
+        super().__init__()
+        self.test_ds, self.live = test_ds, live
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        results = self.model.evaluate(self.test_ds, verbose=0, return_dict=True)
+        self.live.log_metric("test/accuracy", results["accuracy"])
+        self.live.log_metric("test/loss", results["loss"])
+        print(f"  test accuracy {results['accuracy']:.4f}, loss {results['loss']:.4f}")
+
+
+def live_metric_name(monitor: str) -> str:
+    """dvclive's name for a Keras log key: ``val_accuracy`` is ``eval/accuracy``, ``accuracy`` is ``train/accuracy``."""
+    return monitor.replace("val_", "eval/") if "val_" in monitor else f"train/{monitor}"
+
+
+def best_so_far(live_dir: Path, monitor: str) -> float | None:
+    """The monitored metric's best logged value, so a resumed checkpoint keeps the true best."""
+
+    series = read_live_metric(live_dir, live_metric_name(monitor))
+    if series is None or series.empty:
+        return None
+    return float(series.max() if "acc" in monitor else series.min())
+
+
+def make_callbacks(
+    exp: config.Experiment,
+    name: str,
+    resuming: bool,
+    *,
+    run: str | None = None,
+    test_ds: tf.data.Dataset | None = None,
+    backup: str = "backup",
+    first_step: int = 0,
+) -> list[keras.callbacks.Callback]:
+    from dvclive import Live
+    from dvclive.keras import DVCLiveCallback
+
+    # ``run``: another run of the experiment (an ensemble member), with its own state and logs
+    ckpt_dir, live_dir = CHECKPOINTS / (run or name), (paths.REPORTS / run if run else REPORTS / name) / "train"
+    live = Live(dir=str(live_dir), resume=resuming, save_dvc_exp=False, dvcyaml=None, report=None)
+    live.step = max(live.step, first_step)  # dvclive resumes a log whose last step is 0 at step 0 again
+    # the backup outlives fit: train() removes it once the final model is written
+    backup_cb = keras.callbacks.BackupAndRestore(str(ckpt_dir / backup), delete_checkpoint=False)
+    cbs: list[keras.callbacks.Callback] = [backup_cb, EpochTimer()]
+    if test_ds is not None:  # before DVCLiveCallback, which closes the step
+        cbs.append(TestTracker(test_ds, live))
+    if exp.callbacks.checkpoint:
+        monitor = exp.callbacks.checkpoint.monitor
+        cbs.append(
+            keras.callbacks.ModelCheckpoint(
+                str(ckpt_dir / "best.keras"),
+                monitor=monitor,
+                save_best_only=True,
+                initial_value_threshold=best_so_far(live_dir, monitor) if resuming else None,
+            )
+        )
+    if exp.callbacks.reduce_lr:
+        r = exp.callbacks.reduce_lr
+        cbs.append(
+            keras.callbacks.ReduceLROnPlateau(monitor=r.monitor, factor=r.factor, patience=r.patience, min_lr=r.min_lr)
+        )
+    if exp.callbacks.early_stopping:
+        e = exp.callbacks.early_stopping
+        cbs.append(
+            keras.callbacks.EarlyStopping(
+                monitor=e.monitor,
+                patience=e.patience,
+                restore_best_weights=e.restore_best_weights,
+            )
+        )
+    cbs.append(DVCLiveCallback(live=live))
+    return cbs

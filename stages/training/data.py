@@ -1,0 +1,110 @@
+"""The prepared arrays as tf.data pipelines: uint8 images in, float32 batches out."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import tensorflow as tf
+
+from stages.core.errors import DataError
+from stages.core.files import load_npy
+from stages.core.paths import PREPARED
+
+if TYPE_CHECKING:
+    from stages.core.config import Experiment
+
+
+def load_split(dataset: str, part: str) -> tuple[np.ndarray, np.ndarray]:
+    folder = PREPARED / dataset
+    return load_npy(folder / f"x_{part}.npy"), load_npy(folder / f"y_{part}.npy")
+
+
+def read_meta(dataset: str) -> dict:
+    """The prepared dataset's meta.json; DataError naming the stage that writes it when missing."""
+    path = PREPARED / dataset / "meta.json"
+    if not path.is_file():
+        raise DataError(f"{path}: missing; run `dvc repro prepare@{dataset}` first")
+    return json.loads(path.read_text())
+
+
+def flip_together(image: tf.Tensor, mask: tf.Tensor, seed: int | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+    """Segmentation augmentation: one random draw flips an image (H, W, C) and its mask (H, W)
+    left-right together, so that the labels stay on their pixels."""
+    flip = tf.random.uniform([], seed=seed) < 0.5
+    return tf.where(flip, tf.reverse(image, [1]), image), tf.where(flip, tf.reverse(mask, [1]), mask)
+
+
+def make_dataset(
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    *,
+    shuffle_seed: int | None = None,
+    num_classes: int | None = None,
+    augment_seed: int | None = None,
+) -> tf.data.Dataset:
+    """uint8 arrays -> batches of float32 0..255 images (the models scale them).
+
+    ``shuffle_seed`` set: a seeded reshuffle every epoch (training). ``num_classes``
+    set: one-hot labels, for categorical cross-entropy with label smoothing.
+    ``augment_seed`` set (segmentation: ``y`` holds masks): seeded random flips applied
+    to each image and its mask together (:func:`flip_together`).
+    """
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).cache()
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+    if augment_seed is not None:
+        ds = ds.map(lambda img, mask: flip_together(img, mask, augment_seed), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size)
+
+    def to_float(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        labels = tf.one_hot(labels, num_classes) if num_classes else labels
+        return tf.cast(images, tf.float32), labels
+
+    return ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+@dataclass
+class Splits:
+    """One experiment's prepared splits as tf.data pipelines, with what the loop needs to know of them."""
+
+    train: tf.data.Dataset
+    val: tf.data.Dataset | None
+    test: tf.data.Dataset
+    x_train: np.ndarray  # for layers that adapt to the data (Normalization)
+    y_test: np.ndarray
+    batch_size: int
+    one_hot: int | None  # the class count when labels are one-hot (categorical cross-entropy)
+    segmentation: bool  # labels are masks
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.x_train) / self.batch_size)
+
+
+def load_splits(exp: Experiment, meta: dict, batch_size: int, seed: int) -> Splits:
+    """train (seeded reshuffles; segmentation flips with ``augment``), val and test pipelines."""
+    x_train, y_train = load_split(exp.dataset, "train")
+    if exp.max_train_examples:  # prepared train images are already in seeded random order
+        x_train, y_train = x_train[: exp.max_train_examples], y_train[: exp.max_train_examples]
+    x_val, y_val = load_split(exp.dataset, "val")
+    x_test, y_test = load_split(exp.dataset, "test")
+    one_hot = len(meta["classes"]) if exp.loss == "categorical_crossentropy" else None
+    segmentation = meta.get("task") == "segmentation"
+    augment_seed = seed if segmentation and exp.augment else None
+    return Splits(
+        train=make_dataset(
+            x_train, y_train, batch_size, shuffle_seed=seed, num_classes=one_hot, augment_seed=augment_seed
+        ),
+        val=make_dataset(x_val, y_val, batch_size, num_classes=one_hot) if len(x_val) else None,
+        test=make_dataset(x_test, y_test, batch_size, num_classes=one_hot),
+        x_train=x_train,
+        y_test=y_test,
+        batch_size=batch_size,
+        one_hot=one_hot,
+        segmentation=segmentation,
+    )

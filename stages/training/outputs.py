@@ -1,0 +1,83 @@
+"""What a training run leaves: test predictions, the model folder (model.keras, summary, model card)."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from stages.core import config
+from stages.core.files import OutputError, atomic_path, save_npy, write_json, write_text
+from stages.models.flops import model_flops
+
+
+def check_writable(*folders: Path) -> None:
+    """Fail in one line, before the first epoch, when an output folder cannot be written (not once training is over)."""
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as exc:
+            reason = "a file is in the way" if isinstance(exc, FileExistsError | NotADirectoryError) else exc.strerror
+            raise OutputError(f"cannot write to {folder}/: {reason or exc} (checked before training)") from None
+
+
+def predict_test(model: keras.Model, test_ds: tf.data.Dataset, tta_flip: bool) -> tuple[np.ndarray, float]:
+    """Test-split probabilities (averaged with the mirrored images' when ``tta_flip``) and the seconds taken."""
+    start = time.perf_counter()
+    probs = model.predict(test_ds, verbose=0).astype(np.float32)
+    if tta_flip:  # test-time augmentation: average with the left-right mirrored images
+        mirrored = test_ds.map(lambda images, labels: (tf.reverse(images, [2]), labels))
+        probs = (probs + model.predict(mirrored, verbose=0).astype(np.float32)) / 2
+    return probs, time.perf_counter() - start
+
+
+def model_size(model: keras.Model) -> dict[str, int]:
+    return {
+        "parameters": int(model.count_params()),
+        "trainable_parameters": int(sum(int(np.prod(w.shape)) for w in model.trainable_weights)),
+        "flops": model_flops(model),
+    }
+
+
+def write_model(target: Path, model: keras.Model, outputs: dict[str, np.ndarray], summary: dict, card: str) -> None:
+    """The model, its test outputs, summary.json and README.md card: one folder, written atomically."""
+    # Shared uncompiled: the same layers and weights without the optimizer's state (a third of the file
+    # for Adam) or a loss (the project's own would make plain `keras.models.load_model` fail).
+    model = keras.Model(model.inputs, model.outputs, name=model.name)
+    with atomic_path(target, is_dir=True) as tmp:
+        model.save(tmp / "model.keras")
+        for file, array in outputs.items():
+            save_npy(tmp / file, array)
+        write_json(tmp / "summary.json", summary)
+        write_text(tmp / "README.md", card)
+
+
+def model_card(name: str, exp: config.Experiment, meta: dict, summary: dict, y_test: np.ndarray, outputs: dict) -> str:
+    """A short Markdown card that travels with the shared model: what it is, the data it saw, how it scored."""
+    if "test_probs.npy" in outputs:
+        score = f"test accuracy {float((outputs['test_probs.npy'].argmax(axis=1) == y_test).mean()):.4f}"
+    else:
+        score = f"test pixel accuracy {float((outputs['test_masks.npy'] == y_test).mean()):.4f}"
+    caveat = (
+        "\n**GENERATED SAMPLE DATA**: trained on the project's generated images (profile `embedded`), so it "
+        "shows the pipeline works; it is not a model of the real dataset.\n"
+        if meta["data"].startswith("generated")
+        else ""
+    )
+    return (
+        f"# {name}\n{caveat}\n"
+        f"- study `{exp.study}`, model `{exp.model}` {exp.model_args or ''}: {summary['parameters']:,} parameters, "
+        f"{summary['flops'] or 0:,} FLOPs per image\n"
+        f"- data: {meta['data']}; prepared set `{exp.dataset}` {meta['counts']}; input {meta['image_shape']}, "
+        "raw 0..255 pixels (scaling is inside the model)\n"
+        f"- classes: {', '.join(map(str, meta['classes']))}\n"
+        f"- trained {summary['epochs_run']} of {summary['epochs_requested']} epochs, batch {summary['batch_size']}, "
+        f"seed {summary['seed']}; {score}\n\n"
+        'Load it with plain Keras, no project code: `keras.models.load_model("model.keras")`.\n'
+    )

@@ -1,0 +1,79 @@
+"""An experiment's settings turned into Keras objects: model, optimizer, loss, and the changes made to a
+built model before training (batch-norm momentum, normalisation statistics, unfrozen layers)."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from stages.core import config
+from stages.models import build
+from stages.training.losses import SparseCrossentropyDice
+
+
+def build_model(name: str, exp: config.Experiment, input_shape: list[int], num_classes: int) -> keras.Model:
+    """The experiment's model; a builder's ValueError or TypeError (a bad ``model_args`` value,
+    e.g. ``dropout: 7``) becomes a ConfigError naming the parameter."""
+    try:
+        return build(exp.model, input_shape, num_classes, **exp.model_args)
+    except (ValueError, TypeError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise config.ConfigError(f"{config.PARAMS_FILE}: experiments.{name}.model_args: {reason}") from None
+
+
+def make_optimizer(opt: config.Optimizer, epochs: int, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    lr: float | keras.optimizers.schedules.LearningRateSchedule = opt.learning_rate
+    if opt.schedule != "constant":
+        total = epochs * steps_per_epoch
+        warmup = int(0.2 * total) if opt.schedule == "onecycle" else 0
+        lr = keras.optimizers.schedules.CosineDecay(
+            0.0 if warmup else opt.learning_rate,
+            decay_steps=max(1, total - warmup),
+            warmup_target=opt.learning_rate if warmup else None,
+            warmup_steps=warmup,
+            alpha=0.0,
+        )
+    kwargs = {"learning_rate": lr}
+    if opt.weight_decay is not None:
+        kwargs["weight_decay"] = opt.weight_decay
+    if opt.name == "sgd":
+        return keras.optimizers.SGD(momentum=opt.momentum or 0.0, nesterov=bool(opt.momentum), **kwargs)
+    return {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "rmsprop": keras.optimizers.RMSprop}[
+        opt.name
+    ](**kwargs)
+
+
+def make_loss(exp: config.Experiment, one_hot: int | None) -> keras.losses.Loss:
+    if exp.loss == "sparse_crossentropy_dice":
+        return SparseCrossentropyDice()
+    if one_hot:
+        return keras.losses.CategoricalCrossentropy(label_smoothing=exp.label_smoothing)
+    return keras.losses.SparseCategoricalCrossentropy()
+
+
+def set_batchnorm_momentum(model: keras.Model, momentum: float) -> None:
+    """Every BatchNormalization layer, nested backbones included (read at trace time, so before fit)."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            set_batchnorm_momentum(layer, momentum)
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+
+
+def unfreeze_last_layers(model: keras.Model, count: int) -> keras.Model:
+    """Make the last ``count`` layers of the model's pretrained base (its nested Keras model) trainable."""
+    bases = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if not bases:
+        raise config.ConfigError(f"fine_tune: model {model.name!r} has no pretrained base (nested Keras model)")
+    base = bases[0]
+    base.trainable = True
+    for layer in base.layers[: max(0, len(base.layers) - count)]:
+        layer.trainable = False
+    return base
+
+
+def adapt_normalization(model: keras.Model, x_train: np.ndarray) -> None:
+    """Layers that learn the data's mean and variance (keras Normalization without given statistics)."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Normalization) and layer.input_mean is None:
+            layer.adapt(x_train[:10_000].astype(np.float32))
