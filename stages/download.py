@@ -136,8 +136,7 @@ def fetch_source(params: config.Params, name: str, dest: Path) -> dict:
 
 def main(name: str) -> None:
     params = config.load()
-    if name not in params.sources:
-        raise config.ConfigError(f"unknown source {name!r}{config.did_you_mean(name, params.sources)}")
+    config.lookup(params.sources, name, "source")
     with atomic_path(RAW / name, is_dir=True) as tmp:
         provenance = fetch_source(params, name, tmp)
         files = sorted(p.name for p in tmp.iterdir())

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from stages.core import config
-from stages.core.errors import ConfigError, DataError
+from stages.core.errors import DataError
 from stages.core.files import load_npy, write_json
 from stages.core.paths import MODELS, PREPARED, REPORTS
 
@@ -47,9 +47,7 @@ def majority_vote(votes: np.ndarray, num_classes: int, probs: np.ndarray | None 
 
 
 def ensemble(params: config.Params, name: str) -> dict:
-    if name not in params.ensembles:
-        raise ConfigError(f"params.yaml: unknown ensemble {name!r}{config.did_you_mean(name, params.ensembles)}")
-    ens = params.ensembles[name]
+    ens = config.lookup(params.ensembles, name, "ensemble")
     exp = config.experiment(params, ens.experiment)
     prepared = PREPARED / exp.dataset
     for path in (prepared / "meta.json", prepared / "y_test.npy"):

@@ -147,8 +147,7 @@ def _provenance(path: Path) -> dict:
 
 def main(name: str) -> None:
     params = config.load()
-    if name not in params.datasets:
-        raise ConfigError(f"params.yaml: unknown dataset {name!r}{config.did_you_mean(name, params.datasets)}")
+    config.lookup(params.datasets, name, "dataset")
     meta = prepare(params, name)
     shape, skipped = meta["image_shape"], len(meta["skipped"])
     print(f"prepare@{name}: {meta['counts']} images of shape {shape}, {skipped} skipped ({meta['data']})")

@@ -134,8 +134,7 @@ def build_record(params: config.Params, experiment: str) -> dict:
 def main(experiment: str, record: str = "") -> None:
     """Write reports/reproduction/<record>.json for the real-data run of <experiment> in this checkout."""
     params = config.load()
-    if experiment not in params.experiments:
-        raise ConfigError(f"unknown experiment {experiment!r}{config.did_you_mean(experiment, params.experiments)}")
+    config.lookup(params.experiments, experiment, "experiment")
     record = record or experiment
     if not RECORD_NAME.fullmatch(record):
         raise ConfigError(f"record name {record!r}: use letters, digits, '_', '-' and '.' only")

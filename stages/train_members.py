@@ -82,11 +82,7 @@ def main(ensemble: str, *options: str) -> None:
     parser.add_argument("-j", "--jobs", type=int, default=2, help="members trained at once (default 2)")
     args = parser.parse_args(options)
     params = config.load()
-    if ensemble not in params.ensembles:
-        raise config.ConfigError(
-            f"params.yaml: unknown ensemble {ensemble!r}{config.did_you_mean(ensemble, params.ensembles)}"
-        )
-    spec = params.ensembles[ensemble]
+    spec = config.lookup(params.ensembles, ensemble, "ensemble")
     seeds = params.seeds(ensemble)
     stages = [stage_name(ensemble, seed) for seed in seeds]
     todo = stale_seeds(dvc_status(stages), ensemble, seeds)

@@ -7,8 +7,9 @@ one-line message before any download or training starts.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, TypeVar, get_args, get_origin
 from urllib.parse import urlparse
 
 import yaml
@@ -302,10 +303,18 @@ def load(path: str | Path = PARAMS_FILE) -> Params:
     return params
 
 
+T = TypeVar("T")
+
+
+def lookup(table: Mapping[str, T], name: str, what: str) -> T:
+    """``table[name]``, or the one-line ConfigError every command gives for an unknown name."""
+    if name not in table:
+        raise ConfigError(f"{PARAMS_FILE}: unknown {what} {name!r}{did_you_mean(name, table)}")
+    return table[name]
+
+
 def experiment(params: Params, name: str) -> Experiment:
-    if name not in params.experiments:
-        raise ConfigError(f"{PARAMS_FILE}: unknown experiment {name!r}{did_you_mean(name, params.experiments)}")
-    exp = params.experiments[name]
+    exp = lookup(params.experiments, name, "experiment")
     override = exp.profiles.get(params.profile)
     if override is None:
         return exp
