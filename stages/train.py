@@ -4,12 +4,15 @@ Reads the experiment's hyperparameters from params.yaml, builds its model from t
 registry, feeds the prepared arrays through tf.data, and logs every epoch with
 dvclive. An interrupted run resumes from its last completed epoch (Keras
 BackupAndRestore) unless the experiment sets ``resume: false``; the checkpoint is kept
-until the final model is written, so a failed write costs no epochs either.
+until the final model is written, so a failed write costs no epochs either. A checkpoint left by
+a run with other settings (anything but the epoch count) is discarded rather than resumed.
 The steps live in stages/training/; this file is the order they run in.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import sys
 import time
@@ -22,7 +25,7 @@ import tensorflow as tf
 from stages import models
 from stages.core import config
 from stages.core.paths import CHECKPOINTS, MODELS
-from stages.training.callbacks import make_callbacks
+from stages.training.callbacks import claim_checkpoint, make_callbacks
 from stages.training.data import Splits, load_splits, read_meta
 from stages.training.hardware import cpu_has_amx_bf16, distribution_strategy, gpu_capability, precision_policy
 from stages.training.losses import pixel_log_loss
@@ -126,6 +129,20 @@ def test_outputs(model: keras.Model, exp: config.Experiment, splits: Splits) -> 
     }
 
 
+def run_settings(
+    params: config.Params, exp: config.Experiment, batch_size: int, seed: int, policy: str, meta: dict
+) -> dict:
+    """What an interrupted run's checkpoint must have been made with to be resumed: all but the epoch count."""
+    return {
+        "experiment": exp.model_dump(exclude={"epochs"}),
+        "batch_size": batch_size,
+        "seed": seed,
+        "precision": policy,
+        "batchnorm_momentum": params.active.batchnorm_momentum,
+        "data": hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest(),  # the prepared dataset
+    }
+
+
 def train(params: config.Params, name: str, *, seed: int | None = None, out: Path | None = None) -> dict:
     """Train experiment ``name``; ``seed``/``out`` retrain it as another run (an ensemble member)
     into ``out`` (under models/), logging to the same path under reports/."""
@@ -148,6 +165,7 @@ def train(params: config.Params, name: str, *, seed: int | None = None, out: Pat
     splits = load_splits(exp, meta, batch_size, seed)
     if not exp.resume:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
+    claim_checkpoint(ckpt_dir, run_settings(params, exp, batch_size, seed, policy, meta), f"train@{name}")
     resuming, in_fine_tune = (ckpt_dir / "backup").is_dir(), (ckpt_dir / "backup_fine_tune").is_dir()
     with strategy.scope():
         if params.active.batchnorm_momentum:

@@ -199,6 +199,21 @@ def test_failed_final_write_keeps_the_run_resumable_and_its_best_model(tmp_path)
     assert not ckpt.exists(), "the checkpoint goes once the final model is written"
 
 
+def test_a_checkpoint_made_with_other_settings_is_not_resumed(tmp_path):
+    """Resuming after a settings change would carry weights trained under the old settings into the run."""
+    make_project(tmp_path, n=200, epochs=2)
+    assert run_train_failing_write(tmp_path).returncode == 1  # leaves checkpoints/tiny after 2 epochs
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["experiments"]["tiny"]["batch_size"] //= 2
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = run_train(tmp_path)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert "discarding the checkpoint of an interrupted run with other settings" in out
+    assert "(resuming)" not in out and out.count("Epoch ") == 2  # trained again from the first epoch
+    assert logged_epochs(tmp_path) == [0, 1]
+
+
 def test_best_so_far_reads_dvclive_train_and_eval_logs(tmp_path):
     from stages.training.callbacks import best_so_far
 

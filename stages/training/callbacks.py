@@ -3,6 +3,8 @@ checkpoint / learning-rate / early-stopping rules."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,12 +13,27 @@ import keras
 import tensorflow as tf
 
 from stages.core import config, paths
+from stages.core.files import write_json
 from stages.core.live import read_live_metric
 from stages.core.paths import CHECKPOINTS
 from stages.core.paths import EXPERIMENT_REPORTS as REPORTS
 
 if TYPE_CHECKING:
     from dvclive import Live
+
+
+def claim_checkpoint(ckpt_dir: Path, settings: dict, label: str) -> None:
+    """Keep an interrupted run's checkpoint only if it was made with these ``settings``, else discard it:
+    resuming would carry weights trained under other settings into this run. (``settings`` leaves out
+    the epoch count, so that a finished or stopped run can be extended.)"""
+    record = ckpt_dir / "settings.json"
+    settings = json.loads(json.dumps(settings, default=str))
+    if ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
+        if record.is_file() and json.loads(record.read_text()) == settings:
+            return
+        print(f"{label}: discarding the checkpoint of an interrupted run with other settings ({ckpt_dir}/)")
+        shutil.rmtree(ckpt_dir)
+    write_json(record, settings)
 
 
 class EpochTimer(keras.callbacks.Callback):
