@@ -11,8 +11,6 @@ The steps live in stages/training/; this file is the order they run in.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 import sys
 import time
@@ -24,7 +22,8 @@ import tensorflow as tf
 
 from stages import models
 from stages.core import config
-from stages.core.paths import CHECKPOINTS, MODELS
+from stages.core.files import sha256
+from stages.core.paths import CHECKPOINTS, MODELS, PREPARED
 from stages.training.callbacks import claim_checkpoint, make_callbacks
 from stages.training.data import Splits, load_splits, read_meta
 from stages.training.hardware import cpu_has_amx_bf16, distribution_strategy, gpu_capability, precision_policy
@@ -129,17 +128,16 @@ def test_outputs(model: keras.Model, exp: config.Experiment, splits: Splits) -> 
     }
 
 
-def run_settings(
-    params: config.Params, exp: config.Experiment, batch_size: int, seed: int, policy: str, meta: dict
-) -> dict:
-    """What an interrupted run's checkpoint must have been made with to be resumed: all but the epoch count."""
+def run_settings(params: config.Params, exp: config.Experiment, batch_size: int, seed: int, policy: str) -> dict:
+    """What an interrupted run's checkpoint must have been made with to be resumed: all but the epoch count.
+    (``exp`` already holds the active profile's overrides; its raw ``profiles`` would count their epochs.)"""
     return {
-        "experiment": exp.model_dump(exclude={"epochs"}),
+        "experiment": exp.model_dump(exclude={"epochs", "profiles"}),
         "batch_size": batch_size,
         "seed": seed,
         "precision": policy,
         "batchnorm_momentum": params.active.batchnorm_momentum,
-        "data": hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest(),  # the prepared dataset
+        "data": sha256(PREPARED / exp.dataset / "meta.json"),  # the prepared dataset
     }
 
 
@@ -165,7 +163,7 @@ def train(params: config.Params, name: str, *, seed: int | None = None, out: Pat
     splits = load_splits(exp, meta, batch_size, seed)
     if not exp.resume:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
-    claim_checkpoint(ckpt_dir, run_settings(params, exp, batch_size, seed, policy, meta), f"train@{name}")
+    claim_checkpoint(ckpt_dir, run_settings(params, exp, batch_size, seed, policy), f"train@{name}")
     resuming, in_fine_tune = (ckpt_dir / "backup").is_dir(), (ckpt_dir / "backup_fine_tune").is_dir()
     with strategy.scope():
         if params.active.batchnorm_momentum:
