@@ -42,8 +42,8 @@ def scorecard(params: config.Params, studies: config.Studies) -> pd.DataFrame:
         metrics_file = EXP_REPORTS / name / "metrics.json"
         if not metrics_file.is_file():
             continue
-        m = read_json(metrics_file, f"evaluate@{name}")
-        details = read_json(EXP_REPORTS / name / "details.json", f"evaluate@{name}")
+        m = read_json(metrics_file, f"train@{name}")
+        details = read_json(EXP_REPORTS / name / "details.json", f"train@{name}")
         claimed = config.claimed(studies, name)
         summary_file = MODELS / name / "summary.json"  # absent when the metrics came without the model (git only)
         summary = read_json(summary_file, f"train@{name}") if summary_file.is_file() else {}

@@ -6,7 +6,8 @@ dvclive. An interrupted run resumes from its last completed epoch (Keras
 BackupAndRestore) unless the experiment sets ``resume: false``; the checkpoint is kept
 until the final model is written, so a failed write costs no epochs either. A checkpoint left by
 a run with other settings (anything but the epoch count) is discarded rather than resumed.
-The steps live in stages/training/; this file is the order they run in.
+The steps live in stages/training/; this file is the order they run in. Last, the model is
+scored on the test split (stages/reporting/evaluation.py): metrics, per-class report, figures.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from stages import models
 from stages.core import config
 from stages.core.files import sha256
 from stages.core.paths import CHECKPOINTS, MODELS, PREPARED
+from stages.reporting.evaluation import evaluate, summary_line
 from stages.training.callbacks import claim_checkpoint, make_callbacks
 from stages.training.data import Splits, load_splits, read_meta
 from stages.training.hardware import cpu_has_amx_bf16, distribution_strategy, gpu_capability, precision_policy
@@ -55,6 +57,7 @@ def compile_model(
         loss=make_loss(exp, splits.one_hot),
         metrics=[metric],
         jit_compile=params.accelerator.jit_compile,
+        run_eagerly=exp.run_eagerly,
     )
 
 
@@ -115,8 +118,7 @@ def fine_tune(
 
 
 def test_outputs(model: keras.Model, exp: config.Experiment, splits: Splits) -> tuple[dict, dict]:
-    """Predict the test split here, while TensorFlow is loaded: `evaluate` then needs only NumPy and
-    scikit-learn, which saves a TensorFlow start-up per experiment."""
+    """The test split's predictions, kept in the model folder: scoring (and re-scoring) needs only them."""
     probs, seconds = predict_test(model, splits.test, exp.tta_flip)
     if not splits.segmentation:
         return {"test_probs.npy": probs}, {"test_seconds": round(seconds, 3)}
@@ -221,6 +223,8 @@ def main(name: str, *options: str) -> None:
     models.check_experiment(name, config.experiment(params, name))
     summary = train(params, name, seed=args.seed, out=args.out)
     print(f"train@{name}: done, {summary['epochs_run']} epochs in {summary['train_seconds']} s")
+    if args.out is None:  # an ensemble member is scored by its ensemble's vote instead
+        print(f"train@{summary_line(name, evaluate(params, name))}")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def edit_params(root: Path, mutate: Callable[[dict], None]) -> None:
 
 
 def trained(root: Path, probs: np.ndarray | None = None) -> None:
-    """What `train@tiny` leaves for `evaluate`: a summary and the test probabilities."""
+    """What `train@tiny` leaves for its scoring (`python -m stages.evaluate`): a summary, the test probabilities."""
     y_test = np.load(root / "data/prepared/tiny/y_test.npy")
     if probs is None:
         probs = np.full((len(y_test), 2), 0.5, np.float32)
@@ -123,7 +123,8 @@ CASES = [
     ("prepare-unknown", ["prepare", "nope"], None, "unknown dataset 'nope'"),
     ("no-params", ["evaluate", "tiny"], no_params, "params.yaml: not found"),
     ("bad-yaml", ["download", "cifar10"], bad_yaml, "not valid YAML"),
-    ("usage", ["evaluate", "a", "b"], None, "usage: python -m stages.evaluate <name>"),
+    ("usage", ["prepare", "a", "b"], None, "usage: python -m stages.prepare <name>"),
+    ("evaluate-nothing", ["evaluate"], None, "name one or more experiments of params.yaml"),
 ]
 
 

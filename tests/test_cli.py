@@ -61,7 +61,6 @@ def test_short_help_flag(module):
         ("download", [], "usage: python -m stages.download <name>"),
         ("extract", [], "usage: python -m stages.extract <name>"),
         ("prepare", [], "usage: python -m stages.prepare <name>"),
-        ("evaluate", [], "usage: python -m stages.evaluate <name>"),
         ("ensemble", [], "usage: python -m stages.ensemble <name>"),
         ("train_members", [], "usage: python -m stages.train_members <ensemble>"),
         ("sweep", [], "usage: python -m stages.sweep <experiment>"),

@@ -137,3 +137,14 @@ def test_yaml_integers_still_load_as_integers(tmp_path):
 def test_ensemble_members_must_agree_with_their_ensemble(tmp_path, mutate, expected):
     with pytest.raises(ConfigError, match=re.escape(expected)):
         config.load(write(tmp_path, mutate))
+
+
+@pytest.mark.parametrize("name", ["params.yaml", "dvc.yaml", "studies.yaml"])
+def test_yaml_files_parse_with_dvcs_libyaml_loader(name):
+    """With ruamel.yaml.clib installed (pinned: twice as fast), DVC reads these with libyaml, which is
+    YAML 1.1: there a bare URL in a flow list (`[https://a, https://b]`) does not parse at all."""
+    pytest.importorskip("_ruamel_yaml")
+    from ruamel.yaml import YAML
+
+    text = (REPO_PARAMS.parent / name).read_text()
+    assert YAML(typ="safe", pure=False).load(text) == yaml.safe_load(text)

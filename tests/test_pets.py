@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from stages.core.errors import DataError
-from stages.evaluate import segmentation_metrics
+from stages.reporting.evaluation import segmentation_metrics
 from stages.sources import fetch
 from stages.sources.generate import GENERATORS, PET_BREEDS, PET_ODD_FILES
 from stages.sources.readers.pets import read_pets

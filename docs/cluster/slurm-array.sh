@@ -16,6 +16,6 @@ git clone "$(git remote get-url origin)" "$work" && cd "$work"
 python3 -m venv .venv && . .venv/bin/activate && pip install -q -r requirements.txt
 dvc pull
 python -m stages.shard "$SLURM_ARRAY_TASK_ID" 4 sweep --threads "$SLURM_CPUS_PER_TASK" \
-  --target evaluate@objects8_search \
+  --target train@objects8_search \
   -S 'experiments.objects8_search.model_args.conv_layers=range(1,6)' \
   -S 'experiments.objects8_search.model_args.filters=choice(8,16,32,45,58,64)'

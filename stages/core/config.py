@@ -140,6 +140,7 @@ class ExperimentOverride(Strict):
     max_train_examples: StrictInt | None = Field(default=None, gt=0)
     epochs: StrictInt | None = Field(default=None, gt=0)  # e.g. one epoch for a big model in the smoke test
     batch_size: StrictInt | None = Field(default=None, gt=0)  # e.g. more steps from few images
+    run_eagerly: bool | None = None  # e.g. a big model's one-epoch smoke run: tracing its graph costs more
 
 
 class Experiment(Strict):
@@ -164,6 +165,9 @@ class Experiment(Strict):
     fine_tune: FineTune | None = None  # transfer learning: a second phase after the first `epochs`
     seed: StrictInt | None = None  # defaults to the top-level seed
     resume: bool = True  # continue an interrupted run from its last completed epoch
+    # Keras' compile(run_eagerly=True): no graph. For a few steps of a big model only: tracing ResNet50's
+    # training, evaluation and prediction graphs takes a minute on 2 CPU cores, their steps seconds
+    run_eagerly: bool = False
     max_train_examples: StrictInt | None = Field(default=None, gt=0)  # train on the first N prepared images only
     profiles: dict[Literal["embedded", "full"], ExperimentOverride] = {}  # per-profile overrides
 
@@ -324,6 +328,7 @@ def experiment(params: Params, name: str) -> Experiment:
             "max_train_examples": override.max_train_examples or exp.max_train_examples,
             "epochs": override.epochs or exp.epochs,
             "batch_size": override.batch_size or exp.batch_size,
+            "run_eagerly": exp.run_eagerly if override.run_eagerly is None else override.run_eagerly,
         }
     )
 

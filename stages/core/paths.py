@@ -8,6 +8,6 @@ PREPARED = Path("data/prepared")  # prepare@<dataset>
 MODELS = Path("models")  # train@<experiment>
 CHECKPOINTS = Path("checkpoints")  # per-epoch state of an unfinished training run (not a DVC output)
 REPORTS = Path("reports")
-EXPERIMENT_REPORTS = REPORTS / "experiments"  # evaluate@<experiment>
+EXPERIMENT_REPORTS = REPORTS / "experiments"  # train@<experiment>: its logs and test scores
 PLOTS = REPORTS / "plots"  # the data of the plots declared at the top of dvc.yaml, one folder a chart kind
 RECORDS = REPORTS / "reproduction"  # real-data run records (python -m stages.record), committed to Git

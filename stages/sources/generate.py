@@ -1,7 +1,7 @@
 """Embedded sample data: raw files in each source's *official* format, made locally.
 
 The embedded profile's `download` stage calls these instead of fetching, so the
-same extract/prepare/train/evaluate code runs on them as on the real datasets.
+same extract/prepare/train code runs on them as on the real datasets.
 Each generator writes into ``dest`` the files the real source would provide.
 """
 
