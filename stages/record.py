@@ -19,8 +19,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
 from stages.core import config
 from stages.core.errors import ConfigError, DataError
 from stages.core.files import sha256, write_json
@@ -55,8 +53,8 @@ def read_json(path: Path) -> dict:
 
 def recipe_epochs(experiment: str) -> int:
     """The experiment's epochs in the committed params.yaml: the study's recipe, whatever was run."""
-    committed = yaml.safe_load(git("show", "HEAD:params.yaml"))
-    return int(committed["experiments"][experiment]["epochs"])
+    committed = config.parse(git("show", "HEAD:params.yaml"), "HEAD:params.yaml")
+    return committed.experiments[experiment].epochs
 
 
 def curve(live_dir: Path) -> dict[str, list[float]]:

@@ -148,3 +148,24 @@ def test_yaml_files_parse_with_dvcs_libyaml_loader(name):
 
     text = (REPO_PARAMS.parent / name).read_text()
     assert YAML(typ="safe", pure=False).load(text) == yaml.safe_load(text)
+
+
+def test_an_experiment_is_merged_over_its_study_defaults(tmp_path):
+    """Its own keys win, nested mappings merge key by key, and null clears a default."""
+
+    def mutate(p: dict) -> None:
+        p["study_defaults"]["gray28"] = {
+            "epochs": 40,
+            "batch_size": 128,
+            "callbacks": {"reduce_lr": {"monitor": "val_loss", "factor": 0.2, "patience": 5}},
+        }
+        own = p["experiments"]["gray28_cnn1"]
+        own.update(epochs=7, callbacks={"checkpoint": {"monitor": "val_accuracy"}})
+        own.pop("batch_size", None)
+        p["experiments"]["gray28_cnn2"]["callbacks"] = {"reduce_lr": None}
+
+    params = config.load(write(tmp_path, mutate))
+    cnn1, cnn2 = params.experiments["gray28_cnn1"], params.experiments["gray28_cnn2"]
+    assert (cnn1.epochs, cnn1.batch_size) == (7, 128)
+    assert cnn1.callbacks.checkpoint.monitor == "val_accuracy" and cnn1.callbacks.reduce_lr.patience == 5
+    assert cnn2.callbacks.reduce_lr is None and cnn2.epochs == 40

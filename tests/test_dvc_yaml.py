@@ -122,6 +122,13 @@ def test_stage_params_are_keys_that_exist():
                 node = node[part]
 
 
+def test_every_study_has_a_study_defaults_entry():
+    """train@<name> reads study_defaults.<study>: DVC stops on a study without an entry (`{}` will do)."""
+    studies = {exp["study"] for exp in PARAMS["experiments"].values()}
+    missing = studies - set(PARAMS.get("study_defaults") or {})
+    assert not missing, f"params.yaml: study_defaults lacks {sorted(missing)}"
+
+
 # Where a study may be named in code: its own model module, the readers and sample generators of its
 # data's format (named after the format or source), and the benchmark's fixed list of timed models.
 STUDY_SPECIFIC = {"stages/bench.py", "stages/sources/generate.py"}

@@ -281,6 +281,7 @@ def test_a_new_study_is_one_model_function_plus_params(reproduced):
         "epochs": 1,
         "batch_size": 32,
     }
+    params["study_defaults"]["toy"] = {}
     studies = yaml.safe_load((reproduced / "studies.yaml").read_text())
     studies["studies"]["toy"] = {"title": "A toy study", "report": "none"}
     studies["experiments"]["toy_cnn"] = {"claimed": {"test_accuracy": 0.5}}

@@ -206,9 +206,26 @@ class Params(Strict):
     accelerator: Accelerator = Accelerator()
     sources: dict[str, Source]
     datasets: dict[str, Dataset]
+    # per study, what its experiments share (an experiment's own keys win, nested mappings key by key);
+    # dvc.yaml's train stages read study_defaults.<study>, so DVC wants an entry ({}) for every study
+    study_defaults: dict[str, dict[str, Any]] = {}
     experiments: dict[str, Experiment]
     ensembles: dict[str, Ensemble] = {}
     ensemble_members: dict[str, EnsembleMember] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _over_study_defaults(cls, raw: Any) -> Any:
+        """Each experiment merged over its study's ``study_defaults`` entry, before validation."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("experiments"), dict):
+            return raw
+        defaults = raw.get("study_defaults") or {}
+        experiments = {}
+        for name, exp in raw["experiments"].items():
+            if isinstance(exp, dict) and isinstance(defaults.get(exp.get("study")), dict):
+                exp = merged(defaults[exp["study"]], exp)
+            experiments[name] = exp
+        return {**raw, "experiments": experiments}
 
     @model_validator(mode="after")
     def _names_exist(self) -> Params:
@@ -240,6 +257,15 @@ class Params(Strict):
     @property
     def active(self) -> Profile:
         return self.profiles.get(self.profile, Profile())
+
+
+def merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``; where both hold a mapping under one key, merged in turn."""
+    out = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, Mapping) and isinstance(base.get(key), Mapping)
+        out[key] = merged(base[key], value) if both else value
+    return out
 
 
 def _check_name(value: str, known: dict | list, where: str, what: str) -> None:
@@ -295,16 +321,22 @@ def load(path: str | Path = PARAMS_FILE) -> Params:
     """
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"{path}: not found (run stages from the repository root)") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    return parse(text, path)
+
+
+def parse(text: str, source: str | Path = PARAMS_FILE) -> Params:
+    """params.yaml's ``text`` validated (``source`` names it in the one-line ConfigError)."""
     try:
-        params = Params.model_validate(raw)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    try:
+        return Params.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_error(exc, path)) from None
-    return params
+        raise ConfigError(_format_error(exc, Path(source))) from None
 
 
 T = TypeVar("T")
