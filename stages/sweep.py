@@ -2,7 +2,7 @@
 
     python -m stages.sweep <experiment> [--tensorboard DIR]
 
-Reads `dvc exp show --json` (not files the runs leave lying around), keeps every
+Reads `dvc.api.exp_show()` (not files the runs leave lying around), keeps every
 DVC experiment that has metrics for ``experiments.<experiment>``, and writes
 ``reports/sweeps/<experiment>.md`` (every run's varied hyperparameters and test
 accuracy, best first) and ``reports/sweeps/<experiment>.png`` (parallel
@@ -13,9 +13,7 @@ also writes the same runs as TensorBoard HParams logs (``tensorboard --logdir DI
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,59 +24,27 @@ from stages.core.errors import PipelineError
 from stages.core.files import write_text
 from stages.core.paths import REPORTS
 from stages.reporting import plots
+from stages.reporting.experiments import Row, exp_rows, experiment_params, metric, run_name
 
 OUT = REPORTS / "sweeps"
 
 
-def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = json.dumps(value) if isinstance(value, list) else value
-    return out
-
-
-def _runs(node: Any) -> Iterator[dict]:
-    """Every revision entry (workspace, commits, experiments) of `dvc exp show --json`."""
-    if isinstance(node, dict):
-        if "rev" in node and isinstance(node.get("data"), dict):
-            yield node
-        for value in node.values():
-            yield from _runs(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _runs(item)
-
-
-def sweep_table(exp_show: Any, experiment: str) -> pd.DataFrame:
-    """One row per DVC experiment: the experiment's hyperparameters that vary, and its metrics."""
-    metrics_file = f"reports/experiments/{experiment}/metrics.json"
-    rows, seen = [], set()
-    # named experiments first, so a run that equals the workspace keeps its experiment name
-    for run in sorted(_runs(exp_show), key=lambda r: r["rev"] == "workspace"):
-        data = run["data"]
-        params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
-        metrics = (data.get("metrics") or {}).get(metrics_file, {}).get("data")
-        hp = (params.get("experiments") or {}).get(experiment)
-        if not metrics or hp is None or "test_accuracy" not in metrics:
+def sweep_table(rows: list[Row], experiment: str) -> pd.DataFrame:
+    """A line per run with metrics for ``experiment`` (DVC experiments, the baseline; a run repeating an
+    earlier one's params is left out): the hyperparameters that vary across them, best first."""
+    records, seen = [], set()
+    for row in rows:  # exp_rows' order: the baseline, its experiments, the workspace (which repeats one)
+        accuracy, params = metric(row, experiment, "test_accuracy"), experiment_params(row, experiment)
+        if accuracy is None or not params:
             continue
-        flat = {k: v for k, v in flatten(hp).items() if not k.startswith(("claimed", "note", "study"))}
-        key = json.dumps(flat, sort_keys=True, default=str)
-        if key in seen:  # the workspace repeats its baseline commit
+        params = {k: v for k, v in params.items() if k not in ("study", "dataset")}
+        key = json.dumps(params, sort_keys=True, default=str)
+        if key in seen:
             continue
         seen.add(key)
-        rows.append(
-            {
-                "run": run.get("name") or ("workspace" if run["rev"] == "workspace" else str(run["rev"])[:7]),
-                **flat,
-                "test_accuracy": metrics["test_accuracy"],
-                "test_loss": metrics.get("test_loss"),
-            }
-        )
-    df = pd.DataFrame(rows)
+        loss = metric(row, experiment, "test_loss")
+        records.append({"run": run_name(row), **params, "test_accuracy": accuracy, "test_loss": loss})
+    df = pd.DataFrame(records)
     if df.empty:
         return df
     varied = [
@@ -159,10 +125,7 @@ def main(experiment: str, *options: str) -> None:
     parser = argparse.ArgumentParser(prog=f"python -m stages.sweep {experiment}")
     parser.add_argument("--tensorboard", type=Path, metavar="DIR", help="also write TensorBoard HParams logs")
     args = parser.parse_args(options)
-    done = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise PipelineError(f"`dvc exp show --json` failed: {done.stderr.strip().splitlines()[-1:]}")
-    df = sweep_table(json.loads(done.stdout), experiment)
+    df = sweep_table(exp_rows(), experiment)
     if df.empty:
         raise PipelineError(f"no DVC experiment has metrics for experiments.{experiment}: run the sweep first")
     table = df.to_markdown(index=False, floatfmt=".4f")

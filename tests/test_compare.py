@@ -11,6 +11,7 @@ import pytest
 
 import stages.compare as compare_module
 from stages.core.cli import run
+from stages.reporting import experiments
 
 REPO = Path(__file__).resolve().parents[1]
 DVC = str(Path(sys.executable).parent / "dvc")
@@ -66,9 +67,8 @@ def _run(cwd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProces
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=check, timeout=300)
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("project")
+def make_project(root: Path) -> Path:
+    """The throwaway project, reproduced and committed as `main`, with no experiment yet."""
     for name, text in {"params.yaml": PARAMS, "studies.yaml": STUDIES, "stage.py": STAGE, "dvc.yaml": DVC_YAML}.items():
         (root / name).write_text(text)
     _run(root, "git", "init", "-q", "-b", "main")
@@ -76,6 +76,12 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _run(root, DVC, "repro", "-q")
     _run(root, "git", "add", "-A")
     _run(root, "git", "commit", "-qm", "baseline")
+    return root
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = make_project(tmp_path_factory.mktemp("project"))
     _run(root, DVC, "exp", "run", "-q", "-S", "experiments.objects8_cnn.epochs=2")
     return root
 
@@ -90,8 +96,8 @@ def compare(project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captu
 
     def call(*args: str, cwd: Path = project) -> tuple[int, str, str]:
         monkeypatch.chdir(cwd)
-        compare_module._git.cache_clear()
-        compare_module._read_at.cache_clear()
+        experiments.git_repo.cache_clear()
+        experiments.read_at.cache_clear()
         try:
             run(compare_module.main, list(args))
             status = 0
