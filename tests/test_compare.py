@@ -161,3 +161,23 @@ def test_outside_a_dvc_repository_is_one_line(compare, tmp_path: Path):
     assert (status, out) == (1, "")
     assert err.startswith("error: dvc exp show: you are not inside of a DVC repository")
     assert len(err.splitlines()) == 1
+
+
+def test_an_experiments_params_include_its_study_defaults():
+    """As params.yaml's schema merges them: own keys win, a null mapping clears the defaults below it,
+    and an own key that reads "None" (null, or missing from this revision) leaves a scalar default."""
+    row = {
+        "params.yaml:study_defaults.gray28.epochs": 40.0,
+        "study_defaults.gray28.callbacks.reduce_lr.patience": 5.0,
+        "experiments.a.study": "gray28",
+        "experiments.a.epochs": 7.0,
+        "experiments.a.callbacks.reduce_lr": "None",
+        "experiments.b.study": "gray28",
+        "experiments.b.epochs": "None",
+    }
+    assert experiments.experiment_params(row, "a") == {"study": "gray28", "epochs": 7.0}
+    assert experiments.experiment_params(row, "b") == {
+        "study": "gray28",
+        "epochs": 40.0,
+        "callbacks.reduce_lr.patience": 5.0,
+    }

@@ -72,11 +72,21 @@ def _param_key(column: str) -> str:
     return column.split(":")[-1]  # "params.yaml:experiments.x.epochs" where another params file has the key
 
 
+def _below(row: Row, prefix: str) -> dict[str, Any]:
+    """The row's params under ``prefix``, keyed by the rest of their name; "None" values included."""
+    return {_param_key(k)[len(prefix) :]: v for k, v in row.items() if _param_key(k).startswith(prefix)}
+
+
 def experiment_params(row: Row, name: str) -> dict[str, Any]:
-    """Experiment ``name``'s params in ``row``, keyed below ``experiments.<name>.`` (e.g. ``model_args.units``)."""
-    prefix = f"experiments.{name}."
-    # a key missing from this revision's params.yaml reads "None" too: left out
-    return {_param_key(k)[len(prefix) :]: v for k, v in row.items() if _param_key(k).startswith(prefix) and present(v)}
+    """Experiment ``name``'s params in ``row``, keyed below ``experiments.<name>.`` (e.g. ``model_args.units``),
+    over its study's ``study_defaults.<study>.*`` as the params schema merges them: its own keys win, and
+    its own key drops the defaults below it (``reduce_lr: null`` clears ``reduce_lr.patience``)."""
+    own = _below(row, f"experiments.{name}.")
+    study = own.get("study")
+    defaults = _below(row, f"study_defaults.{study}.") if present(study) else {}
+    # a key missing from this revision's params.yaml reads "None" too: a default of the same name stays
+    kept = {k: v for k, v in defaults.items() if present(v) and not any(k.startswith(f"{o}.") for o in own)}
+    return kept | {k: v for k, v in own.items() if present(v)}
 
 
 def studies_of(row: Row) -> dict[str, Any]:
