@@ -55,6 +55,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(action[1])
             self.close_connection = True
+        elif kind == "encoded":  # a server that labels a .gz body as gzip-encoded (the bytes stay the file's)
+            body = action[1]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Encoding", "gzip")
+            self.end_headers()
+            self.wfile.write(body)
         elif kind == "status":
             self.send_error(action[1])
         elif kind == "short":  # promise more bytes than we send, then hang up
@@ -75,9 +82,15 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that timed out and hung up is fine
+            super().handle_error(request, client_address)
+
+
 class _Server:
     def __init__(self) -> None:
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd = _QuietServer(("127.0.0.1", 0), _Handler)
         self.httpd.routes = {}
         self.httpd.hits = Counter()
         self.httpd.lock = threading.Lock()
@@ -166,6 +179,21 @@ def test_download_size_mismatch(server, tmp_path):
     with pytest.raises(DataError, match="size mismatch .*expected 5 bytes"):
         download(url, tmp_path / "x.bin", size=5, **FAST)
     assert _leftovers(tmp_path) == []
+
+
+def test_download_refuses_a_body_larger_than_the_expected_size(server, tmp_path):
+    url = server.route("/big.bin", ("nolength", PAYLOAD))  # no Content-Length: found out while it streams
+    with pytest.raises(DataError, match=r"size mismatch for .*big\.bin: expected 1000 bytes, got more"):
+        download(url, tmp_path / "big.bin", size=1000, **FAST)
+    assert server.hits("/big.bin") == 1  # a wrong file: not retried
+    assert _leftovers(tmp_path) == []
+
+
+def test_download_keeps_the_bytes_a_server_labels_gzip_encoded(server, tmp_path):
+    body = gzip.compress(PAYLOAD, mtime=0)
+    url = server.route("/x.tar.gz", ("encoded", body))
+    dest = download(url, tmp_path / "x.tar.gz", sha256=hashlib.sha256(body).hexdigest(), size=len(body), **FAST)
+    assert dest.read_bytes() == body  # not decoded: the checksums are of the file as published
 
 
 def test_download_retries_after_500s(server, tmp_path):

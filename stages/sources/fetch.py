@@ -1,7 +1,8 @@
 """Fetch raw data: download with retries and checksums, and extract archives safely.
 
-``download`` fetches one URL (or copies it from a local mirror folder), verifies size
-and checksums, and only then renames it onto its final name.  ``extract`` unpacks tar
+``download`` fetches one URL with requests (urllib3's ``Retry`` repeats failed requests) or
+copies it from a local mirror folder, verifies size and checksums, and only then renames it
+onto its final name.  ``extract`` unpacks tar
 (any compression), zip and single-file gzip archives into a folder that appears only
 when complete.
 
@@ -14,17 +15,15 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import http.client
 import lzma
 import os
+import re
 import shutil
 import stat
 import struct
 import sys
 import tarfile
 import time
-import urllib.error
-import urllib.request
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -32,6 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import urlparse
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.util import Retry
 
 from stages.core.cli import progress_bar
 from stages.core.errors import DataError
@@ -42,7 +46,9 @@ if TYPE_CHECKING:
 
 _CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
-_USER_AGENT = "cnn-repro-fetch/1.0 (python urllib)"
+# urllib3 starts its messages with the connection: "HTTPConnectionPool(host='x', port=80): Read timed out."
+_POOL_PREFIX = re.compile(r"^HTTPS?Connection(Pool)?\([^)]*\): ")
+_USER_AGENT = f"cnn-repro-fetch/1.0 (python-requests {requests.__version__})"
 
 #: Most unpacked bytes per archive byte that :func:`extract` accepts.  The real sources unpack
 #: at 1x (JPEG/PNG archives, plain tar) to about 2-8x (IDX, pixel CSVs); deflate itself cannot go
@@ -121,12 +127,40 @@ def verify(
 # ------------------------------------------------------------------------- download
 
 
-class _Retry(Exception):
-    """A transient failure: worth another attempt."""
+class _Cut(Exception):
+    """The body ended early or the connection broke while it streamed: worth a new request."""
 
 
-class _Fatal(Exception):
-    """A failure another attempt will not fix (HTTP 4xx, bad URL)."""
+class _NoticedRetry(Retry):
+    """urllib3's Retry, saying on stderr what failed before each new attempt (urllib3 only logs it)."""
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None) -> Retry:
+        new = super().increment(method, url, response, error, _pool, _stacktrace)  # raises once the budget is spent
+        reason = _reason(error) if error is not None else f"HTTP {response.status}"
+        where = f"{_pool.scheme}://{_pool.host}{f':{_pool.port}' if _pool.port else ''}{url}" if _pool else url
+        print(f"download of {where} failed ({reason}); retrying in {new.get_backoff_time():g} s", file=sys.stderr)
+        return new
+
+
+def _session(retries: int, backoff: float) -> requests.Session:
+    """A session whose requests urllib3 repeats up to ``retries`` more times: connection errors,
+    timeouts and HTTP 5xx, after ``backoff * 2**n`` seconds (the first retry at once); not HTTP 4xx.
+    A server's Retry-After is not followed: a pipeline stage should not sleep for as long as it says."""
+    retry = _NoticedRetry(
+        total=retries,
+        status_forcelist=range(500, 600),
+        backoff_factor=backoff,
+        raise_on_status=False,  # the last 5xx response comes back, for the error message
+        respect_retry_after_header=False,
+    )
+    session = requests.Session()
+    # identity: the bytes on disk are the file's own, which the checksums are of (requests would
+    # otherwise ask for gzip and decode it, and some servers gzip a .tar.gz once more)
+    session.headers.update({"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"})
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 def _summary(label: str, done: int, total: int | None, seconds: float) -> str:
@@ -135,52 +169,92 @@ def _summary(label: str, done: int, total: int | None, seconds: float) -> str:
     return f"{label}: {amount} in {seconds:.1f} s"
 
 
-def _fetch_once(url: str, tmp: Path, dest: Path, timeout: float, progress: bool, size: int | None = None) -> None:
-    """One attempt to stream ``url`` into ``tmp``; raises _Retry or _Fatal.
+def _reason(exc: BaseException) -> str:
+    """The innermost cause of a requests error, on one line (not requests' "Max retries exceeded" wrapper)."""
+    inner = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc
+    text = _one_line(getattr(inner, "reason", None) or inner)
+    return _POOL_PREFIX.sub("", text) or type(exc).__name__  # the URL is in the message already
 
-    ``progress``: a byte bar on a terminal (total: Content-Length, else the expected ``size``),
-    one summary line elsewhere.
+
+def _stream(response: requests.Response, tmp: Path, dest: Path, size: int | None, progress: bool) -> None:
+    """Write the body of ``response`` into ``tmp``; raise _Cut if it ends early, DataError if it
+    is larger than the expected ``size`` (a wrong file: not worth another attempt).
+
+    ``progress``: a byte bar on a terminal (total: Content-Length, else ``size``), one summary line elsewhere.
     """
-    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+    length = response.headers.get("Content-Length", "")
+    total = int(length) if length.strip().isdigit() else None
+    if size is not None and total is not None and total != size:
+        raise DataError(f"size mismatch for {dest}: expected {size} bytes, the server sends {total}")
+    done, start = 0, time.monotonic()
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as e:
-        e.close()
-        reason = f"HTTP {e.code} {_one_line(e.reason)}"
-        if 500 <= e.code < 600:
-            raise _Retry(reason) from None
-        raise _Fatal(reason) from None
-    except urllib.error.URLError as e:
-        raise _Retry(_one_line(e.reason)) from None
-    except (http.client.HTTPException, OSError) as e:
-        raise _Retry(_one_line(e) or type(e).__name__) from None
-    except ValueError as e:
-        raise _Fatal(f"invalid URL: {_one_line(e)}") from None
+        with open(tmp, "wb") as fh, progress_bar(total or size, dest.name, unit="B", enabled=progress) as bar:
+            log_line = progress and bar.disable  # no terminal: one line at the end instead (close() sets disable)
+            chunks = response.raw.stream(_CHUNK, decode_content=False)
+            while True:
+                try:
+                    chunk = next(chunks, b"")
+                except (urllib3.exceptions.HTTPError, OSError) as e:  # a body cut short, a read timeout
+                    if total is not None and not isinstance(e, urllib3.exceptions.ReadTimeoutError):
+                        raise _Cut(f"incomplete read: got {done} of {total} bytes") from None
+                    raise _Cut(f"connection lost after {done} bytes: {_reason(e)}") from None
+                if not chunk:
+                    break
+                done += len(chunk)
+                if size is not None and done > size:
+                    raise DataError(f"size mismatch for {dest}: expected {size} bytes, got more")
+                fh.write(chunk)  # an OSError here is a local disk problem, not a network one
+                bar.update(len(chunk))
+    except OSError as e:
+        raise DataError(f"cannot write {dest}: {_one_line(e)}") from None
+    if log_line:
+        print(_summary(dest.name, done, total or size, time.monotonic() - start), file=sys.stderr, flush=True)
+    if total is not None and done != total:
+        raise _Cut(f"incomplete read: got {done} of {total} bytes")
 
-    with response:
-        length = response.headers.get("Content-Length")
-        total = int(length) if length and length.strip().isdigit() else None
-        done, start = 0, time.monotonic()
-        try:
-            with open(tmp, "wb") as fh, progress_bar(total or size, dest.name, unit="B", enabled=progress) as bar:
-                log_line = progress and bar.disable  # no terminal: one line at the end instead (close() sets disable)
-                while True:
-                    try:
-                        chunk = response.read(_CHUNK)
-                    except (http.client.HTTPException, OSError) as e:
-                        reason = _one_line(e) or type(e).__name__
-                        raise _Retry(f"connection lost after {done} bytes: {reason}") from None
-                    if not chunk:
-                        break
-                    fh.write(chunk)  # an OSError here is a local disk problem, not a network one
-                    done += len(chunk)
-                    bar.update(len(chunk))
-        except OSError as e:
-            raise DataError(f"cannot write {dest}: {_one_line(e)}") from None
-        if log_line:
-            print(_summary(dest.name, done, total or size, time.monotonic() - start), file=sys.stderr, flush=True)
-        if total is not None and done != total:
-            raise _Retry(f"incomplete read: got {done} of {total} bytes")
+
+def _fetch(
+    url: str,
+    tmp: Path,
+    dest: Path,
+    *,
+    attempts: int,
+    timeout: float,
+    backoff: float,
+    hint: str,
+    size: int | None,
+    progress: bool,
+) -> None:
+    """Stream ``url`` into ``tmp`` in at most ``attempts`` requests; DataError naming the URL otherwise.
+
+    urllib3 repeats a failed request itself (:func:`_session`); a body cut short starts a new
+    request here, within the same budget.
+    """
+    used, reason = 0, "no attempt made"
+    while used < attempts:
+        if used:
+            delay = backoff * 2 ** (used - 1)
+            print(f"download of {url} failed ({reason}); retrying in {delay:g} s", file=sys.stderr)
+            time.sleep(delay)
+        with _session(attempts - used - 1, backoff) as session:
+            try:
+                response = session.get(url, stream=True, timeout=timeout)
+            except (requests.ConnectionError, requests.Timeout) as e:  # urllib3 spent every attempt
+                raise DataError(f"cannot download {url} after {attempts} attempts: {_reason(e)}. {hint}") from None
+            except requests.RequestException as e:  # an invalid URL, a redirect loop: no attempt would do
+                raise DataError(f"cannot download {url}: {_reason(e)}. {hint}") from None
+            with response:
+                used += 1 + len(response.raw.retries.history if response.raw.retries else ())
+                if response.status_code >= 400:
+                    reason = f"HTTP {response.status_code} {_one_line(response.reason)}"
+                    spent = f" after {attempts} attempts" if response.status_code >= 500 else ""
+                    raise DataError(f"cannot download {url}{spent}: {reason}. {hint}")
+                try:
+                    _stream(response, tmp, dest, size, progress)
+                    return
+                except _Cut as e:
+                    reason = str(e)
+    raise DataError(f"cannot download {url} after {attempts} attempts: {reason}. {hint}")
 
 
 def download(
@@ -199,9 +273,9 @@ def download(
     """Fetch ``url`` to ``dest`` (or copy it from the ``mirror`` folder) and verify it.
 
     A ``dest`` that already verifies is kept as is.  ``retries`` is the number of attempts;
-    connection errors, timeouts, HTTP 5xx and short bodies are retried after
-    ``backoff * 2**attempt`` seconds, HTTP 4xx is not.  Nothing is ever left under ``dest``
-    unless it is complete and verified.
+    connection errors, timeouts, HTTP 5xx and short bodies are retried after about
+    ``backoff * 2**attempt`` seconds, HTTP 4xx is not, nor a body larger than ``size``.  Nothing
+    is ever left under ``dest`` unless it is complete and verified.
     """
     dest = Path(dest)
     checks = {"sha256": sha256, "md5": md5, "size": size}
@@ -229,26 +303,18 @@ def download(
         return dest
 
     hint = f"Download it yourself and set data.mirror to a folder holding {name}"
-    attempts = max(1, int(retries))
     with atomic_path(dest) as tmp:
-        reason = "no attempt made"
-        for attempt in range(attempts):
-            try:
-                _fetch_once(url, tmp, dest, timeout, progress, size)
-                break
-            except _Fatal as e:
-                raise DataError(f"cannot download {url}: {e}. {hint}") from None
-            except _Retry as e:
-                reason = str(e)
-                if attempt + 1 < attempts:
-                    delay = backoff * 2**attempt
-                    print(
-                        f"download of {url} failed ({reason}); retrying in {delay:g} s",
-                        file=sys.stderr,
-                    )
-                    time.sleep(delay)
-        else:
-            raise DataError(f"cannot download {url} after {attempts} attempts: {reason}. {hint}")
+        _fetch(
+            url,
+            tmp,
+            dest,
+            attempts=max(1, int(retries)),
+            timeout=timeout,
+            backoff=backoff,
+            hint=hint,
+            size=size,
+            progress=progress,
+        )
         _check(tmp, dest, **checks)
     return dest
 
