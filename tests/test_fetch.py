@@ -349,6 +349,17 @@ def test_extract_tar(tmp_path, mode):
     assert _leftovers(tmp_path / "out") == ["images"]
 
 
+def test_extract_tar_decompresses_the_archive_once(tmp_path, monkeypatch):
+    archive = _tar(tmp_path / "a.tar.gz", _random_members())
+
+    def rewind(self) -> None:
+        raise AssertionError("the archive was decompressed a second time")
+
+    monkeypatch.setattr(gzip._GzipReader, "_rewind", rewind)  # a backward seek in a gzip stream starts over
+    dest = extract(archive, tmp_path / "out")
+    assert sorted(p.name for p in dest.iterdir()) == [f"f{i}.bin" for i in range(4)]
+
+
 def test_extract_zip(tmp_path):
     archive = tmp_path / "data.bin"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -381,7 +392,8 @@ def test_extract_bars_count_bytes_on_a_terminal_only(tmp_path, monkeypatch, caps
     for archive in (tar, tmp_path / "data.zip", tmp_path / "one.gz"):
         extract(archive, tmp_path / "shown" / archive.name)
     err = sys.stderr.getvalue()
-    assert "extract images.tar.gz: 100%" in err and "104/104" in err  # declared member bytes
+    packed = tar.stat().st_size  # the archive's own bytes: one pass does not know the members' total up front
+    assert "extract images.tar.gz: 100%" in err and f"{packed}/{packed}" in err
     assert "extract data.zip: 100%" in err and "300/300" in err
     assert "extract one.gz: 50.0B" in err  # single gzip: no declared size, a count without percentage
 
@@ -588,6 +600,16 @@ def test_extract_truncated_tar(tmp_path, mode):
     with pytest.raises(DataError, match=f"corrupt or truncated archive {archive}"):
         extract(archive, dest)
     _assert_failed_cleanly(tmp_path, dest, {"full.tar", "cut.tar.gz"})
+
+
+def test_extract_tar_gz_with_a_changed_byte_fails_its_crc(tmp_path):
+    data = bytearray(_tar(tmp_path / "full.tar.gz", _random_members()).read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside a member's (incompressible) data: only the gzip CRC tells
+    archive = tmp_path / "flipped.tar.gz"
+    archive.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=f"corrupt or truncated archive {archive}: CRC check failed"):
+        extract(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_extract_tar_cut_at_member_boundary(tmp_path):

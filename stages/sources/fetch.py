@@ -425,7 +425,7 @@ def _tar_kind(member: tarfile.TarInfo) -> str | None:
 
 
 def _member_target(archive: Path, root: Path, name: str, parts: tuple[str, ...], is_dir: bool) -> Path | None:
-    """Where a checked member's file goes; None for a folder (made here) or the archive's own root."""
+    """Where a checked zip member's file goes; None for a folder (made here) or the archive's own root."""
     if not parts:
         if is_dir:
             return None
@@ -437,58 +437,68 @@ def _member_target(archive: Path, root: Path, name: str, parts: tuple[str, ...],
     return target
 
 
-def _extract_tar(archive: Path, root: Path, limit: _Limit, max_members: int) -> None:
-    with tarfile.open(archive, "r:*") as tf:
-        # Pass 1: read every header and refuse hostile members before writing anything.
-        members: list[tuple[tarfile.TarInfo, tuple[str, ...]]] = []
-        declared = 0
-        for member in tf:
-            if len(members) >= max_members:
-                raise DataError(f"refusing {archive}: more than {max_members} members (at {member.name!r})")
-            problem = _tar_kind(member)
-            if problem:
-                raise DataError(f"refusing member {member.name!r} of {archive}: {problem}")
-            parts = _safe_parts(archive, member.name)
-            if member.isreg():
-                declared += member.size
-                if declared > limit.bytes:
-                    raise limit.refuse(archive, member.name, "declared sizes exceed")
-            members.append((member, parts))
-        # tarfile stops quietly at a missing header; a complete archive has an end-of-archive block.
-        tf.fileobj.seek(tf.offset)
-        if len(tf.fileobj.read(tarfile.BLOCKSIZE)) < tarfile.BLOCKSIZE:
-            raise tarfile.ReadError("unexpected end of data (no end-of-archive marker)")
+class _TarChecks:
+    """The project's checks of a tar member, then the standard ``tarfile.data_filter``: the filter of
+    ``TarFile.extractall``, which calls it on each member as it reads it, so an archive is read (and
+    decompressed) once and refused at its first hostile member.  Declared sizes are the written ones:
+    tarfile copies exactly ``member.size`` bytes, and a shorter stream is a ReadError."""
 
-        # Pass 2: write, with the standard 'data' filter as a second line of defence.
-        with progress_bar(declared, f"extract {archive.name}", unit="B") as bar:
-            _write_tar(tf, archive, root, members, limit, bar)
+    def __init__(self, archive: Path, limit: _Limit, max_members: int, progress: Callable[[], None]) -> None:
+        self.archive, self.limit, self.max_members, self.progress = archive, limit, max_members, progress
+        self.members = self.declared = 0
 
-
-def _write_tar(
-    tf: tarfile.TarFile,
-    archive: Path,
-    root: Path,
-    members: list[tuple[tarfile.TarInfo, tuple[str, ...]]],
-    limit: _Limit,
-    bar: tqdm,
-) -> None:
-    """Pass 2 of :func:`_extract_tar`: write the checked ``members`` under ``root``."""
-    written = 0
-    for member, parts in members:
+    def __call__(self, member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+        self.progress()
+        archive, name = self.archive, member.name
+        if self.members >= self.max_members:
+            raise DataError(f"refusing {archive}: more than {self.max_members} members (at {name!r})")
+        self.members += 1
+        problem = _tar_kind(member)
+        if problem:
+            raise DataError(f"refusing member {name!r} of {archive}: {problem}")
+        parts = _safe_parts(archive, name)
+        if member.isreg():
+            self.declared += member.size
+            if self.declared > self.limit.bytes:
+                raise self.limit.refuse(archive, name, "declared sizes exceed")
+        if not parts:  # "." or "./": the archive's own root
+            if member.isdir():
+                return None
+            raise DataError(f"refusing member {name!r} of {archive}: not a file name")
         try:
-            filtered = tarfile.data_filter(member, str(root))
+            return tarfile.data_filter(member, dest)  # also: the resolved path stays inside dest
         except tarfile.FilterError as e:
-            raise DataError(f"refusing member {member.name!r} of {archive}: {_one_line(e)}") from None
-        target = _member_target(archive, root, member.name, parts, member.isdir())
-        if target is None:
-            continue
-        src = tf.extractfile(member)
-        if src is None:  # pragma: no cover - isreg() members always have a file object
-            raise DataError(f"refusing member {member.name!r} of {archive}: no data")
-        with src:
-            written = _copy(src, target, archive, member.name, written, limit, bar)
-        if filtered.mode is not None:
-            os.chmod(target, filtered.mode)
+            raise DataError(f"refusing member {name!r} of {archive}: {_one_line(e)}") from None
+
+
+def _extract_tar(archive: Path, root: Path, limit: _Limit, max_members: int) -> None:
+    """One pass of ``extractall`` through :class:`_TarChecks`; the bar counts the archive's own bytes."""
+    total = archive.stat().st_size
+    with open(archive, "rb") as raw, progress_bar(total, f"extract {archive.name}", unit="B") as bar:
+        checks = _TarChecks(archive, limit, max_members, lambda: bar.update(raw.tell() - bar.n))
+        with tarfile.open(fileobj=raw, mode="r:*") as tf:
+            try:
+                tf.extractall(root, filter=checks)
+            except OSError as e:
+                if e.errno is None:  # gzip's and bz2's own errors: a corrupt archive
+                    raise
+                raise DataError(f"cannot write under {root} while extracting {archive}: {_one_line(e)}") from None
+            _check_tar_end(tf, archive, limit, limit.bytes - checks.declared, compressed=tf.fileobj is not raw)
+        bar.update(total - bar.n)
+
+
+def _check_tar_end(tf: tarfile.TarFile, archive: Path, limit: _Limit, left: int, *, compressed: bool) -> None:
+    """Refuse an archive that ends without its end-of-archive block, or whose compressed stream is
+    corrupt after it (``left``: the unpacked bytes the limit still allows)."""
+    # tarfile stops quietly where a header is missing; a complete archive ends with a zero block,
+    # which tarfile has just read past the last member.
+    if tf.fileobj.tell() - tf.offset < tarfile.BLOCKSIZE:
+        raise tarfile.ReadError("unexpected end of data (no end-of-archive marker)")
+    # gzip, bz2 and xz check their CRC at the end of the stream, which tarfile does not read to
+    while compressed and (chunk := tf.fileobj.read(_CHUNK)):
+        left -= len(chunk)
+        if left < 0:
+            raise DataError(f"refusing {archive}: more than {limit.bytes} bytes uncompressed ({limit.why})")
 
 
 def _extract_zip(archive: Path, root: Path, limit: _Limit, max_members: int) -> None:
@@ -588,8 +598,9 @@ def extract(
     devices), more than ``max_members`` members, or more uncompressed bytes than the tightest of
     ``max_bytes``, ``max_ratio`` times the archive's size (but at least ``ratio_floor``) and
     ``expected_bytes`` (the known unpacked size, if any) raise DataError, as do corrupt or
-    truncated archives.  Sizes are checked as declared (tar, zip) and as written (all), so a bomb
-    stops as soon as it passes the limit.  ``dest`` appears (replacing any old one) only once
+    truncated archives.  Sizes are checked as declared (tar, zip) and as written (zip, gzip; tarfile
+    writes exactly the declared sizes), so a bomb stops as soon as it passes the limit.  A tar is read
+    once, its members checked and written as they come.  ``dest`` appears (replacing any old one) only once
     extraction is complete.  Returns ``dest``.
     """
     archive, dest = Path(archive), Path(dest)
