@@ -17,12 +17,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from stages.bench import plain_loop_read
 from stages.core.errors import DataError
 from stages.sources.readers import images
 from stages.sources.readers.images import (
     ImageError,
     decode_image,
-    plain_loop_read,
     read_image_files,
     read_image_folder,
     read_split_image_folder,

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stages.core.errors import DataError
-from stages.sources.readers.tabular import read_idx, read_label_csv, write_idx, write_label_csv
+from stages.sources.generate import write_idx, write_label_csv
+from stages.sources.readers.tabular import read_idx, read_label_csv
 
 DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]
 

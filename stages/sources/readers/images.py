@@ -46,7 +46,6 @@ __all__ = [
     "MAX_IMAGE_PIXELS",
     "ImageError",
     "decode_image",
-    "plain_loop_read",
     "read_image_files",
     "read_image_folder",
     "read_split_image_folder",
@@ -478,38 +477,6 @@ def _compact(out: np.ndarray, ok: list[int]) -> np.ndarray:
         return out
     except ValueError:
         return out[: len(ok)].copy()
-
-
-def plain_loop_read(
-    paths: Sequence[str | os.PathLike], size: tuple[int, int] | None, color: str = "rgb"
-) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
-    """The naive baseline: ``cv2.imread`` + ``cv2.resize`` + ``np.array``, one file after another.
-
-    Same decoding flags and return value as :func:`read_image_files`, so results compare equal; no
-    header checks, no thread pool; with ``size=None`` all images must share one size. Kept for
-    benchmarks and tests only.
-    """
-    channels = _check_args(size, color)
-    images, ok, skipped = [], [], []
-    for i, p in enumerate(paths):
-        try:
-            if channels == 1:
-                img = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE | _ORIENT)
-            else:
-                img = cv2.imread(str(p), cv2.IMREAD_COLOR | _ORIENT)
-                if img is not None:
-                    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-        except cv2.error:  # e.g. over OpenCV's pixel limit
-            img = None
-        if img is None:
-            skipped.append((str(p), "cv2.imread failed"))
-            continue
-        if size is not None:
-            img = cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-        images.append(img.reshape(img.shape[0], img.shape[1], channels))
-        ok.append(i)
-    x = np.array(images, dtype=np.uint8) if images else np.empty((0, 0, 0, channels), np.uint8)
-    return x, ok, skipped
 
 
 # --------------------------------------------------------------------------- folders

@@ -1,4 +1,4 @@
-"""MNIST-family IDX files and Kaggle-style pixel CSVs: readers that check everything, and writers.
+"""MNIST-family IDX files and Kaggle-style pixel CSVs: readers that check everything.
 
 IDX (http://yann.lecun.com/exdb/mnist/): ``00 00 <type> <ndim>``, ``ndim`` big-endian uint32
 dimensions, then the data, big-endian, C order. Files may be gzip-compressed (``.gz``; detected by
@@ -7,6 +7,8 @@ the ``1f 8b`` magic, not the name).
 Kaggle CSV (digit-recognizer, fashion-mnist CSVs): one image per line, either
 ``label,pixel0,...,pixel783`` or, for unlabelled test files, ``pixel0,...,pixel783``; with or
 without a header line. Errors name the file and the first bad line as a text editor numbers it.
+
+The writers of both (sample data, tests) are in :mod:`stages.sources.generate`.
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ import numpy as np
 import pandas as pd
 
 from stages.core.errors import DataError
-from stages.core.files import atomic_path
 
-__all__ = ["read_idx", "read_label_csv", "write_idx", "write_label_csv"]
+__all__ = ["IDX_TYPES", "read_idx", "read_label_csv"]
 
-_IDX_TYPES: dict[int, np.dtype] = {
+#: IDX data type codes and the dtypes they stand for (big-endian on disk).
+IDX_TYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
     0x0B: np.dtype(">i2"),
@@ -34,7 +36,6 @@ _IDX_TYPES: dict[int, np.dtype] = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
-_IDX_CODES = {dt.newbyteorder("="): code for code, dt in _IDX_TYPES.items()}
 # deflate cannot expand data by more than ~1032:1; a gzip claiming more is lying (or a bomb)
 _GZIP_MAX_RATIO = 1100
 
@@ -95,7 +96,7 @@ def _read_idx_stream(fh, path: Path, file_size: int, *, compressed: bool) -> np.
     if len(magic) < 4 or magic[0] != 0 or magic[1] != 0:
         raise DataError(f"{path}: not an IDX file (magic {magic.hex(' ') or 'missing'}, expected 00 00 <type> <ndim>)")
     code, ndim = magic[2], magic[3]
-    if code not in _IDX_TYPES:
+    if code not in IDX_TYPES:
         raise DataError(f"{path}: unknown IDX data type code 0x{code:02x}")
     if ndim == 0:
         raise DataError(f"{path}: IDX header declares 0 dimensions")
@@ -103,7 +104,7 @@ def _read_idx_stream(fh, path: Path, file_size: int, *, compressed: bool) -> np.
     if len(dims_raw) < 4 * ndim:
         raise DataError(f"{path}: truncated IDX header ({ndim} dimensions declared)")
     dims = struct.unpack(f">{ndim}I", dims_raw)
-    dtype = _IDX_TYPES[code]
+    dtype = IDX_TYPES[code]
     expected = math.prod(dims) * dtype.itemsize
     header = 4 + 4 * ndim
     if math.prod(d for d in dims if d) * dtype.itemsize >= 2**62:  # numpy cannot even shape it
@@ -129,30 +130,6 @@ def _read_idx_stream(fh, path: Path, file_size: int, *, compressed: bool) -> np.
     if dtype.itemsize > 1:
         array = array.byteswap(inplace=True).view(dtype.newbyteorder("="))
     return array.reshape(dims)
-
-
-def write_idx(path: str | os.PathLike, array: np.ndarray, *, gzip: bool = True) -> None:
-    """Write ``array`` as IDX (gzip-compressed by default, deterministic bytes: no name/mtime).
-
-    Supported dtypes: uint8, int8, int16, int32, float32, float64 (ValueError otherwise).
-    """
-    array = np.asarray(array)
-    native = array.dtype.newbyteorder("=") if array.dtype.byteorder not in "=|" else array.dtype
-    if native not in _IDX_CODES:
-        raise ValueError(f"IDX cannot hold dtype {array.dtype}; use uint8/int8/int16/int32/float32/float64")
-    if array.ndim == 0 or array.ndim > 255 or any(d >= 2**32 for d in array.shape):
-        raise ValueError(f"IDX cannot hold shape {array.shape}")
-    code = _IDX_CODES[native]
-    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    data = np.ascontiguousarray(array, dtype=_IDX_TYPES[code]).tobytes()
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        if gzip:
-            with gzip_module.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0) as gz:
-                gz.write(header)
-                gz.write(data)
-        else:
-            fh.write(header)
-            fh.write(data)
 
 
 # --------------------------------------------------------------------------- CSV
@@ -318,29 +295,3 @@ def read_label_csv(
     if y is not None and len(y) and (y.min() < 0 or y.max() >= _MAX_LABEL):  # pandas checks they are integers only
         raise _scan_for_error(path, first + int(np.argmax((y < 0) | (y >= _MAX_LABEL))), n_columns, has_labels)
     return x.reshape(len(x), side, side), y
-
-
-def write_label_csv(
-    path: str | os.PathLike, x: np.ndarray, y: np.ndarray | None = None, *, header: bool = True
-) -> None:
-    """Write images (N x H x W or N x P, integers 0..255) and optional labels as a Kaggle CSV.
-
-    Header ``label,pixel0,...`` (``pixel0,...`` without labels) unless ``header=False``.
-    """
-    x = np.asarray(x)
-    flat = x.reshape(len(x), -1)
-    if flat.size and (flat.min() < 0 or flat.max() > 255 or not np.array_equal(flat, np.round(flat))):
-        raise ValueError("pixel values must be integers in 0..255")
-    columns = [f"pixel{i}" for i in range(flat.shape[1])]
-    table = flat.astype(np.int64)
-    if y is not None:
-        y = np.asarray(y)
-        if y.shape != (len(x),) or not np.array_equal(y, np.round(y)):
-            raise ValueError(f"labels must be N={len(x)} integers, got shape {y.shape}")
-        table = np.column_stack([y.astype(np.int64), table])
-        columns = ["label", *columns]
-    with atomic_path(path) as tmp, open(tmp, "w", newline="\n") as fh:
-        if header:
-            fh.write(",".join(columns) + "\n")
-        if len(table):
-            np.savetxt(fh, table, fmt="%d", delimiter=",")
