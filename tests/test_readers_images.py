@@ -207,20 +207,25 @@ def test_huge_header_is_refused_before_opencv_allocates(monkeypatch):
             decode_image(huge_jpeg(), size)
 
 
-def test_decoding_refuses_to_start_without_opencvs_pixel_limit():
-    """cv2 loaded before any stages module keeps OpenCV's own limit (2**30): refused, not trusted."""
-    code = (
-        "import cv2, os\n"
-        "import stages.sources.readers.images as images\n"
-        "try:\n"
-        "    images.decode_image(cv2.imencode('.png', cv2.UMat(4, 4, cv2.CV_8UC3).get())[1], None)\n"
-        "except RuntimeError as e:\n"
-        "    print('REFUSED' if 'OPENCV_IO_MAX_IMAGE_PIXELS was set' in str(e) else e)\n"
-    )
+def fresh_python(code: str) -> str:
+    """What ``code`` prints in a new interpreter whose environment does not set OpenCV's pixel limit."""
     env = {k: v for k, v in os.environ.items() if k != "OPENCV_IO_MAX_IMAGE_PIXELS"}
     env["PYTHONPATH"] = str(REPO)
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
-    assert "REFUSED" in out.stdout, out.stdout + out.stderr
+    return out.stdout + out.stderr
+
+
+def test_decoding_refuses_to_start_without_opencvs_pixel_limit():
+    """cv2 loaded before any stages module keeps OpenCV's own limit (2**30): refused, not trusted."""
+    code = (
+        "import cv2, numpy as np\n"
+        "import stages.sources.readers.images as images\n"
+        "try:\n"
+        "    images.decode_image(cv2.imencode('.png', np.zeros((4, 4, 3), np.uint8))[1], None)\n"
+        "except RuntimeError as e:\n"
+        "    print('REFUSED' if 'OPENCV_IO_MAX_IMAGE_PIXELS was set' in str(e) else e)\n"
+    )
+    assert "REFUSED" in fresh_python(code)
 
 
 def test_opencv_honours_the_pixel_limit_set_by_the_module():
@@ -234,10 +239,7 @@ def test_opencv_honours_the_pixel_limit_set_by_the_module():
         "except cv2.error as e:\n"
         "    print('REFUSED' if 'MAX_IMAGE_PIXELS' in str(e) else e)\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "OPENCV_IO_MAX_IMAGE_PIXELS"}
-    env["PYTHONPATH"] = str(REPO)
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
-    assert "REFUSED" in out.stdout, out.stdout + out.stderr
+    assert "REFUSED" in fresh_python(code)
 
 
 def test_bad_arguments():
