@@ -213,23 +213,21 @@ def _stream(response: requests.Response, tmp: Path, dest: Path, size: int | None
         raise _Cut(f"incomplete read: got {done} of {total} bytes")
 
 
+def _url_name(url: str, dest: Path) -> str:
+    """The file name the URL ends with (what a mirror folder holds), else ``dest``'s."""
+    return Path(urlparse(url).path).name or dest.name
+
+
 def _fetch(
-    url: str,
-    tmp: Path,
-    dest: Path,
-    *,
-    attempts: int,
-    timeout: float,
-    backoff: float,
-    hint: str,
-    size: int | None,
-    progress: bool,
+    url: str, tmp: Path, dest: Path, *, size: int | None, retries: int, timeout: float, backoff: float, progress: bool
 ) -> None:
-    """Stream ``url`` into ``tmp`` in at most ``attempts`` requests; DataError naming the URL otherwise.
+    """Stream ``url`` into ``tmp`` in at most ``retries`` requests; DataError naming the URL otherwise.
 
     urllib3 repeats a failed request itself (:func:`_session`); a body cut short starts a new
     request here, within the same budget.
     """
+    attempts = max(1, int(retries))
+    hint = f"Download it yourself and set data.mirror to a folder holding {_url_name(url, dest)}"
     used, reason = 0, "no attempt made"
     while used < attempts:
         if used:
@@ -279,7 +277,7 @@ def download(
     """
     dest = Path(dest)
     checks = {"sha256": sha256, "md5": md5, "size": size}
-    name = Path(urlparse(url).path).name or dest.name
+    name = _url_name(url, dest)
     if dest.is_dir():
         raise DataError(f"cannot download {url} to {dest}: it is a folder")
     if dest.is_file():
@@ -302,19 +300,8 @@ def download(
             _check(tmp, source, **checks)
         return dest
 
-    hint = f"Download it yourself and set data.mirror to a folder holding {name}"
     with atomic_path(dest) as tmp:
-        _fetch(
-            url,
-            tmp,
-            dest,
-            attempts=max(1, int(retries)),
-            timeout=timeout,
-            backoff=backoff,
-            hint=hint,
-            size=size,
-            progress=progress,
-        )
+        _fetch(url, tmp, dest, size=size, retries=retries, timeout=timeout, backoff=backoff, progress=progress)
         _check(tmp, dest, **checks)
     return dest
 
