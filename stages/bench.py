@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +30,7 @@ import numpy as np
 
 from stages.core.files import write_json, write_text
 from stages.core.paths import REPORTS
-from stages.sources.readers.images import plain_loop_read, read_image_files
+from stages.sources.readers.images import read_image_files
 from stages.sources.synthetic import shape_dataset
 
 if TYPE_CHECKING:  # TensorFlow starts only when the training parts run
@@ -89,6 +90,39 @@ def photo_folder(root: Path, n: int = 600) -> list[Path]:
             raise OSError(f"cannot write {path}")
         paths.append(path)
     return paths
+
+
+def plain_loop_read(
+    paths: Sequence[str | os.PathLike], size: tuple[int, int] | None, color: str = "rgb"
+) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
+    """The naive baseline of :func:`bench_prepare`: ``cv2.imread`` + ``cv2.resize`` + ``np.array``,
+    one file after another.
+
+    The decoding flags and return value of :func:`read_image_files`, so results compare equal; no
+    checks, no thread pool; with ``size=None`` all images must share one size.
+    """
+    channels = 1 if color in ("gray", "grayscale") else 3
+    orient = cv2.IMREAD_IGNORE_ORIENTATION  # as read_image_files (EXIF orientation is not applied)
+    images, ok, skipped = [], [], []
+    for i, p in enumerate(paths):
+        try:
+            if channels == 1:
+                img = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE | orient)
+            else:
+                img = cv2.imread(str(p), cv2.IMREAD_COLOR | orient)
+                if img is not None:
+                    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        except cv2.error:  # e.g. over OpenCV's pixel limit
+            img = None
+        if img is None:
+            skipped.append((str(p), "cv2.imread failed"))
+            continue
+        if size is not None:
+            img = cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+        images.append(img.reshape(img.shape[0], img.shape[1], channels))
+        ok.append(i)
+    x = np.array(images, dtype=np.uint8) if images else np.empty((0, 0, 0, channels), np.uint8)
+    return x, ok, skipped
 
 
 def bench_prepare(tmp: Path) -> list[dict]:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import stages  # noqa: F401  (before any test module imports cv2: it sets OpenCV's image-size limit)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

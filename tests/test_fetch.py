@@ -55,6 +55,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(action[1])
             self.close_connection = True
+        elif kind == "encoded":  # a server that labels a .gz body as gzip-encoded (the bytes stay the file's)
+            body = action[1]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Encoding", "gzip")
+            self.end_headers()
+            self.wfile.write(body)
         elif kind == "status":
             self.send_error(action[1])
         elif kind == "short":  # promise more bytes than we send, then hang up
@@ -75,9 +82,15 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that timed out and hung up is fine
+            super().handle_error(request, client_address)
+
+
 class _Server:
     def __init__(self) -> None:
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd = _QuietServer(("127.0.0.1", 0), _Handler)
         self.httpd.routes = {}
         self.httpd.hits = Counter()
         self.httpd.lock = threading.Lock()
@@ -166,6 +179,21 @@ def test_download_size_mismatch(server, tmp_path):
     with pytest.raises(DataError, match="size mismatch .*expected 5 bytes"):
         download(url, tmp_path / "x.bin", size=5, **FAST)
     assert _leftovers(tmp_path) == []
+
+
+def test_download_refuses_a_body_larger_than_the_expected_size(server, tmp_path):
+    url = server.route("/big.bin", ("nolength", PAYLOAD))  # no Content-Length: found out while it streams
+    with pytest.raises(DataError, match=r"size mismatch for .*big\.bin: expected 1000 bytes, got more"):
+        download(url, tmp_path / "big.bin", size=1000, **FAST)
+    assert server.hits("/big.bin") == 1  # a wrong file: not retried
+    assert _leftovers(tmp_path) == []
+
+
+def test_download_keeps_the_bytes_a_server_labels_gzip_encoded(server, tmp_path):
+    body = gzip.compress(PAYLOAD, mtime=0)
+    url = server.route("/x.tar.gz", ("encoded", body))
+    dest = download(url, tmp_path / "x.tar.gz", sha256=hashlib.sha256(body).hexdigest(), size=len(body), **FAST)
+    assert dest.read_bytes() == body  # not decoded: the checksums are of the file as published
 
 
 def test_download_retries_after_500s(server, tmp_path):
@@ -321,6 +349,17 @@ def test_extract_tar(tmp_path, mode):
     assert _leftovers(tmp_path / "out") == ["images"]
 
 
+def test_extract_tar_decompresses_the_archive_once(tmp_path, monkeypatch):
+    archive = _tar(tmp_path / "a.tar.gz", _random_members())
+
+    def rewind(self) -> None:
+        raise AssertionError("the archive was decompressed a second time")
+
+    monkeypatch.setattr(gzip._GzipReader, "_rewind", rewind)  # a backward seek in a gzip stream starts over
+    dest = extract(archive, tmp_path / "out")
+    assert sorted(p.name for p in dest.iterdir()) == [f"f{i}.bin" for i in range(4)]
+
+
 def test_extract_zip(tmp_path):
     archive = tmp_path / "data.bin"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -353,7 +392,8 @@ def test_extract_bars_count_bytes_on_a_terminal_only(tmp_path, monkeypatch, caps
     for archive in (tar, tmp_path / "data.zip", tmp_path / "one.gz"):
         extract(archive, tmp_path / "shown" / archive.name)
     err = sys.stderr.getvalue()
-    assert "extract images.tar.gz: 100%" in err and "104/104" in err  # declared member bytes
+    packed = tar.stat().st_size  # the archive's own bytes: one pass does not know the members' total up front
+    assert "extract images.tar.gz: 100%" in err and f"{packed}/{packed}" in err
     assert "extract data.zip: 100%" in err and "300/300" in err
     assert "extract one.gz: 50.0B" in err  # single gzip: no declared size, a count without percentage
 
@@ -560,6 +600,16 @@ def test_extract_truncated_tar(tmp_path, mode):
     with pytest.raises(DataError, match=f"corrupt or truncated archive {archive}"):
         extract(archive, dest)
     _assert_failed_cleanly(tmp_path, dest, {"full.tar", "cut.tar.gz"})
+
+
+def test_extract_tar_gz_with_a_changed_byte_fails_its_crc(tmp_path):
+    data = bytearray(_tar(tmp_path / "full.tar.gz", _random_members()).read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside a member's (incompressible) data: only the gzip CRC tells
+    archive = tmp_path / "flipped.tar.gz"
+    archive.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=f"corrupt or truncated archive {archive}: CRC check failed"):
+        extract(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_extract_tar_cut_at_member_boundary(tmp_path):

@@ -17,12 +17,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from stages.bench import plain_loop_read
 from stages.core.errors import DataError
 from stages.sources.readers import images
 from stages.sources.readers.images import (
     ImageError,
     decode_image,
-    plain_loop_read,
     read_image_files,
     read_image_folder,
     read_split_image_folder,
@@ -73,6 +73,20 @@ def huge_jpeg(width: int = 60_000, height: int = 60_000) -> bytes:
             data[pos + 5 : pos + 9] = struct.pack(">HH", height, width)
             return bytes(data)
         pos += 2 + length
+
+
+def huge_bmp() -> bytes:
+    """A real BMP with its header's width and height rewritten to 100000x100000."""
+    data = bytearray(encode(noisy(12, 14, 4), ".bmp"))
+    data[18:26] = struct.pack("<ii", 100_000, 100_000)
+    return bytes(data)
+
+
+def huge_gif(width: int = 60_000, height: int = 60_000) -> bytes:
+    """A minimal GIF (one 2-colour frame) whose screen and frame claim an enormous image."""
+    screen = struct.pack("<HH", width, height) + b"\x80\x00\x00" + b"\x00\x00\x00\xff\xff\xff"
+    frame = b"," + struct.pack("<HHHH", 0, 0, width, height) + b"\x00" + b"\x02\x02\x44\x01\x00"
+    return b"GIF89a" + screen + frame + b";"
 
 
 def cmyk_jpeg() -> bytes | None:
@@ -161,8 +175,12 @@ def test_decode_cmyk_jpeg():
         (encode(noisy(40, 40, 0), ".jpg")[:-200], "truncated JPEG"),
         (encode(noisy(40, 40, 0), ".jpg")[:150], "truncated JPEG"),
         (encode(noisy(40, 40, 0), ".png")[:-300], "corrupt or truncated PNG"),
-        (huge_png(), "claims 100000x100000"),
+        (encode(noisy(40, 40, 0), ".png")[:20], "corrupt or truncated PNG"),
+        (huge_png(), "PNG header claims an image over the limit of"),
         (huge_jpeg(), "claims 60000x60000"),
+        (huge_bmp(), "BMP header claims an image over the limit of"),
+        (huge_gif(), "GIF header claims an image over the limit of"),
+        (b"P6\n100000 100000\n255\n" + bytes(64), "PNM header claims an image over the limit of"),
     ],
 )
 def test_decode_bad_data_raises_image_error(data, reason):
@@ -174,13 +192,40 @@ def test_decode_bad_data_raises_image_error(data, reason):
 
 
 def test_huge_header_is_refused_before_opencv_allocates(monkeypatch):
+    # OpenCV checks a header's size against OPENCV_IO_MAX_IMAGE_PIXELS before it allocates
+    for data in (huge_png(), huge_png(20_000, 20_000), huge_bmp(), huge_gif()):
+        with pytest.raises(ImageError, match=r"claims an image over the limit of \d+ pixels"):
+            decode_image(data, None)
+
+    # but checks a JPEG decoded at reduced scale at that scale: its header is checked first
     def boom(*args, **kwargs):
-        raise AssertionError("cv2.imdecode must not be reached for an oversized header")
+        raise AssertionError("cv2.imdecode must not be reached for an oversized JPEG header")
 
     monkeypatch.setattr(images.cv2, "imdecode", boom)
-    for data in (huge_png(), huge_jpeg(), huge_png(20_000, 20_000)):
-        with pytest.raises(ImageError, match="over the limit"):
-            decode_image(data, None)
+    for size in (None, (8, 8)):
+        with pytest.raises(ImageError, match="claims 60000x60000 pixels, over the limit"):
+            decode_image(huge_jpeg(), size)
+
+
+def fresh_python(code: str) -> str:
+    """What ``code`` prints in a new interpreter whose environment does not set OpenCV's pixel limit."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_IO_MAX_IMAGE_PIXELS"}
+    env["PYTHONPATH"] = str(REPO)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    return out.stdout + out.stderr
+
+
+def test_decoding_refuses_to_start_without_opencvs_pixel_limit():
+    """cv2 loaded before any stages module keeps OpenCV's own limit (2**30): refused, not trusted."""
+    code = (
+        "import cv2, numpy as np\n"
+        "import stages.sources.readers.images as images\n"
+        "try:\n"
+        "    images.decode_image(cv2.imencode('.png', np.zeros((4, 4, 3), np.uint8))[1], None)\n"
+        "except RuntimeError as e:\n"
+        "    print('REFUSED' if 'OPENCV_IO_MAX_IMAGE_PIXELS was set' in str(e) else e)\n"
+    )
+    assert "REFUSED" in fresh_python(code)
 
 
 def test_opencv_honours_the_pixel_limit_set_by_the_module():
@@ -194,10 +239,7 @@ def test_opencv_honours_the_pixel_limit_set_by_the_module():
         "except cv2.error as e:\n"
         "    print('REFUSED' if 'MAX_IMAGE_PIXELS' in str(e) else e)\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "OPENCV_IO_MAX_IMAGE_PIXELS"}
-    env["PYTHONPATH"] = str(REPO)
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
-    assert "REFUSED" in out.stdout, out.stdout + out.stderr
+    assert "REFUSED" in fresh_python(code)
 
 
 def test_bad_arguments():
@@ -318,7 +360,7 @@ def test_read_image_folder(folder: Path):
     assert reasons["README.txt"] == "not inside a class folder"
     assert "empty" in reasons["cat/empty.jpg"]
     assert "truncated" in reasons["dog/b_trunc.jpg"]
-    assert "100000x100000" in reasons["dog/c_huge.png"]
+    assert "over the limit" in reasons["dog/c_huge.png"]
     assert "not a recognised image format" in reasons["cat/Thumbs.db"]
     assert "not a recognised image format" in reasons["dog/.DS_Store"]
 

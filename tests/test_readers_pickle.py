@@ -23,22 +23,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stages.core.errors import DataError
-from stages.sources.readers.cifar import read_cifar_python, write_cifar_python
-from stages.sources.readers.pth import (
-    LEGACY_MAGIC,
-    LEGACY_PROTOCOL,
-    load_pth,
-    read_pth_object,
-    write_pth_zip,
-)
-from stages.sources.readers.safe_pickle import (
-    ALLOWED_GLOBALS,
-    CompatPickler,
-    GlobalRef,
-    Reduce,
-    numpy_reduce,
-    safe_load,
-)
+from stages.sources.generate import CompatPickler, GlobalRef, Reduce, numpy_reduce, write_cifar_python
+from stages.sources.readers.cifar import read_cifar_python
+from stages.sources.readers.pth import LEGACY_MAGIC, LEGACY_PROTOCOL, load_pth, read_pth_object
+from stages.sources.readers.safe_pickle import ALLOWED_GLOBALS, safe_load
+from tests.writers import write_pth_zip
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pth"
 FIXTURE_FILES = [

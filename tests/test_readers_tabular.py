@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stages.core.errors import DataError
-from stages.sources.readers.tabular import read_idx, read_label_csv, write_idx, write_label_csv
+from stages.sources.generate import write_idx, write_label_csv
+from stages.sources.readers.tabular import read_idx, read_label_csv
 
 DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]
 
@@ -234,6 +235,7 @@ ROW = "3," + ",".join(["0"] * NPIX)
         ("3.5" + ROW[1:], "column 1: non-integer label '3.5'"),
         ("cat" + ROW[1:], "column 1: non-numeric label 'cat'"),
         ("-3" + ROW[1:], "column 1: negative label -3"),
+        ("16777216" + ROW[1:], "column 1: label 16777216 too large"),
         ("", "blank line"),
     ],
 )
@@ -253,6 +255,14 @@ def test_csv_first_data_line_longer_than_header(tmp_path: Path):
     path = write(tmp_path, [header(), rows[0] + ",9", *rows[1:]])
     with pytest.raises(DataError, match="line 2: expected 10 columns, found 11"):
         read_label_csv(path, n_pixels=NPIX, side=SIDE)
+
+
+def test_csv_column_of_booleans_is_not_read_as_ones_and_zeros(tmp_path: Path):
+    """pandas turns a column made only of True/False into 1/0 even when asked for integers."""
+    rows, _, _ = csv_rows(4)
+    rows = [",".join(["True" if i == 3 else v for i, v in enumerate(r.split(","))]) for r in rows]
+    with pytest.raises(DataError, match="line 2: column 4: non-numeric pixel value 'True'"):
+        read_label_csv(write(tmp_path, [header(), *rows]), n_pixels=NPIX, side=SIDE)
 
 
 def test_csv_first_error_wins(tmp_path: Path):

@@ -1,7 +1,8 @@
 """Fetch raw data: download with retries and checksums, and extract archives safely.
 
-``download`` fetches one URL (or copies it from a local mirror folder), verifies size
-and checksums, and only then renames it onto its final name.  ``extract`` unpacks tar
+``download`` fetches one URL with requests (urllib3's ``Retry`` repeats failed requests) or
+copies it from a local mirror folder, verifies size and checksums, and only then renames it
+onto its final name.  ``extract`` unpacks tar
 (any compression), zip and single-file gzip archives into a folder that appears only
 when complete.
 
@@ -14,17 +15,15 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import http.client
 import lzma
 import os
+import re
 import shutil
 import stat
 import struct
 import sys
 import tarfile
 import time
-import urllib.error
-import urllib.request
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -32,6 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import urlparse
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.util import Retry
 
 from stages.core.cli import progress_bar
 from stages.core.errors import DataError
@@ -42,7 +46,9 @@ if TYPE_CHECKING:
 
 _CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
-_USER_AGENT = "cnn-repro-fetch/1.0 (python urllib)"
+# urllib3 starts its messages with the connection: "HTTPConnectionPool(host='x', port=80): Read timed out."
+_POOL_PREFIX = re.compile(r"^HTTPS?Connection(Pool)?\([^)]*\): ")
+_USER_AGENT = f"cnn-repro-fetch/1.0 (python-requests {requests.__version__})"
 
 #: Most unpacked bytes per archive byte that :func:`extract` accepts.  The real sources unpack
 #: at 1x (JPEG/PNG archives, plain tar) to about 2-8x (IDX, pixel CSVs); deflate itself cannot go
@@ -121,12 +127,40 @@ def verify(
 # ------------------------------------------------------------------------- download
 
 
-class _Retry(Exception):
-    """A transient failure: worth another attempt."""
+class _Cut(Exception):
+    """The body ended early or the connection broke while it streamed: worth a new request."""
 
 
-class _Fatal(Exception):
-    """A failure another attempt will not fix (HTTP 4xx, bad URL)."""
+class _NoticedRetry(Retry):
+    """urllib3's Retry, saying on stderr what failed before each new attempt (urllib3 only logs it)."""
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None) -> Retry:
+        new = super().increment(method, url, response, error, _pool, _stacktrace)  # raises once the budget is spent
+        reason = _reason(error) if error is not None else f"HTTP {response.status}"
+        where = f"{_pool.scheme}://{_pool.host}{f':{_pool.port}' if _pool.port else ''}{url}" if _pool else url
+        print(f"download of {where} failed ({reason}); retrying in {new.get_backoff_time():g} s", file=sys.stderr)
+        return new
+
+
+def _session(retries: int, backoff: float) -> requests.Session:
+    """A session whose requests urllib3 repeats up to ``retries`` more times: connection errors,
+    timeouts and HTTP 5xx, after ``backoff * 2**n`` seconds (the first retry at once); not HTTP 4xx.
+    A server's Retry-After is not followed: a pipeline stage should not sleep for as long as it says."""
+    retry = _NoticedRetry(
+        total=retries,
+        status_forcelist=range(500, 600),
+        backoff_factor=backoff,
+        raise_on_status=False,  # the last 5xx response comes back, for the error message
+        respect_retry_after_header=False,
+    )
+    session = requests.Session()
+    # identity: the bytes on disk are the file's own, which the checksums are of (requests would
+    # otherwise ask for gzip and decode it, and some servers gzip a .tar.gz once more)
+    session.headers.update({"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"})
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 def _summary(label: str, done: int, total: int | None, seconds: float) -> str:
@@ -135,52 +169,90 @@ def _summary(label: str, done: int, total: int | None, seconds: float) -> str:
     return f"{label}: {amount} in {seconds:.1f} s"
 
 
-def _fetch_once(url: str, tmp: Path, dest: Path, timeout: float, progress: bool, size: int | None = None) -> None:
-    """One attempt to stream ``url`` into ``tmp``; raises _Retry or _Fatal.
+def _reason(exc: BaseException) -> str:
+    """The innermost cause of a requests error, on one line (not requests' "Max retries exceeded" wrapper)."""
+    inner = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc
+    text = _one_line(getattr(inner, "reason", None) or inner)
+    return _POOL_PREFIX.sub("", text) or type(exc).__name__  # the URL is in the message already
 
-    ``progress``: a byte bar on a terminal (total: Content-Length, else the expected ``size``),
-    one summary line elsewhere.
+
+def _stream(response: requests.Response, tmp: Path, dest: Path, size: int | None, progress: bool) -> None:
+    """Write the body of ``response`` into ``tmp``; raise _Cut if it ends early, DataError if it
+    is larger than the expected ``size`` (a wrong file: not worth another attempt).
+
+    ``progress``: a byte bar on a terminal (total: Content-Length, else ``size``), one summary line elsewhere.
     """
-    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+    length = response.headers.get("Content-Length", "")
+    total = int(length) if length.strip().isdigit() else None
+    if size is not None and total is not None and total != size:
+        raise DataError(f"size mismatch for {dest}: expected {size} bytes, the server sends {total}")
+    done, start = 0, time.monotonic()
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as e:
-        e.close()
-        reason = f"HTTP {e.code} {_one_line(e.reason)}"
-        if 500 <= e.code < 600:
-            raise _Retry(reason) from None
-        raise _Fatal(reason) from None
-    except urllib.error.URLError as e:
-        raise _Retry(_one_line(e.reason)) from None
-    except (http.client.HTTPException, OSError) as e:
-        raise _Retry(_one_line(e) or type(e).__name__) from None
-    except ValueError as e:
-        raise _Fatal(f"invalid URL: {_one_line(e)}") from None
+        with open(tmp, "wb") as fh, progress_bar(total or size, dest.name, unit="B", enabled=progress) as bar:
+            log_line = progress and bar.disable  # no terminal: one line at the end instead (close() sets disable)
+            chunks = response.raw.stream(_CHUNK, decode_content=False)
+            while True:
+                try:
+                    chunk = next(chunks, b"")
+                except (urllib3.exceptions.HTTPError, OSError) as e:  # a body cut short, a read timeout
+                    if total is not None and not isinstance(e, urllib3.exceptions.ReadTimeoutError):
+                        raise _Cut(f"incomplete read: got {done} of {total} bytes") from None
+                    raise _Cut(f"connection lost after {done} bytes: {_reason(e)}") from None
+                if not chunk:
+                    break
+                done += len(chunk)
+                if size is not None and done > size:
+                    raise DataError(f"size mismatch for {dest}: expected {size} bytes, got more")
+                fh.write(chunk)  # an OSError here is a local disk problem, not a network one
+                bar.update(len(chunk))
+    except OSError as e:
+        raise DataError(f"cannot write {dest}: {_one_line(e)}") from None
+    if log_line:
+        print(_summary(dest.name, done, total or size, time.monotonic() - start), file=sys.stderr, flush=True)
+    if total is not None and done != total:
+        raise _Cut(f"incomplete read: got {done} of {total} bytes")
 
-    with response:
-        length = response.headers.get("Content-Length")
-        total = int(length) if length and length.strip().isdigit() else None
-        done, start = 0, time.monotonic()
-        try:
-            with open(tmp, "wb") as fh, progress_bar(total or size, dest.name, unit="B", enabled=progress) as bar:
-                log_line = progress and bar.disable  # no terminal: one line at the end instead (close() sets disable)
-                while True:
-                    try:
-                        chunk = response.read(_CHUNK)
-                    except (http.client.HTTPException, OSError) as e:
-                        reason = _one_line(e) or type(e).__name__
-                        raise _Retry(f"connection lost after {done} bytes: {reason}") from None
-                    if not chunk:
-                        break
-                    fh.write(chunk)  # an OSError here is a local disk problem, not a network one
-                    done += len(chunk)
-                    bar.update(len(chunk))
-        except OSError as e:
-            raise DataError(f"cannot write {dest}: {_one_line(e)}") from None
-        if log_line:
-            print(_summary(dest.name, done, total or size, time.monotonic() - start), file=sys.stderr, flush=True)
-        if total is not None and done != total:
-            raise _Retry(f"incomplete read: got {done} of {total} bytes")
+
+def _url_name(url: str, dest: Path) -> str:
+    """The file name the URL ends with (what a mirror folder holds), else ``dest``'s."""
+    return Path(urlparse(url).path).name or dest.name
+
+
+def _fetch(
+    url: str, tmp: Path, dest: Path, *, size: int | None, retries: int, timeout: float, backoff: float, progress: bool
+) -> None:
+    """Stream ``url`` into ``tmp`` in at most ``retries`` requests; DataError naming the URL otherwise.
+
+    urllib3 repeats a failed request itself (:func:`_session`); a body cut short starts a new
+    request here, within the same budget.
+    """
+    attempts = max(1, int(retries))
+    hint = f"Download it yourself and set data.mirror to a folder holding {_url_name(url, dest)}"
+    used, reason = 0, "no attempt made"
+    while used < attempts:
+        if used:
+            delay = backoff * 2 ** (used - 1)
+            print(f"download of {url} failed ({reason}); retrying in {delay:g} s", file=sys.stderr)
+            time.sleep(delay)
+        with _session(attempts - used - 1, backoff) as session:
+            try:
+                response = session.get(url, stream=True, timeout=timeout)
+            except (requests.ConnectionError, requests.Timeout) as e:  # urllib3 spent every attempt
+                raise DataError(f"cannot download {url} after {attempts} attempts: {_reason(e)}. {hint}") from None
+            except requests.RequestException as e:  # an invalid URL, a redirect loop: no attempt would do
+                raise DataError(f"cannot download {url}: {_reason(e)}. {hint}") from None
+            with response:
+                used += 1 + len(response.raw.retries.history if response.raw.retries else ())
+                if response.status_code >= 400:
+                    reason = f"HTTP {response.status_code} {_one_line(response.reason)}"
+                    spent = f" after {attempts} attempts" if response.status_code >= 500 else ""
+                    raise DataError(f"cannot download {url}{spent}: {reason}. {hint}")
+                try:
+                    _stream(response, tmp, dest, size, progress)
+                    return
+                except _Cut as e:
+                    reason = str(e)
+    raise DataError(f"cannot download {url} after {attempts} attempts: {reason}. {hint}")
 
 
 def download(
@@ -199,13 +271,13 @@ def download(
     """Fetch ``url`` to ``dest`` (or copy it from the ``mirror`` folder) and verify it.
 
     A ``dest`` that already verifies is kept as is.  ``retries`` is the number of attempts;
-    connection errors, timeouts, HTTP 5xx and short bodies are retried after
-    ``backoff * 2**attempt`` seconds, HTTP 4xx is not.  Nothing is ever left under ``dest``
-    unless it is complete and verified.
+    connection errors, timeouts, HTTP 5xx and short bodies are retried after about
+    ``backoff * 2**attempt`` seconds, HTTP 4xx is not, nor a body larger than ``size``.  Nothing
+    is ever left under ``dest`` unless it is complete and verified.
     """
     dest = Path(dest)
     checks = {"sha256": sha256, "md5": md5, "size": size}
-    name = Path(urlparse(url).path).name or dest.name
+    name = _url_name(url, dest)
     if dest.is_dir():
         raise DataError(f"cannot download {url} to {dest}: it is a folder")
     if dest.is_file():
@@ -228,27 +300,8 @@ def download(
             _check(tmp, source, **checks)
         return dest
 
-    hint = f"Download it yourself and set data.mirror to a folder holding {name}"
-    attempts = max(1, int(retries))
     with atomic_path(dest) as tmp:
-        reason = "no attempt made"
-        for attempt in range(attempts):
-            try:
-                _fetch_once(url, tmp, dest, timeout, progress, size)
-                break
-            except _Fatal as e:
-                raise DataError(f"cannot download {url}: {e}. {hint}") from None
-            except _Retry as e:
-                reason = str(e)
-                if attempt + 1 < attempts:
-                    delay = backoff * 2**attempt
-                    print(
-                        f"download of {url} failed ({reason}); retrying in {delay:g} s",
-                        file=sys.stderr,
-                    )
-                    time.sleep(delay)
-        else:
-            raise DataError(f"cannot download {url} after {attempts} attempts: {reason}. {hint}")
+        _fetch(url, tmp, dest, size=size, retries=retries, timeout=timeout, backoff=backoff, progress=progress)
         _check(tmp, dest, **checks)
     return dest
 
@@ -359,7 +412,7 @@ def _tar_kind(member: tarfile.TarInfo) -> str | None:
 
 
 def _member_target(archive: Path, root: Path, name: str, parts: tuple[str, ...], is_dir: bool) -> Path | None:
-    """Where a checked member's file goes; None for a folder (made here) or the archive's own root."""
+    """Where a checked zip member's file goes; None for a folder (made here) or the archive's own root."""
     if not parts:
         if is_dir:
             return None
@@ -371,58 +424,68 @@ def _member_target(archive: Path, root: Path, name: str, parts: tuple[str, ...],
     return target
 
 
-def _extract_tar(archive: Path, root: Path, limit: _Limit, max_members: int) -> None:
-    with tarfile.open(archive, "r:*") as tf:
-        # Pass 1: read every header and refuse hostile members before writing anything.
-        members: list[tuple[tarfile.TarInfo, tuple[str, ...]]] = []
-        declared = 0
-        for member in tf:
-            if len(members) >= max_members:
-                raise DataError(f"refusing {archive}: more than {max_members} members (at {member.name!r})")
-            problem = _tar_kind(member)
-            if problem:
-                raise DataError(f"refusing member {member.name!r} of {archive}: {problem}")
-            parts = _safe_parts(archive, member.name)
-            if member.isreg():
-                declared += member.size
-                if declared > limit.bytes:
-                    raise limit.refuse(archive, member.name, "declared sizes exceed")
-            members.append((member, parts))
-        # tarfile stops quietly at a missing header; a complete archive has an end-of-archive block.
-        tf.fileobj.seek(tf.offset)
-        if len(tf.fileobj.read(tarfile.BLOCKSIZE)) < tarfile.BLOCKSIZE:
-            raise tarfile.ReadError("unexpected end of data (no end-of-archive marker)")
+class _TarChecks:
+    """The project's checks of a tar member, then the standard ``tarfile.data_filter``: the filter of
+    ``TarFile.extractall``, which calls it on each member as it reads it, so an archive is read (and
+    decompressed) once and refused at its first hostile member.  Declared sizes are the written ones:
+    tarfile copies exactly ``member.size`` bytes, and a shorter stream is a ReadError."""
 
-        # Pass 2: write, with the standard 'data' filter as a second line of defence.
-        with progress_bar(declared, f"extract {archive.name}", unit="B") as bar:
-            _write_tar(tf, archive, root, members, limit, bar)
+    def __init__(self, archive: Path, limit: _Limit, max_members: int, progress: Callable[[], None]) -> None:
+        self.archive, self.limit, self.max_members, self.progress = archive, limit, max_members, progress
+        self.members = self.declared = 0
 
-
-def _write_tar(
-    tf: tarfile.TarFile,
-    archive: Path,
-    root: Path,
-    members: list[tuple[tarfile.TarInfo, tuple[str, ...]]],
-    limit: _Limit,
-    bar: tqdm,
-) -> None:
-    """Pass 2 of :func:`_extract_tar`: write the checked ``members`` under ``root``."""
-    written = 0
-    for member, parts in members:
+    def __call__(self, member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+        self.progress()
+        archive, name = self.archive, member.name
+        if self.members >= self.max_members:
+            raise DataError(f"refusing {archive}: more than {self.max_members} members (at {name!r})")
+        self.members += 1
+        problem = _tar_kind(member)
+        if problem:
+            raise DataError(f"refusing member {name!r} of {archive}: {problem}")
+        parts = _safe_parts(archive, name)
+        if member.isreg():
+            self.declared += member.size
+            if self.declared > self.limit.bytes:
+                raise self.limit.refuse(archive, name, "declared sizes exceed")
+        if not parts:  # "." or "./": the archive's own root
+            if member.isdir():
+                return None
+            raise DataError(f"refusing member {name!r} of {archive}: not a file name")
         try:
-            filtered = tarfile.data_filter(member, str(root))
+            return tarfile.data_filter(member, dest)  # also: the resolved path stays inside dest
         except tarfile.FilterError as e:
-            raise DataError(f"refusing member {member.name!r} of {archive}: {_one_line(e)}") from None
-        target = _member_target(archive, root, member.name, parts, member.isdir())
-        if target is None:
-            continue
-        src = tf.extractfile(member)
-        if src is None:  # pragma: no cover - isreg() members always have a file object
-            raise DataError(f"refusing member {member.name!r} of {archive}: no data")
-        with src:
-            written = _copy(src, target, archive, member.name, written, limit, bar)
-        if filtered.mode is not None:
-            os.chmod(target, filtered.mode)
+            raise DataError(f"refusing member {name!r} of {archive}: {_one_line(e)}") from None
+
+
+def _extract_tar(archive: Path, root: Path, limit: _Limit, max_members: int) -> None:
+    """One pass of ``extractall`` through :class:`_TarChecks`; the bar counts the archive's own bytes."""
+    total = archive.stat().st_size
+    with open(archive, "rb") as raw, progress_bar(total, f"extract {archive.name}", unit="B") as bar:
+        checks = _TarChecks(archive, limit, max_members, lambda: bar.update(raw.tell() - bar.n))
+        with tarfile.open(fileobj=raw, mode="r:*") as tf:
+            try:
+                tf.extractall(root, filter=checks)
+            except OSError as e:
+                if e.errno is None:  # gzip's and bz2's own errors: a corrupt archive
+                    raise
+                raise DataError(f"cannot write under {root} while extracting {archive}: {_one_line(e)}") from None
+            _check_tar_end(tf, archive, limit, limit.bytes - checks.declared, compressed=tf.fileobj is not raw)
+        bar.update(total - bar.n)
+
+
+def _check_tar_end(tf: tarfile.TarFile, archive: Path, limit: _Limit, left: int, *, compressed: bool) -> None:
+    """Refuse an archive that ends without its end-of-archive block, or whose compressed stream is
+    corrupt after it (``left``: the unpacked bytes the limit still allows)."""
+    # tarfile stops quietly where a header is missing; a complete archive ends with a zero block,
+    # which tarfile has just read past the last member.
+    if tf.fileobj.tell() - tf.offset < tarfile.BLOCKSIZE:
+        raise tarfile.ReadError("unexpected end of data (no end-of-archive marker)")
+    # gzip, bz2 and xz check their CRC at the end of the stream, which tarfile does not read to
+    while compressed and (chunk := tf.fileobj.read(_CHUNK)):
+        left -= len(chunk)
+        if left < 0:
+            raise DataError(f"refusing {archive}: more than {limit.bytes} bytes uncompressed ({limit.why})")
 
 
 def _extract_zip(archive: Path, root: Path, limit: _Limit, max_members: int) -> None:
@@ -522,8 +585,9 @@ def extract(
     devices), more than ``max_members`` members, or more uncompressed bytes than the tightest of
     ``max_bytes``, ``max_ratio`` times the archive's size (but at least ``ratio_floor``) and
     ``expected_bytes`` (the known unpacked size, if any) raise DataError, as do corrupt or
-    truncated archives.  Sizes are checked as declared (tar, zip) and as written (all), so a bomb
-    stops as soon as it passes the limit.  ``dest`` appears (replacing any old one) only once
+    truncated archives.  Sizes are checked as declared (tar, zip) and as written (zip, gzip; tarfile
+    writes exactly the declared sizes), so a bomb stops as soon as it passes the limit.  A tar is read
+    once, its members checked and written as they come.  ``dest`` appears (replacing any old one) only once
     extraction is complete.  Returns ``dest``.
     """
     archive, dest = Path(archive), Path(dest)

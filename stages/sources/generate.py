@@ -2,19 +2,28 @@
 
 The embedded profile's `download` stage calls these instead of fetching, so the
 same extract/prepare/train code runs on them as on the real datasets.
-Each generator writes into ``dest`` the files the real source would provide.
+Each generator writes into ``dest`` the files the real source would provide, with the
+writers of those formats kept here (the tests use them too; the readers only read):
+CIFAR-10 python batches (Python 2 pickles, :class:`CompatPickler`), IDX and Kaggle CSV.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gzip
+import gzip as gzip_module
 import io
+import os
+import pickle
+import struct
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+import numpy as np
+
+from stages.core.files import atomic_path
+from stages.sources.readers.cifar import BATCHES_DIR
 from stages.sources.synthetic import shape_dataset
 
 GENERATORS: dict[str, Callable[..., None]] = {}
@@ -33,7 +42,7 @@ def deterministic_tar_gz(path: Path, members: dict[str, bytes], *, compress: boo
     """
     with (
         open(path, "wb") as raw,
-        gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if compress else contextlib.nullcontext(raw) as gz,
+        gzip_module.GzipFile(fileobj=raw, mode="wb", mtime=0) if compress else contextlib.nullcontext(raw) as gz,
     ):
         with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
             dirs = sorted({str(Path(n).parent) for n in members} - {"."})
@@ -47,11 +56,198 @@ def deterministic_tar_gz(path: Path, members: dict[str, bytes], *, compress: boo
                 tar.addfile(info, io.BytesIO(members[name]))
 
 
+# --- pickles as Python 2, NumPy and torch write them, without torch (CIFAR batches; .pth in the tests) --
+
+
+class GlobalRef:
+    """A ``module.name`` global to be written as-is by :class:`CompatPickler`.
+
+    Lets the project's writers reference ``torch._utils._rebuild_tensor_v2`` or
+    ``numpy.core.multiarray._reconstruct`` exactly as torch/NumPy would, without
+    importing them.  Instances are cached so that repeated uses are memoised.
+    """
+
+    _cache: dict[tuple[str, str], GlobalRef] = {}
+
+    def __new__(cls, module: str, name: str) -> GlobalRef:
+        key = (module, name)
+        if key not in cls._cache:
+            inst = super().__new__(cls)
+            inst.module, inst.name = module, name
+            cls._cache[key] = inst
+        return cls._cache[key]
+
+    module: str
+    name: str
+
+    def __call__(self, *args: Any) -> Any:  # pickle's save_reduce wants a callable
+        raise TypeError("GlobalRef is a pickling marker only")
+
+    def __repr__(self) -> str:
+        return f"GlobalRef({self.module}.{self.name})"
+
+
+class Reduce:
+    """``func(*args)`` followed by an optional BUILD ``state``, for :class:`CompatPickler`."""
+
+    __slots__ = ("func", "args", "state")
+
+    def __init__(self, func: GlobalRef, args: tuple, state: Any = None) -> None:
+        self.func, self.args, self.state = func, args, state
+
+
+class CompatPickler(pickle._Pickler):  # type: ignore[name-defined]
+    """Protocol-2 pickler that writes :class:`GlobalRef` / :class:`Reduce` markers verbatim.
+
+    ``py2_strings=True`` writes ``bytes`` as Python 2 ``str`` (BINSTRING opcodes), the
+    way the official CIFAR-10 batches were written, instead of ``_codecs.encode``
+    calls; ``persistent_id`` is an optional callable (torch storages).
+    """
+
+    dispatch = dict(pickle._Pickler.dispatch)  # type: ignore[attr-defined]
+
+    def __init__(
+        self,
+        file: IO[bytes],
+        *,
+        py2_strings: bool = False,
+        persistent_id: Callable[[Any], Any] | None = None,
+    ) -> None:
+        super().__init__(file, protocol=2)
+        self._py2_strings = py2_strings
+        self._pid = persistent_id
+
+    def persistent_id(self, obj: Any) -> Any:
+        return None if self._pid is None else self._pid(obj)
+
+    def save_global_ref(self, obj: GlobalRef) -> None:
+        self.write(pickle.GLOBAL + obj.module.encode("utf-8") + b"\n" + obj.name.encode("utf-8") + b"\n")
+        self.memoize(obj)
+
+    def save_reduce_marker(self, obj: Reduce) -> None:
+        self.save_reduce(obj.func, obj.args, obj.state, obj=obj)
+
+    def save_bytes_compat(self, obj: bytes) -> None:
+        if not self._py2_strings:
+            pickle._Pickler.save_bytes(self, obj)  # type: ignore[attr-defined]
+            return
+        n = len(obj)
+        if n < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([n]) + obj)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", n) + obj)
+        self.memoize(obj)
+
+    dispatch[GlobalRef] = save_global_ref
+    dispatch[Reduce] = save_reduce_marker
+    dispatch[bytes] = save_bytes_compat
+
+
+def numpy_reduce(arr: np.ndarray, *, py2: bool = False) -> Reduce:
+    """``arr`` as NumPy pickles it: ``_reconstruct(ndarray, (0,), b'b')`` + BUILD state.
+
+    ``py2=True`` uses the Python 2 era names (``numpy.core``) and byte strings, as in
+    the official CIFAR-10 batches; otherwise NumPy 2 names (``numpy._core``).
+    """
+    arr = np.ascontiguousarray(arr)
+    dt = arr.dtype
+    spec = f"{dt.kind}{dt.itemsize}" if dt.kind != "b" else "b1"
+    endian = "|" if dt.itemsize == 1 else ("<" if dt.byteorder in ("<", "=") else ">")
+    core = "numpy.core" if py2 else "numpy._core"
+
+    def s(text: str) -> Any:
+        return text.encode("ascii") if py2 else text
+
+    dtype = Reduce(
+        GlobalRef("numpy", "dtype"),
+        (s(spec), False, True),
+        (3, s(endian), None, None, None, -1, -1, 0),
+    )
+    return Reduce(
+        GlobalRef(f"{core}.multiarray", "_reconstruct"),
+        (GlobalRef("numpy", "ndarray"), (0,), b"b"),
+        (1, tuple(arr.shape), dtype, False, arr.tobytes()),
+    )
+
+
+# --- cifar10: the official "python version" batches ---------------------------------------
+
+_CIFAR_SHAPE = (32, 32, 3)
+_CIFAR_ROW = 32 * 32 * 3  # one image: its R, G then B planes
+
+
+def _dump(path: Path, obj: dict) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        CompatPickler(fh, py2_strings=True).dump(obj)
+
+
+def _batch(x: np.ndarray, y: np.ndarray, label: str, classes: list[str], start: int) -> dict:
+    data = np.ascontiguousarray(np.asarray(x, dtype=np.uint8).transpose(0, 3, 1, 2)).reshape(len(x), _CIFAR_ROW)
+    labels = [int(v) for v in y]
+    names = [f"{classes[v].lower().replace(' ', '_')}_s_{start + i:06d}.png".encode() for i, v in enumerate(labels)]
+    return {
+        b"batch_label": label.encode("ascii"),
+        b"labels": labels,
+        b"data": numpy_reduce(data, py2=True),
+        b"filenames": names,
+    }
+
+
+def write_cifar_python(
+    folder: Path,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    class_names: list[str],
+    *,
+    n_train_batches: int = 5,
+) -> Path:
+    """Write images in the official ``cifar-10-batches-py`` format; return the folder.
+
+    ``folder`` is used as is when it is named ``cifar-10-batches-py``, otherwise the
+    batches go to ``folder/cifar-10-batches-py``.  x: uint8 N×32×32×3 (NHWC); y: ints
+    in ``range(len(class_names))``.  The train set is split into ``n_train_batches``
+    near-equal batches.  Files are protocol-2 pickles with Python 2 byte strings, as
+    in the official archive.
+    """
+    folder = Path(folder)
+    root = folder if folder.name == BATCHES_DIR else folder / BATCHES_DIR
+    classes = [str(c) for c in class_names]
+    for what, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        x, y = np.asarray(x), np.asarray(y)
+        if x.dtype != np.uint8:
+            raise ValueError(f"{what}: images must be uint8, got {x.dtype}")
+        if x.ndim != 4 or x.shape[1:] != _CIFAR_SHAPE or len(x) != len(y):
+            raise ValueError(f"{what}: expected N×32×32×3 images and N labels, got {x.shape} and {y.shape}")
+        if y.size and (y.min() < 0 or y.max() >= len(classes)):
+            raise ValueError(f"{what}: labels out of range for {len(classes)} classes")
+    if n_train_batches < 1:
+        raise ValueError("n_train_batches must be at least 1")
+    root.mkdir(parents=True, exist_ok=True)
+    x_train, y_train = np.asarray(x_train), np.asarray(y_train)
+    bounds = np.linspace(0, len(x_train), n_train_batches + 1).round().astype(int)
+    per_batch = int(bounds[1] - bounds[0])
+    for i in range(n_train_batches):
+        lo, hi = int(bounds[i]), int(bounds[i + 1])
+        label = f"training batch {i + 1} of {n_train_batches}"
+        _dump(root / f"data_batch_{i + 1}", _batch(x_train[lo:hi], y_train[lo:hi], label, classes, lo))
+    _dump(
+        root / "test_batch",
+        _batch(np.asarray(x_test), np.asarray(y_test), "testing batch 1 of 1", classes, 0),
+    )
+    meta = {
+        b"num_cases_per_batch": per_batch,
+        b"label_names": [c.encode("utf-8") for c in classes],
+        b"num_vis": _CIFAR_ROW,
+    }
+    _dump(root / "batches.meta", meta)
+    return root
+
+
 @generator
 def cifar10(dest: Path, options: dict[str, Any], seed: int) -> None:
     """``cifar-10-python.tar.gz`` holding ``cifar-10-batches-py/`` of generated 32x32 images."""
-    from stages.sources.readers.cifar import write_cifar_python
-
     train_n, test_n = int(options.get("train_per_class", 500)), int(options.get("test_per_class", 100))
     x_train, y_train = shape_dataset(train_n, 10, 32, 3, seed)
     x_test, y_test = shape_dataset(test_n, 10, 32, 3, seed + 1)
@@ -77,6 +273,59 @@ FASHION_MNIST_FILES = {
 }
 
 
+def write_idx(path: str | os.PathLike, array: np.ndarray, *, gzip: bool = True) -> None:
+    """Write ``array`` as IDX (gzip-compressed by default, deterministic bytes: no name/mtime).
+
+    Supported dtypes: uint8, int8, int16, int32, float32, float64 (ValueError otherwise).
+    """
+    from stages.sources.readers.tabular import IDX_TYPES  # the reader's table of type codes (and pandas)
+
+    codes = {dt.newbyteorder("="): code for code, dt in IDX_TYPES.items()}
+    array = np.asarray(array)
+    native = array.dtype.newbyteorder("=") if array.dtype.byteorder not in "=|" else array.dtype
+    if native not in codes:
+        raise ValueError(f"IDX cannot hold dtype {array.dtype}; use uint8/int8/int16/int32/float32/float64")
+    if array.ndim == 0 or array.ndim > 255 or any(d >= 2**32 for d in array.shape):
+        raise ValueError(f"IDX cannot hold shape {array.shape}")
+    code = codes[native]
+    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = np.ascontiguousarray(array, dtype=IDX_TYPES[code]).tobytes()
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        if gzip:
+            with gzip_module.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0) as gz:
+                gz.write(header)
+                gz.write(data)
+        else:
+            fh.write(header)
+            fh.write(data)
+
+
+def write_label_csv(
+    path: str | os.PathLike, x: np.ndarray, y: np.ndarray | None = None, *, header: bool = True
+) -> None:
+    """Write images (N x H x W or N x P, integers 0..255) and optional labels as a Kaggle CSV.
+
+    Header ``label,pixel0,...`` (``pixel0,...`` without labels) unless ``header=False``.
+    """
+    x = np.asarray(x)
+    flat = x.reshape(len(x), -1)
+    if flat.size and (flat.min() < 0 or flat.max() > 255 or not np.array_equal(flat, np.round(flat))):
+        raise ValueError("pixel values must be integers in 0..255")
+    columns = [f"pixel{i}" for i in range(flat.shape[1])]
+    table = flat.astype(np.int64)
+    if y is not None:
+        y = np.asarray(y)
+        if y.shape != (len(x),) or not np.array_equal(y, np.round(y)):
+            raise ValueError(f"labels must be N={len(x)} integers, got shape {y.shape}")
+        table = np.column_stack([y.astype(np.int64), table])
+        columns = ["label", *columns]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="\n") as fh:
+        if header:
+            fh.write(",".join(columns) + "\n")
+        if len(table):
+            np.savetxt(fh, table, fmt="%d", delimiter=",")
+
+
 @generator
 def fashion_mnist(dest: Path, options: dict[str, Any], seed: int) -> None:
     """Generated 28x28 grayscale images of ``classes`` classes in the study's competition form.
@@ -85,8 +334,6 @@ def fashion_mnist(dest: Path, options: dict[str, Any], seed: int) -> None:
     ``test.csv`` (pixels only, unless ``test_labels: true``). ``format: idx``: the four
     gzip IDX files under Fashion-MNIST's official names.
     """
-    from stages.sources.readers.tabular import write_idx, write_label_csv
-
     classes = int(options.get("classes", 10))
     train_n, test_n = int(options.get("train_per_class", 100)), int(options.get("test_per_class", 10))
     x_train, y_train = shape_dataset(train_n, classes, 28, 1, seed)

@@ -1,4 +1,4 @@
-"""CIFAR-10 "python version" batches (``cifar-10-batches-py/``): reader and writer.
+"""CIFAR-10 "python version" batches (``cifar-10-batches-py/``): the reader.
 
 The official folder holds ``data_batch_1`` .. ``data_batch_5``, ``test_batch`` and
 ``batches.meta``, each a protocol-2 pickle written by Python 2 of a dict with byte-string
@@ -7,7 +7,8 @@ image, row-major), ``b'labels'`` (list of ints), ``b'batch_label'`` and ``b'file
 ``batches.meta`` has ``b'label_names'``, ``b'num_cases_per_batch'`` and ``b'num_vis'``.
 
 They are pickles, so they are read with the restricted unpickler
-(:func:`stages.sources.readers.safe_pickle.safe_load`), never ``pickle.load``.
+(:func:`stages.sources.readers.safe_pickle.safe_load`), never ``pickle.load``.  The writer
+(sample data, tests) is :func:`stages.sources.generate.write_cifar_python`.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from typing import Any
 import numpy as np
 
 from stages.core.errors import DataError
-from stages.core.files import atomic_path
-from stages.sources.readers.safe_pickle import CompatPickler, numpy_reduce, safe_load
+from stages.sources.readers.safe_pickle import safe_load
 
-__all__ = ["BATCHES_DIR", "read_cifar_python", "write_cifar_python"]
+__all__ = ["BATCHES_DIR", "read_cifar_python"]
 
 BATCHES_DIR = "cifar-10-batches-py"
 _SIDE, _CHANNELS = 32, 3
@@ -118,75 +118,3 @@ def read_cifar_python(
     x_train = np.concatenate(xs) if len(xs) > 1 else xs[0]
     y_train = np.concatenate(ys) if len(ys) > 1 else ys[0]
     return x_train, y_train, x_test, y_test, classes
-
-
-# ------------------------------------------------------------------------- writer
-
-
-def _dump(path: Path, obj: dict) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        CompatPickler(fh, py2_strings=True).dump(obj)
-
-
-def _batch(x: np.ndarray, y: np.ndarray, label: str, classes: list[str], start: int) -> dict:
-    data = np.ascontiguousarray(np.asarray(x, dtype=np.uint8).transpose(0, 3, 1, 2)).reshape(len(x), _ROW)
-    labels = [int(v) for v in y]
-    names = [f"{classes[v].lower().replace(' ', '_')}_s_{start + i:06d}.png".encode() for i, v in enumerate(labels)]
-    return {
-        b"batch_label": label.encode("ascii"),
-        b"labels": labels,
-        b"data": numpy_reduce(data, py2=True),
-        b"filenames": names,
-    }
-
-
-def write_cifar_python(
-    folder: Path,
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_test: np.ndarray,
-    y_test: np.ndarray,
-    class_names: list[str],
-    *,
-    n_train_batches: int = 5,
-) -> Path:
-    """Write images in the official ``cifar-10-batches-py`` format; return the folder.
-
-    ``folder`` is used as is when it is named ``cifar-10-batches-py``, otherwise the
-    batches go to ``folder/cifar-10-batches-py``.  x: uint8 N×32×32×3 (NHWC); y: ints
-    in ``range(len(class_names))``.  The train set is split into ``n_train_batches``
-    near-equal batches.  Files are protocol-2 pickles with Python 2 byte strings, as
-    in the official archive.
-    """
-    folder = Path(folder)
-    root = folder if folder.name == BATCHES_DIR else folder / BATCHES_DIR
-    classes = [str(c) for c in class_names]
-    for what, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
-        x, y = np.asarray(x), np.asarray(y)
-        if x.dtype != np.uint8:
-            raise ValueError(f"{what}: images must be uint8, got {x.dtype}")
-        if x.ndim != 4 or x.shape[1:] != (_SIDE, _SIDE, _CHANNELS) or len(x) != len(y):
-            raise ValueError(f"{what}: expected N×32×32×3 images and N labels, got {x.shape} and {y.shape}")
-        if y.size and (y.min() < 0 or y.max() >= len(classes)):
-            raise ValueError(f"{what}: labels out of range for {len(classes)} classes")
-    if n_train_batches < 1:
-        raise ValueError("n_train_batches must be at least 1")
-    root.mkdir(parents=True, exist_ok=True)
-    x_train, y_train = np.asarray(x_train), np.asarray(y_train)
-    bounds = np.linspace(0, len(x_train), n_train_batches + 1).round().astype(int)
-    per_batch = int(bounds[1] - bounds[0])
-    for i in range(n_train_batches):
-        lo, hi = int(bounds[i]), int(bounds[i + 1])
-        label = f"training batch {i + 1} of {n_train_batches}"
-        _dump(root / f"data_batch_{i + 1}", _batch(x_train[lo:hi], y_train[lo:hi], label, classes, lo))
-    _dump(
-        root / "test_batch",
-        _batch(np.asarray(x_test), np.asarray(y_test), "testing batch 1 of 1", classes, 0),
-    )
-    meta = {
-        b"num_cases_per_batch": per_batch,
-        b"label_names": [c.encode("utf-8") for c in classes],
-        b"num_vis": _ROW,
-    }
-    _dump(root / "batches.meta", meta)
-    return root

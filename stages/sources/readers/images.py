@@ -11,10 +11,12 @@ decodes and resizes, so threads scale without the pickling cost of processes.
 
 Hostile or broken files never crash a folder read: a zero-byte file, a truncated JPEG, a
 ``Thumbs.db``, or a PNG whose header claims 100000x100000 pixels each end in ``skipped`` with a
-one-line reason. Dimensions are checked from the header (PNG, JPEG, GIF, BMP, PNM) *before*
-OpenCV allocates anything; for the other formats OpenCV's own ``OPENCV_IO_MAX_IMAGE_PIXELS`` limit
-applies. OpenCV reads that variable once, when the library loads, so it only takes effect if this
-module (or anything else setting it) is imported before the first ``import cv2`` of the process.
+one-line reason. OpenCV itself refuses what it cannot decode (``imdecode`` returns None) and checks
+the size in a header against ``OPENCV_IO_MAX_IMAGE_PIXELS`` *before* it allocates anything. OpenCV
+reads that variable once, when the library loads: ``stages/__init__.py`` (and this module) set it
+before the first ``import cv2``, and decoding refuses to start if OpenCV was loaded without it
+(:func:`_require_pixel_limit`). A JPEG's header is read here too: it is decoded at reduced scale
+when that still covers the target size, and OpenCV checks only the reduced size.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import os
 import stat
 import struct
 import threading
+import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -43,7 +46,6 @@ __all__ = [
     "MAX_IMAGE_PIXELS",
     "ImageError",
     "decode_image",
-    "plain_loop_read",
     "read_image_files",
     "read_image_folder",
     "read_split_image_folder",
@@ -69,9 +71,16 @@ _ORIENT = cv2.IMREAD_IGNORE_ORIENTATION
 _RGB_FLAG = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.11 decodes straight to RGB
 _CHANNELS = {"rgb": 3, "gray": 1, "grayscale": 1}
 
-_PNG_SIG = b"\x89PNG\r\n\x1a\n"
 # SOFn markers carry the frame size; C4 (DHT), C8 (JPG) and CC (DAC) are not frame headers.
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+# The signatures of the formats the reasons name ("corrupt or truncated PNG data"); OpenCV decides.
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+)
 
 
 class ImageError(DataError):
@@ -83,7 +92,17 @@ class ImageError(DataError):
         super().__init__(f"{self.source}: {reason}")
 
 
-# --------------------------------------------------------------------------- header sniffing
+# --------------------------------------------------------------------------- headers
+
+
+def _format(data: bytes) -> str | None:
+    """The format the first bytes announce, for error messages only (OpenCV decides what decodes)."""
+    for signature, name in _SIGNATURES:
+        if data.startswith(signature):
+            return name
+    if data[:1] == b"P" and data[1:2] in (b"1", b"2", b"3", b"4", b"5", b"6") and data[2:3].isspace():
+        return "PNM"
+    return None
 
 
 def _jpeg_header(data: bytes) -> tuple[tuple[int, int] | None, int | None]:
@@ -123,56 +142,55 @@ def _jpeg_header(data: bytes) -> tuple[tuple[int, int] | None, int | None]:
     return dims, None  # ran out of bytes before the first scan
 
 
-def _pnm_dims(data: bytes) -> tuple[int, int] | None:
-    head = data[:1024]
-    pos, numbers = 2, []
-    while len(numbers) < 2 and pos < len(head):
-        c = head[pos : pos + 1]
-        if c.isspace():
-            pos += 1
-        elif c == b"#":
-            end = head.find(b"\n", pos)
-            if end < 0:
-                return None
-            pos = end + 1
-        elif c.isdigit():
-            start = pos
-            while pos < len(head) and head[pos : pos + 1].isdigit():
-                pos += 1
-            numbers.append(int(head[start:pos]))
-        else:
-            return None
-    return (numbers[0], numbers[1]) if len(numbers) == 2 else None
+_limit_in_effect = False
 
 
-def _sniff(data: bytes, source: str) -> tuple[str | None, tuple[int, int] | None]:
-    """(format name or None, (width, height) claimed by the header or None). Raises ImageError for
-    headers that are cut short or a JPEG without its end-of-image marker."""
-    head = data[:32]
-    if head.startswith(_PNG_SIG):
-        if len(data) < 24 or head[12:16] != b"IHDR":
-            raise ImageError(source, "corrupt or truncated PNG header")
-        return "PNG", struct.unpack(">II", head[16:24])
-    if head.startswith(b"\xff\xd8\xff"):
-        dims, scan_start = _jpeg_header(data)
-        if scan_start is None:
-            if dims is not None:  # frame header found, but the bytes end before the image data
-                raise ImageError(source, "truncated JPEG (ends before the image data)")
-            return "JPEG", None
-        if not data.endswith(b"\xff\xd9") and data.find(b"\xff\xd9", scan_start) < 0:
-            raise ImageError(source, "truncated JPEG (no end-of-image marker)")
-        return "JPEG", dims
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "GIF", (struct.unpack("<HH", head[6:10]) if len(head) >= 10 else None)
-    if head.startswith(b"BM") and len(head) >= 26:
-        (dib,) = struct.unpack("<I", head[14:18])
-        if dib == 12:
-            return "BMP", struct.unpack("<HH", head[18:22])
-        width, height = struct.unpack("<ii", head[18:26])
-        return "BMP", (abs(width), abs(height))
-    if len(head) >= 3 and head[0:1] == b"P" and head[1:2] in b"123456" and head[2:3].isspace():
-        return "PNM", _pnm_dims(data)
-    return None, None
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _require_pixel_limit() -> None:
+    """Raise RuntimeError unless OpenCV refuses an image just over :data:`MAX_IMAGE_PIXELS`.
+
+    OpenCV reads ``OPENCV_IO_MAX_IMAGE_PIXELS`` when it loads: a cv2 imported before any ``stages``
+    module keeps its own default (2**30 pixels), and decoding would allocate up to that.  The probe
+    is a PNG without image data, claiming just over the limit: refused at once where the limit
+    holds, and a failed decode of its first row where it does not.
+    """
+    global _limit_in_effect
+    if _limit_in_effect:
+        return
+    side = math.isqrt(MAX_IMAGE_PIXELS) + 1  # square: libpng refuses a side over 10**6 itself
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    probe = (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", zlib.compress(b""))
+        + _png_chunk(b"IEND", b"")
+    )
+    try:
+        cv2.imdecode(np.frombuffer(probe, np.uint8), cv2.IMREAD_GRAYSCALE)
+    except cv2.error as exc:
+        _limit_in_effect = "validateInputImageSize" in str(exc)
+    if not _limit_in_effect:
+        raise RuntimeError(
+            f"OpenCV does not refuse images over {MAX_IMAGE_PIXELS} pixels: cv2 was loaded before "
+            "OPENCV_IO_MAX_IMAGE_PIXELS was set; import stages (or set the variable) before cv2"
+        )
+
+
+def _refusal(exc: cv2.error, fmt: str | None) -> str:
+    """The reason for an ImageError from OpenCV's exception, on one line."""
+    text = str(exc)
+    what = f"{fmt} header" if fmt else "header"
+    if "validateInputImageSize" in text:  # OpenCV's check of the header's size, before it allocates
+        if "PIXELS" in text:
+            return f"{what} claims an image over the limit of {MAX_IMAGE_PIXELS} pixels (OPENCV_IO_MAX_IMAGE_PIXELS)"
+        if "> 0" in text:
+            return f"{what} claims an empty image"
+        return f"{what} claims an image over OpenCV's limit of {2**20} pixels a side"
+    last = [line for line in text.splitlines() if line.strip()]
+    return f"cannot decode: {last[-1].strip() if last else 'OpenCV error'}"
 
 
 # --------------------------------------------------------------------------- single image
@@ -201,6 +219,7 @@ def _jpeg_reduction(dims: tuple[int, int] | None, size: tuple[int, int] | None) 
 
 
 def _check_args(size: tuple[int, int] | None, color: str) -> int:
+    _require_pixel_limit()
     if color not in _CHANNELS:
         raise ValueError(f"color must be one of {sorted(_CHANNELS)}, not {color!r}")
     if size is not None and (
@@ -239,17 +258,11 @@ def _decode(data: bytes, size: tuple[int, int] | None, channels: int, interpolat
     """decode_image without the argument checks (done once per call of read_image_files)."""
     if not data:
         raise ImageError(source, "empty file (0 bytes)")
-    fmt, dims = _sniff(data, source)
-    if dims is not None:
-        width, height = dims
-        if width * height > MAX_IMAGE_PIXELS:
-            raise ImageError(
-                source,
-                f"{fmt} header claims {width}x{height} pixels, over the limit of {MAX_IMAGE_PIXELS}",
-            )
-        if width == 0 or (height == 0 and fmt != "JPEG"):  # JPEG may give its height later (DNL)
-            raise ImageError(source, f"{fmt} header claims an empty {width}x{height} image")
-    reduction = _jpeg_reduction(dims, size) if fmt == "JPEG" else 1
+    fmt = _format(data)
+    dims, scan = _jpeg_header(data) if fmt == "JPEG" else (None, None)
+    if dims is not None and dims[0] * dims[1] > MAX_IMAGE_PIXELS:  # OpenCV would check the reduced size only
+        raise ImageError(source, f"JPEG header claims {dims[0]}x{dims[1]} pixels, over the limit of {MAX_IMAGE_PIXELS}")
+    reduction = _jpeg_reduction(dims, size)
     if reduction > 1:  # libjpeg decodes straight to 1/2, 1/4 or 1/8 size (BGR order)
         flags = _REDUCED[channels][reduction] | _ORIENT
     elif channels == 1:
@@ -259,14 +272,13 @@ def _decode(data: bytes, size: tuple[int, int] | None, channels: int, interpolat
     try:
         img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     except cv2.error as exc:
-        text = str(exc)
-        if "MAX_IMAGE" in text or "validateInputImageSize" in text:
-            raise ImageError(source, f"image is over OpenCV's size limit ({MAX_IMAGE_PIXELS} pixels)") from None
-        last = [line for line in text.splitlines() if line.strip()]
-        raise ImageError(source, f"cannot decode: {last[-1].strip() if last else 'OpenCV error'}") from None
+        raise ImageError(source, _refusal(exc, fmt)) from None
     if img is None or img.size == 0:
-        what = "not a recognised image format" if fmt is None else f"corrupt or truncated {fmt} data"
-        raise ImageError(source, what)
+        if fmt is None:
+            raise ImageError(source, "not a recognised image format")
+        if dims is not None and scan is None:  # a frame header, then the bytes end
+            raise ImageError(source, "truncated JPEG (ends before the image data)")
+        raise ImageError(source, f"corrupt or truncated {fmt} data")
     if img.dtype != np.uint8:  # IMREAD_COLOR/GRAYSCALE give 8 bits; be safe against odd codecs
         img = cv2.convertScaleAbs(img)
     if channels == 3:
@@ -465,38 +477,6 @@ def _compact(out: np.ndarray, ok: list[int]) -> np.ndarray:
         return out
     except ValueError:
         return out[: len(ok)].copy()
-
-
-def plain_loop_read(
-    paths: Sequence[str | os.PathLike], size: tuple[int, int] | None, color: str = "rgb"
-) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
-    """The naive baseline: ``cv2.imread`` + ``cv2.resize`` + ``np.array``, one file after another.
-
-    Same decoding flags and return value as :func:`read_image_files`, so results compare equal; no
-    header checks, no thread pool; with ``size=None`` all images must share one size. Kept for
-    benchmarks and tests only.
-    """
-    channels = _check_args(size, color)
-    images, ok, skipped = [], [], []
-    for i, p in enumerate(paths):
-        try:
-            if channels == 1:
-                img = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE | _ORIENT)
-            else:
-                img = cv2.imread(str(p), cv2.IMREAD_COLOR | _ORIENT)
-                if img is not None:
-                    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-        except cv2.error:  # e.g. over OpenCV's pixel limit
-            img = None
-        if img is None:
-            skipped.append((str(p), "cv2.imread failed"))
-            continue
-        if size is not None:
-            img = cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-        images.append(img.reshape(img.shape[0], img.shape[1], channels))
-        ok.append(i)
-    x = np.array(images, dtype=np.uint8) if images else np.empty((0, 0, 0, channels), np.uint8)
-    return x, ok, skipped
 
 
 # --------------------------------------------------------------------------- folders

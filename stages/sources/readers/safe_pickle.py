@@ -26,9 +26,8 @@ from :class:`Storage` objects that the caller's ``persistent_load`` hands back (
 ``stages/readers/pth.py``).  Arrays are built only after the whole pickle has been
 read, by :func:`resolve`, which replaces every stand-in by a real ``numpy.ndarray``.
 
-The module also holds :class:`CompatPickler`, a small *writer* used by the project's
-own writers (.pth zip files, CIFAR batches) to emit the same globals without
-importing torch.
+The writer of such pickles (for the sample data and the tests) is
+:class:`stages.sources.generate.CompatPickler`.
 """
 
 from __future__ import annotations
@@ -37,7 +36,6 @@ import _compat_pickle
 import collections
 import math
 import pickle
-import struct
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -47,12 +45,8 @@ from stages.core.errors import DataError
 
 __all__ = [
     "ALLOWED_GLOBALS",
-    "CompatPickler",
-    "GlobalRef",
-    "Reduce",
     "Storage",
     "StorageType",
-    "numpy_reduce",
     "refused_message",
     "resolve",
     "safe_load",
@@ -640,117 +634,3 @@ def _resolve(obj: Any, memo: dict[int, Any], budget: _Budget) -> Any:
         raise DataError(f"the pickle holds a bare {type(obj).__name__} reference, not data")
     memo[key] = out
     return out
-
-
-# ------------------------------------------------------------------------- writing
-
-
-class GlobalRef:
-    """A ``module.name`` global to be written as-is by :class:`CompatPickler`.
-
-    Lets the project's writers reference ``torch._utils._rebuild_tensor_v2`` or
-    ``numpy.core.multiarray._reconstruct`` exactly as torch/NumPy would, without
-    importing them.  Instances are cached so that repeated uses are memoised.
-    """
-
-    _cache: dict[tuple[str, str], GlobalRef] = {}
-
-    def __new__(cls, module: str, name: str) -> GlobalRef:
-        key = (module, name)
-        if key not in cls._cache:
-            inst = super().__new__(cls)
-            inst.module, inst.name = module, name
-            cls._cache[key] = inst
-        return cls._cache[key]
-
-    module: str
-    name: str
-
-    def __call__(self, *args: Any) -> Any:  # pickle's save_reduce wants a callable
-        raise TypeError("GlobalRef is a pickling marker only")
-
-    def __repr__(self) -> str:
-        return f"GlobalRef({self.module}.{self.name})"
-
-
-class Reduce:
-    """``func(*args)`` followed by an optional BUILD ``state``, for :class:`CompatPickler`."""
-
-    __slots__ = ("func", "args", "state")
-
-    def __init__(self, func: GlobalRef, args: tuple, state: Any = None) -> None:
-        self.func, self.args, self.state = func, args, state
-
-
-class CompatPickler(pickle._Pickler):  # type: ignore[name-defined]
-    """Protocol-2 pickler that writes :class:`GlobalRef` / :class:`Reduce` markers verbatim.
-
-    ``py2_strings=True`` writes ``bytes`` as Python 2 ``str`` (BINSTRING opcodes), the
-    way the official CIFAR-10 batches were written, instead of ``_codecs.encode``
-    calls; ``persistent_id`` is an optional callable (torch storages).
-    """
-
-    dispatch = dict(pickle._Pickler.dispatch)  # type: ignore[attr-defined]
-
-    def __init__(
-        self,
-        file: IO[bytes],
-        *,
-        py2_strings: bool = False,
-        persistent_id: Callable[[Any], Any] | None = None,
-    ) -> None:
-        super().__init__(file, protocol=2)
-        self._py2_strings = py2_strings
-        self._pid = persistent_id
-
-    def persistent_id(self, obj: Any) -> Any:
-        return None if self._pid is None else self._pid(obj)
-
-    def save_global_ref(self, obj: GlobalRef) -> None:
-        self.write(pickle.GLOBAL + obj.module.encode("utf-8") + b"\n" + obj.name.encode("utf-8") + b"\n")
-        self.memoize(obj)
-
-    def save_reduce_marker(self, obj: Reduce) -> None:
-        self.save_reduce(obj.func, obj.args, obj.state, obj=obj)
-
-    def save_bytes_compat(self, obj: bytes) -> None:
-        if not self._py2_strings:
-            pickle._Pickler.save_bytes(self, obj)  # type: ignore[attr-defined]
-            return
-        n = len(obj)
-        if n < 256:
-            self.write(pickle.SHORT_BINSTRING + bytes([n]) + obj)
-        else:
-            self.write(pickle.BINSTRING + struct.pack("<i", n) + obj)
-        self.memoize(obj)
-
-    dispatch[GlobalRef] = save_global_ref
-    dispatch[Reduce] = save_reduce_marker
-    dispatch[bytes] = save_bytes_compat
-
-
-def numpy_reduce(arr: np.ndarray, *, py2: bool = False) -> Reduce:
-    """``arr`` as NumPy pickles it: ``_reconstruct(ndarray, (0,), b'b')`` + BUILD state.
-
-    ``py2=True`` uses the Python 2 era names (``numpy.core``) and byte strings, as in
-    the official CIFAR-10 batches; otherwise NumPy 2 names (``numpy._core``).
-    """
-    arr = np.ascontiguousarray(arr)
-    dt = arr.dtype
-    spec = f"{dt.kind}{dt.itemsize}" if dt.kind != "b" else "b1"
-    endian = "|" if dt.itemsize == 1 else ("<" if dt.byteorder in ("<", "=") else ">")
-    core = "numpy.core" if py2 else "numpy._core"
-
-    def s(text: str) -> Any:
-        return text.encode("ascii") if py2 else text
-
-    dtype = Reduce(
-        GlobalRef("numpy", "dtype"),
-        (s(spec), False, True),
-        (3, s(endian), None, None, None, -1, -1, 0),
-    )
-    return Reduce(
-        GlobalRef(f"{core}.multiarray", "_reconstruct"),
-        (GlobalRef("numpy", "ndarray"), (0,), b"b"),
-        (1, tuple(arr.shape), dtype, False, arr.tobytes()),
-    )

@@ -1,4 +1,4 @@
-"""MNIST-family IDX files and Kaggle-style pixel CSVs: readers that check everything, and writers.
+"""MNIST-family IDX files and Kaggle-style pixel CSVs: readers that check everything.
 
 IDX (http://yann.lecun.com/exdb/mnist/): ``00 00 <type> <ndim>``, ``ndim`` big-endian uint32
 dimensions, then the data, big-endian, C order. Files may be gzip-compressed (``.gz``; detected by
@@ -7,12 +7,13 @@ the ``1f 8b`` magic, not the name).
 Kaggle CSV (digit-recognizer, fashion-mnist CSVs): one image per line, either
 ``label,pixel0,...,pixel783`` or, for unlabelled test files, ``pixel0,...,pixel783``; with or
 without a header line. Errors name the file and the first bad line as a text editor numbers it.
+
+The writers of both (sample data, tests) are in :mod:`stages.sources.generate`.
 """
 
 from __future__ import annotations
 
 import gzip as gzip_module
-import itertools
 import math
 import os
 import struct
@@ -23,11 +24,11 @@ import numpy as np
 import pandas as pd
 
 from stages.core.errors import DataError
-from stages.core.files import atomic_path
 
-__all__ = ["read_idx", "read_label_csv", "write_idx", "write_label_csv"]
+__all__ = ["IDX_TYPES", "read_idx", "read_label_csv"]
 
-_IDX_TYPES: dict[int, np.dtype] = {
+#: IDX data type codes and the dtypes they stand for (big-endian on disk).
+IDX_TYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
     0x0B: np.dtype(">i2"),
@@ -35,7 +36,6 @@ _IDX_TYPES: dict[int, np.dtype] = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
-_IDX_CODES = {dt.newbyteorder("="): code for code, dt in _IDX_TYPES.items()}
 # deflate cannot expand data by more than ~1032:1; a gzip claiming more is lying (or a bomb)
 _GZIP_MAX_RATIO = 1100
 
@@ -96,7 +96,7 @@ def _read_idx_stream(fh, path: Path, file_size: int, *, compressed: bool) -> np.
     if len(magic) < 4 or magic[0] != 0 or magic[1] != 0:
         raise DataError(f"{path}: not an IDX file (magic {magic.hex(' ') or 'missing'}, expected 00 00 <type> <ndim>)")
     code, ndim = magic[2], magic[3]
-    if code not in _IDX_TYPES:
+    if code not in IDX_TYPES:
         raise DataError(f"{path}: unknown IDX data type code 0x{code:02x}")
     if ndim == 0:
         raise DataError(f"{path}: IDX header declares 0 dimensions")
@@ -104,7 +104,7 @@ def _read_idx_stream(fh, path: Path, file_size: int, *, compressed: bool) -> np.
     if len(dims_raw) < 4 * ndim:
         raise DataError(f"{path}: truncated IDX header ({ndim} dimensions declared)")
     dims = struct.unpack(f">{ndim}I", dims_raw)
-    dtype = _IDX_TYPES[code]
+    dtype = IDX_TYPES[code]
     expected = math.prod(dims) * dtype.itemsize
     header = 4 + 4 * ndim
     if math.prod(d for d in dims if d) * dtype.itemsize >= 2**62:  # numpy cannot even shape it
@@ -132,31 +132,10 @@ def _read_idx_stream(fh, path: Path, file_size: int, *, compressed: bool) -> np.
     return array.reshape(dims)
 
 
-def write_idx(path: str | os.PathLike, array: np.ndarray, *, gzip: bool = True) -> None:
-    """Write ``array`` as IDX (gzip-compressed by default, deterministic bytes: no name/mtime).
-
-    Supported dtypes: uint8, int8, int16, int32, float32, float64 (ValueError otherwise).
-    """
-    array = np.asarray(array)
-    native = array.dtype.newbyteorder("=") if array.dtype.byteorder not in "=|" else array.dtype
-    if native not in _IDX_CODES:
-        raise ValueError(f"IDX cannot hold dtype {array.dtype}; use uint8/int8/int16/int32/float32/float64")
-    if array.ndim == 0 or array.ndim > 255 or any(d >= 2**32 for d in array.shape):
-        raise ValueError(f"IDX cannot hold shape {array.shape}")
-    code = _IDX_CODES[native]
-    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    data = np.ascontiguousarray(array, dtype=_IDX_TYPES[code]).tobytes()
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        if gzip:
-            with gzip_module.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0) as gz:
-                gz.write(header)
-                gz.write(data)
-        else:
-            fh.write(header)
-            fh.write(data)
-
-
 # --------------------------------------------------------------------------- CSV
+
+#: Labels are class numbers below this: a stray huge one would size per-class arrays (np.bincount).
+_MAX_LABEL = 2**24
 
 
 def _is_number(field: str) -> bool:
@@ -168,7 +147,7 @@ def _is_number(field: str) -> bool:
 
 
 def _line_problem(text: str, n_columns: int, has_labels: bool) -> str | None:
-    """What is wrong with one data line, or None if it is fine."""
+    """What is wrong with one data line, or None if it is fine (the rules pandas applies, in words)."""
     if not text.strip():
         return "blank line"
     fields = text.split(",")
@@ -187,10 +166,12 @@ def _line_problem(text: str, n_columns: int, has_labels: bool) -> str | None:
         if not math.isfinite(value):
             return f"column {col}: non-numeric {what} {field[:20]!r}"
         if is_label:
-            if value != int(value) or abs(value) >= 2**24:
+            if value != int(value):
                 return f"column {col}: non-integer label {field[:20]!r}"
             if value < 0:
                 return f"column {col}: negative label {field[:20]} (labels are class numbers 0, 1, ...)"
+            if value >= _MAX_LABEL:
+                return f"column {col}: label {field[:20]} too large (class numbers are below {_MAX_LABEL})"
         elif value != int(value) or not 0 <= value <= 255:
             return f"column {col}: pixel value {field[:20]} outside the integers 0..255"
     return None
@@ -218,6 +199,60 @@ def _scan_for_error(path: Path, start_line: int, n_columns: int, has_labels: boo
     return DataError(f"{path}: unreadable CSV (no single bad line found)")
 
 
+def _head(path: Path) -> list[str]:
+    """The first two lines of the file, decoded (a UTF-8 byte-order mark dropped)."""
+    try:
+        with open(path, "rb") as fh:
+            raw = [fh.readline(), fh.readline()]
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from None
+    lines = []
+    for lineno, line in enumerate(raw, 1):
+        try:
+            lines.append(line.decode("utf-8-sig" if lineno == 1 else "utf-8").rstrip("\r\n"))
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: line {lineno}: not UTF-8 text") from None
+    return lines
+
+
+def _last_data_line(path: Path) -> int:
+    """The number of the last line holding more than white space (blank lines at the end are harmless)."""
+    lines = last = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            end = len(chunk.rstrip())
+            if end:
+                last = lines + chunk.count(b"\n", 0, end) + 1
+            lines += chunk.count(b"\n")
+    return last
+
+
+def _read_frame(path: Path, first_line: int, nrows: int, n_columns: int, has_labels: bool) -> pd.DataFrame:
+    """Lines ``first_line`` .. + ``nrows`` as uint8 pixels (and int64 labels): pandas refuses an empty,
+    non-numeric, non-integer or out-of-range value, and the exact scan then finds the line to name."""
+    dtype = {0: np.int64, **dict.fromkeys(range(1, n_columns), np.uint8)} if has_labels else np.uint8
+    try:
+        with np.errstate(invalid="ignore"):  # pandas' cast of a refused value warns before it raises
+            frame = pd.read_csv(
+                path,
+                header=None,
+                skiprows=first_line - 1,
+                nrows=nrows,
+                dtype=dtype,
+                skip_blank_lines=False,  # a blank line inside the data is an error, found by the scan
+                lineterminator="\n",  # lines as the scan and an editor count them ("\r\n" is fine)
+                encoding="utf-8-sig",
+                engine="c",
+            )
+    except (ValueError, OverflowError):  # a refused value; ParserError and UnicodeDecodeError are ValueErrors
+        raise _scan_for_error(path, first_line, n_columns, has_labels) from None
+    if frame.shape != (nrows, n_columns):  # a line longer or shorter than line 1
+        raise _scan_for_error(path, first_line, n_columns, has_labels)
+    return frame
+
+
 def read_label_csv(
     path: str | os.PathLike, *, n_pixels: int = 784, side: int = 28
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -232,20 +267,10 @@ def read_label_csv(
     path = Path(path)
     if side * side != n_pixels:
         raise ValueError(f"side {side} does not match n_pixels {n_pixels} (side * side)")
-    try:
-        with open(path, "rb") as fh:
-            first_raw = fh.readline()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from None
-    try:
-        first = first_raw.decode("utf-8-sig").rstrip("\r\n")
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: line 1: not UTF-8 text") from None
-    if not first.strip():
+    lines = _head(path)
+    if not lines[0].strip():
         raise DataError(f"{path}: line 1: empty (expected a header or {n_pixels + 1} or {n_pixels} columns)")
-    fields = first.split(",")
+    fields = lines[0].split(",")
     n_columns = len(fields)
     if n_columns not in (n_pixels + 1, n_pixels):
         raise DataError(
@@ -255,85 +280,18 @@ def read_label_csv(
     has_labels = n_columns == n_pixels + 1
     # header: mostly non-numeric. A data line with a few bad values is *not* taken for a header
     # (that would silently drop a row); it is reported as an error below.
-    header = sum(not _is_number(f) for f in fields) * 2 > n_columns
-    first_data_line = 2 if header else 1
-
-    try:
-        frame = pd.read_csv(
-            path,
-            header=None,
-            skiprows=first_data_line - 1,
-            dtype=np.float32,  # exact for integers up to 2**24; labels are checked to stay below
-            skip_blank_lines=False,
-            encoding="utf-8-sig",
-            engine="c",
-        )
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: no data lines") from None
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError):
-        raise _scan_for_error(path, first_data_line, n_columns, has_labels) from None
-    if frame.shape[1] != n_columns:  # the first data line is longer or shorter than line 1
-        raise _scan_for_error(path, first_data_line, n_columns, has_labels)
-    values = frame.to_numpy(dtype=np.float32, copy=False)
-    del frame
-    # trailing blank lines (all-NaN rows at the end) are harmless
-    end = len(values)
-    while end and np.isnan(values[end - 1]).all():
-        end -= 1
-    values = values[:end]
-    if end == 0:
+    first = 2 if sum(not _is_number(f) for f in fields) * 2 > n_columns else 1
+    nrows = _last_data_line(path) - (first - 1)
+    if nrows <= 0:
         raise DataError(f"{path}: no data lines")
-
-    pixels = values[:, 1:] if has_labels else values
-    with np.errstate(invalid="ignore"):  # NaN/out-of-range garbage is caught by the checks below
-        x = pixels.astype(np.uint8)
-        y = values[:, 0].astype(np.int64) if has_labels else None
-    # whole-array checks first (cheap); the per-row search only runs on a bad file.
-    # min/max are NaN if any value is NaN, and NaN fails both comparisons.
-    good = bool(pixels.min() >= 0 and pixels.max() <= 255 and np.array_equal(x, pixels))
-    if has_labels:
-        labels = values[:, 0]
-        good = good and bool(labels.min() >= 0 and labels.max() < 2**24 and np.array_equal(y, labels))
-    if not good:
-        bad = np.isnan(values).any(axis=1)
-        bad |= ((pixels < 0) | (pixels > 255) | (pixels != np.floor(pixels))).any(axis=1)
-        if has_labels:
-            bad |= (labels != np.floor(labels)) | (labels < 0) | (labels >= 2**24)
-        row = int(np.argmax(bad))
-        lineno = first_data_line + row
-        with open(path, "rb") as fh:
-            raw = next(itertools.islice(fh, lineno - 1, None), b"")
-        text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8", "replace").rstrip("\r\n")
-        problem = _line_problem(text, n_columns, has_labels) if bad[row] else None
-        if problem is None:  # pandas and the line check disagree: fall back to the exact scan
-            raise _scan_for_error(path, first_data_line, n_columns, has_labels)
-        raise DataError(f"{path}: line {lineno}: {problem}")
-
-    x = x.reshape(len(values), side, side)
-    return x, y
-
-
-def write_label_csv(
-    path: str | os.PathLike, x: np.ndarray, y: np.ndarray | None = None, *, header: bool = True
-) -> None:
-    """Write images (N x H x W or N x P, integers 0..255) and optional labels as a Kaggle CSV.
-
-    Header ``label,pixel0,...`` (``pixel0,...`` without labels) unless ``header=False``.
-    """
-    x = np.asarray(x)
-    flat = x.reshape(len(x), -1)
-    if flat.size and (flat.min() < 0 or flat.max() > 255 or not np.array_equal(flat, np.round(flat))):
-        raise ValueError("pixel values must be integers in 0..255")
-    columns = [f"pixel{i}" for i in range(flat.shape[1])]
-    table = flat.astype(np.int64)
-    if y is not None:
-        y = np.asarray(y)
-        if y.shape != (len(x),) or not np.array_equal(y, np.round(y)):
-            raise ValueError(f"labels must be N={len(x)} integers, got shape {y.shape}")
-        table = np.column_stack([y.astype(np.int64), table])
-        columns = ["label", *columns]
-    with atomic_path(path) as tmp, open(tmp, "w", newline="\n") as fh:
-        if header:
-            fh.write(",".join(columns) + "\n")
-        if len(table):
-            np.savetxt(fh, table, fmt="%d", delimiter=",")
+    # pandas reads a column made only of True/False as 1/0: its first value shows it
+    problem = _line_problem(lines[first - 1], n_columns, has_labels)
+    if problem:
+        raise DataError(f"{path}: line {first}: {problem}")
+    frame = _read_frame(path, first, nrows, n_columns, has_labels)
+    y = frame.iloc[:, 0].to_numpy() if has_labels else None
+    x = frame.iloc[:, int(has_labels) :].to_numpy(dtype=np.uint8)
+    del frame
+    if y is not None and len(y) and (y.min() < 0 or y.max() >= _MAX_LABEL):  # pandas checks they are integers only
+        raise _scan_for_error(path, first + int(np.argmax((y < 0) | (y >= _MAX_LABEL))), n_columns, has_labels)
+    return x.reshape(len(x), side, side), y
