@@ -28,7 +28,7 @@ import stat
 import struct
 import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -397,54 +397,78 @@ def read_image_files(
     """
     channels = _check_args(size, color)
     paths = [os.fspath(p) for p in paths]  # plain strings: a Path per file costs as much as a small decode
-    n = len(paths)
+    workers = _worker_count(paths, workers)
+    decoded = _Decoded(paths, size, channels, interpolation)
+    _decode_in_chunks(decoded.decode_range, len(paths), workers, progress)
+    return decoded.results()
+
+
+def _worker_count(paths: list[str], workers: int | None) -> int:
+    """``workers`` (None: one per core, or one for thumbnails), at least 1 and at most one per file."""
     if workers is None:
         workers = 1 if _small_files(paths) else (os.cpu_count() or 1)
-    workers = max(1, min(int(workers), n or 1))
+    return max(1, min(int(workers), len(paths) or 1))
 
-    out = np.empty((n, size[0], size[1], channels), np.uint8) if size is not None else None
-    loose: list[np.ndarray | None] = [None] * n if size is None else []
-    good = np.zeros(n, dtype=bool)
-    reasons: list[str | None] = [None] * n
 
-    def run(bounds: tuple[int, int]) -> int:
+class _Decoded:
+    """The outputs of one :func:`read_image_files` call, filled in place by the decode threads
+    (each chunk owns its own rows, so no lock is needed)."""
+
+    def __init__(self, paths: list[str], size: tuple[int, int] | None, channels: int, interpolation: int) -> None:
+        n = len(paths)
+        self.paths, self.size, self.channels, self.interpolation = paths, size, channels, interpolation
+        # With a size, images go straight into the preallocated output: no list of decoded images.
+        self.out = np.empty((n, size[0], size[1], channels), np.uint8) if size is not None else None
+        self.loose: list[np.ndarray | None] = [None] * n if size is None else []
+        self.good = np.zeros(n, dtype=bool)
+        self.reasons: list[str | None] = [None] * n
+
+    def decode_range(self, bounds: tuple[int, int]) -> int:
+        """Decode the files ``bounds[0]`` to ``bounds[1] - 1``; return how many were tried."""
         for i in range(*bounds):
             try:
-                img = _load_file(paths[i], size, channels, interpolation)
+                img = _load_file(self.paths[i], self.size, self.channels, self.interpolation)
             except ImageError as exc:
-                reasons[i] = exc.reason
+                self.reasons[i] = exc.reason
                 continue
             except Exception as exc:  # noqa: BLE001 (one file must never stop the read)
-                reasons[i] = f"unexpected error ({type(exc).__name__}: {exc})".splitlines()[0]
+                self.reasons[i] = f"unexpected error ({type(exc).__name__}: {exc})".splitlines()[0]
                 continue
-            if out is not None:
-                out[i] = img
+            if self.out is not None:
+                self.out[i] = img
             else:
-                loose[i] = img
-            good[i] = True
+                self.loose[i] = img
+            self.good[i] = True
         return bounds[1] - bounds[0]
 
+    def results(self) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
+        """``(x, ok, skipped)`` as :func:`read_image_files` returns them."""
+        if self.out is not None:
+            x = _compact(self.out, [int(i) for i in np.flatnonzero(self.good)])
+        else:
+            x = _stack_same_size(self.loose, self.good, self.reasons, self.channels)  # may mark more files not good
+        ok = [int(i) for i in np.flatnonzero(self.good)]
+        skipped = [(self.paths[i], self.reasons[i]) for i in range(len(self.paths)) if not self.good[i]]
+        return x, ok, skipped
+
+
+def _decode_in_chunks(
+    decode_range: Callable[[tuple[int, int]], int], n: int, workers: int, progress: str | None
+) -> None:
+    """Run ``decode_range`` over ``range(n)`` in chunks, on ``workers`` threads, with the progress bar."""
     chunk = max(1, min(64, math.ceil(n / (workers * 4))))
     bounds = [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
     with progress_bar(n, progress or "", unit="img", enabled=progress is not None) as bar:
         if workers == 1 or len(bounds) <= 1:
             for b in bounds:
-                bar.update(run(b))
+                bar.update(decode_range(b))
         else:
             with (
                 _opencv_single_threaded(),
                 ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool,
             ):
-                for done in pool.map(run, bounds):  # in order, on this thread: the bar needs no lock
+                for done in pool.map(decode_range, bounds):  # in order, on this thread: the bar needs no lock
                     bar.update(done)
-
-    if out is not None:
-        x = _compact(out, [int(i) for i in np.flatnonzero(good)])
-    else:
-        x = _stack_same_size(loose, good, reasons, channels)  # may mark more files not good
-    ok = [int(i) for i in np.flatnonzero(good)]
-    skipped = [(paths[i], reasons[i]) for i in range(n) if not good[i]]
-    return x, ok, skipped
 
 
 def _stack_same_size(
@@ -523,40 +547,13 @@ def read_image_folder(
     """
     root = Path(root)
     found, loose = _class_dirs(root)
-    if not found:
-        raise DataError(f"{root}: no class folders found (expected {root}/<class>/<image files>)")
-    if classes is None:
-        classes = found
-    else:
-        classes = [str(c) for c in classes]
-        if len(set(classes)) != len(classes):
-            raise ValueError(f"classes has duplicates: {classes}")
-        missing = [c for c in classes if c not in found]
-        extra = [c for c in found if c not in classes]
-        if missing or extra:
-            raise DataError(
-                f"{root}: class folders do not match the expected classes"
-                f" (missing: {missing or 'none'}, unexpected: {extra or 'none'})"
-            )
-
-    files: list[Path] = []
-    labels: list[int] = []
-    for label, name in enumerate(classes):
-        folder = root / name
-        members = sorted(
-            (p for p in folder.rglob("*") if p.is_file()),
-            key=lambda p: p.relative_to(folder).as_posix(),
-        )
-        files.extend(members)
-        labels.extend([label] * len(members))
-
+    classes = _folder_classes(root, found, classes)
+    files, labels = _class_files(root, classes)
     x, ok, skipped = read_image_files(
         files, size, color=color, workers=workers, interpolation=interpolation, progress=progress
     )
     rel = [p.relative_to(root).as_posix() for p in files]
-    skipped_rel = [(p.relative_to(root).as_posix(), "not inside a class folder") for p in loose]
-    index = {str(p): i for i, p in enumerate(files)}
-    skipped_rel += [(rel[index[path]], reason) for path, reason in skipped]
+    skipped_rel = _relative_skipped(root, files, rel, loose, skipped)
     if not ok:
         first = f"; first: {skipped_rel[0][0]}: {skipped_rel[0][1]}" if skipped_rel else ""
         raise DataError(f"{root}: no readable images ({len(files)} files tried{first})")
@@ -567,6 +564,51 @@ def read_image_folder(
         "files": [rel[i] for i in ok],
         "skipped": skipped_rel,
     }
+
+
+def _folder_classes(root: Path, found: list[str], classes: Sequence[str] | None) -> list[str]:
+    """The classes to read, in label order: ``classes`` once checked against the folders ``found``
+    under ``root``, else the folders themselves."""
+    if not found:
+        raise DataError(f"{root}: no class folders found (expected {root}/<class>/<image files>)")
+    if classes is None:
+        return found
+    classes = [str(c) for c in classes]
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"classes has duplicates: {classes}")
+    missing = [c for c in classes if c not in found]
+    extra = [c for c in found if c not in classes]
+    if missing or extra:
+        raise DataError(
+            f"{root}: class folders do not match the expected classes"
+            f" (missing: {missing or 'none'}, unexpected: {extra or 'none'})"
+        )
+    return classes
+
+
+def _class_files(root: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
+    """Every file under ``root/<class>/`` (any depth, by relative path) and its label, class by class."""
+    files: list[Path] = []
+    labels: list[int] = []
+    for label, name in enumerate(classes):
+        folder = root / name
+        members = sorted(
+            (p for p in folder.rglob("*") if p.is_file()),
+            key=lambda p: p.relative_to(folder).as_posix(),
+        )
+        files.extend(members)
+        labels.extend([label] * len(members))
+    return files, labels
+
+
+def _relative_skipped(
+    root: Path, files: list[Path], rel: list[str], loose: list[Path], skipped: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """The loose files directly under ``root``, then ``skipped``, with paths relative to ``root``
+    (``rel[i]`` is ``files[i]``'s)."""
+    skipped_rel = [(p.relative_to(root).as_posix(), "not inside a class folder") for p in loose]
+    index = {str(p): i for i, p in enumerate(files)}
+    return skipped_rel + [(rel[index[path]], reason) for path, reason in skipped]
 
 
 def _find_split_base(root: Path) -> Path:
