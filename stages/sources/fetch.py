@@ -131,6 +131,11 @@ class _Cut(Exception):
     """The body ended early or the connection broke while it streamed: worth a new request."""
 
 
+def _retry_notice(where: str, reason: str, delay: float) -> None:
+    """The one line said before another attempt, whether urllib3 or a cut body starts it."""
+    print(f"download of {where} failed ({reason}); retrying in {delay:g} s", file=sys.stderr)
+
+
 class _NoticedRetry(Retry):
     """urllib3's Retry, saying on stderr what failed before each new attempt (urllib3 only logs it)."""
 
@@ -138,7 +143,7 @@ class _NoticedRetry(Retry):
         new = super().increment(method, url, response, error, _pool, _stacktrace)  # raises once the budget is spent
         reason = _reason(error) if error is not None else f"HTTP {response.status}"
         where = f"{_pool.scheme}://{_pool.host}{f':{_pool.port}' if _pool.port else ''}{url}" if _pool else url
-        print(f"download of {where} failed ({reason}); retrying in {new.get_backoff_time():g} s", file=sys.stderr)
+        _retry_notice(where, reason, new.get_backoff_time())
         return new
 
 
@@ -232,7 +237,7 @@ def _fetch(
     while used < attempts:
         if used:
             delay = backoff * 2 ** (used - 1)
-            print(f"download of {url} failed ({reason}); retrying in {delay:g} s", file=sys.stderr)
+            _retry_notice(url, reason, delay)
             time.sleep(delay)
         with _session(attempts - used - 1, backoff) as session:
             try:
