@@ -50,11 +50,11 @@ MODELS_TO_TIME = [  # (builder, its arguments, input shape, classes, batch size)
     ("natural_light", {}, (50, 50, 3), 8, 32),
     ("natural_resnet50", {}, (50, 50, 3), 8, 32),
 ]
-# What moves compute efficiency: cifar_rgb_fast's model (airbench, bfloat16 on AMX CPUs) in memory,
+# What moves compute efficiency: cifar_rgb_fast's model (airbench, bfloat16 on CPUs with AMX or AVX512_BF16) in memory,
 # one setting changed at a time, each in a fresh process (thread counts and oneDNN are fixed when
 # TensorFlow starts); then resnet_fast, whose narrower layers gain less, or lose, from bfloat16.
 KNOBS = [
-    ("as trained (airbench, bf16 with AMX, batch 256, 2 threads, oneDNN, no XLA)", {}, {}),
+    ("as trained (airbench, bf16 with AMX/AVX512_BF16, batch 256, 2 threads, oneDNN, no XLA)", {}, {}),
     ("float32", {"policy": "float32"}, {}),
     ("batch 64", {"batch": 64}, {}),
     ("batch 512", {"batch": 512}, {}),
@@ -63,7 +63,7 @@ KNOBS = [
     ("1 thread", {}, {"TF_NUM_INTRAOP_THREADS": "1", "OMP_NUM_THREADS": "1"}),
     ("gelu instead of relu", {"activation": "gelu"}, {}),
     ("resnet_fast 32/64/128, float32", {"model": "resnet_fast", "policy": "float32"}, {}),
-    ("resnet_fast 32/64/128, as trained with bf16 where AMX", {"model": "resnet_fast"}, {}),
+    ("resnet_fast 32/64/128, as trained with bf16 where native", {"model": "resnet_fast"}, {}),
 ]
 
 
@@ -231,9 +231,9 @@ def knob_rate(setting: dict, steps: int = 15) -> float:
     import keras
 
     from stages.models import build
-    from stages.training.hardware import cpu_has_amx_bf16, precision_policy
+    from stages.training.hardware import cpu_has_native_bf16, precision_policy
 
-    as_trained = precision_policy("auto_cpu_bf16", None, cpu_has_amx_bf16())  # cifar_rgb_fast's, on a CPU
+    as_trained = precision_policy("auto_cpu_bf16", None, cpu_has_native_bf16())  # cifar_rgb_fast's, on a CPU
     keras.mixed_precision.set_global_policy(setting.get("policy", as_trained))
     batch = setting.get("batch", 256)
     x, y = shape_dataset(batch // 10 + 1, 10, 32, 3, 0)

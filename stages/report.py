@@ -223,6 +223,11 @@ def write_plot_data(params: config.Params, speed: pd.DataFrame) -> None:
         write_text(PLOTS / "time_to_accuracy.csv", table.to_csv(index=False))
 
 
+#: The CPU kinds whose kernels round differently, newest first: oneDNN's AMX, AVX-512 with bfloat16 (which
+#: also changes cifar_rgb_fast's precision, stages/training/hardware.py), AVX-512, AVX2.
+ISA_FLAGS = (("amx_bf16", "amx"), ("avx512_bf16", "avx512_bf16"), ("avx512f", "avx512"), ("avx2", "avx2"))
+
+
 def machine() -> dict:
     """The CPU this ran on: float results are reproducible exactly only on the same kind (oneDNN picks
     AVX2, AVX-512 or AMX kernels, which round differently) with the same number of cores."""
@@ -235,7 +240,7 @@ def machine() -> dict:
                 model = value.strip()
             elif key.strip() == "flags":
                 flags = set(value.split())
-    isa = "amx" if "amx_bf16" in flags else "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "other"
+    isa = next((name for flag, name in ISA_FLAGS if flag in flags), "other")
     return {"cpu": model, "cores": os.cpu_count(), "isa": isa}
 
 

@@ -28,7 +28,7 @@ from stages.core.paths import CHECKPOINTS, MODELS, PREPARED
 from stages.reporting.evaluation import evaluate, summary_line
 from stages.training.callbacks import claim_checkpoint, make_callbacks
 from stages.training.data import Splits, load_splits, read_meta
-from stages.training.hardware import cpu_has_amx_bf16, distribution_strategy, gpu_capability, precision_policy
+from stages.training.hardware import cpu_has_native_bf16, distribution_strategy, gpu_capability, precision_policy
 from stages.training.losses import pixel_log_loss
 from stages.training.outputs import check_writable, model_card, model_size, predict_test, write_model
 from stages.training.recipe import (
@@ -154,7 +154,7 @@ def train(params: config.Params, name: str, *, seed: int | None = None, out: Pat
     tf.config.experimental.enable_op_determinism()
     meta = read_meta(exp.dataset)
     setting = exp.mixed_precision or params.accelerator.mixed_precision
-    policy = precision_policy(setting, gpu_capability(), cpu_has_amx_bf16())
+    policy = precision_policy(setting, gpu_capability(), cpu_has_native_bf16())
     keras.mixed_precision.set_global_policy(policy)
     strategy = distribution_strategy()
     with strategy.scope():  # before any data is read: a bad model_args value stops here

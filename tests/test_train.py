@@ -258,12 +258,12 @@ def test_unwritable_output_folder_is_reported_before_training(tmp_path):
     ("setting", "capability", "cpu_bf16", "policy"),
     [
         ("auto", None, False, "float32"),  # a CPU: nothing that could slow it down
-        ("auto", None, True, "float32"),  # even with AMX: narrow nets lose speed in bf16
+        ("auto", None, True, "float32"),  # even with native bf16: narrow nets lose speed in it
         ("auto", (9, 0), False, "mixed_bfloat16"),  # H100
         ("auto", (8, 0), False, "mixed_bfloat16"),  # A100
         ("auto", (7, 5), False, "mixed_float16"),  # T4: no bfloat16, float16 with loss scaling
-        ("auto_cpu_bf16", None, True, "mixed_bfloat16"),  # AMX CPU (cifar_rgb_fast)
-        ("auto_cpu_bf16", None, False, "float32"),  # no AMX: bfloat16 would be emulated, slower
+        ("auto_cpu_bf16", None, True, "mixed_bfloat16"),  # AMX or AVX512_BF16 CPU (cifar_rgb_fast)
+        ("auto_cpu_bf16", None, False, "float32"),  # neither: bfloat16 would be emulated, slower
         ("auto_cpu_bf16", (7, 5), True, "mixed_float16"),  # a GPU decides, not the host CPU
         ("float32", (9, 0), False, "float32"),
         ("mixed_float16", None, False, "mixed_float16"),
@@ -275,12 +275,12 @@ def test_mixed_precision_policy(setting, capability, cpu_bf16, policy):
     assert precision_policy(setting, capability, cpu_bf16) == policy
 
 
-def test_cpu_amx_detection_matches_proc_cpuinfo():
-    from stages.training.hardware import cpu_has_amx_bf16
+def test_cpu_native_bf16_detection_matches_proc_cpuinfo():
+    from stages.training.hardware import cpu_has_native_bf16
 
     cpuinfo = Path("/proc/cpuinfo")
-    flags = cpuinfo.read_text() if cpuinfo.is_file() else ""
-    assert cpu_has_amx_bf16() == (" amx_bf16" in flags)
+    flags = set(cpuinfo.read_text().split()) if cpuinfo.is_file() else set()
+    assert cpu_has_native_bf16() == bool({"amx_bf16", "avx512_bf16"} & flags)
 
 
 def test_experiment_mixed_precision_overrides_the_accelerator_setting(tmp_path):

@@ -43,7 +43,7 @@ class DataSettings(Strict):
     download_timeout: StrictFloat = Field(default=60.0, gt=0)
 
 
-# a Keras dtype policy, or auto (GPU-capability based) / auto_cpu_bf16 (also bf16 on AMX CPUs)
+# a Keras dtype policy, or auto (GPU-capability based) / auto_cpu_bf16 (also bf16 on CPUs with AMX or AVX512_BF16)
 Precision = Literal["auto", "auto_cpu_bf16", "float32", "mixed_float16", "mixed_bfloat16"]
 
 
@@ -51,7 +51,7 @@ class Accelerator(Strict):
     """GPU settings; ``auto`` leaves a CPU run in plain float32 without XLA."""
 
     # auto: bfloat16 on GPUs that have it (compute capability 8+), float16 with loss scaling on older ones;
-    # auto_cpu_bf16: the same, and bfloat16 on CPUs with AMX units too (float32 on other CPUs)
+    # auto_cpu_bf16: the same, and bfloat16 on CPUs with AMX or AVX512_BF16 too (float32 on other CPUs)
     mixed_precision: Precision = "auto"
     jit_compile: Literal["auto"] | bool = "auto"  # auto: Keras' choice, XLA on a GPU when every layer supports it
 
@@ -157,7 +157,7 @@ class Experiment(Strict):
     )
     label_smoothing: StrictFloat = Field(default=0.0, ge=0, lt=1)
     tta_flip: bool = False  # test predictions averaged with those of the mirrored images
-    # overrides accelerator.mixed_precision for this experiment (a model that gains from bf16 on AMX CPUs)
+    # overrides accelerator.mixed_precision for this experiment (a model that gains from bf16 on CPUs that have it)
     mixed_precision: Precision | None = None
     track_test: bool = False  # also log test accuracy after each epoch (time to accuracy; never steers training)
     augment: bool = False  # segmentation: random flips applied to image and mask together (tf.data)

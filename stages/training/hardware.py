@@ -1,4 +1,4 @@
-"""What the machine offers: GPUs and their compute capability, AMX on CPUs, the precision and distribution
+"""What the machine offers: GPUs and their compute capability, native bfloat16 on CPUs, the precision and distribution
 strategy to train with."""
 
 from __future__ import annotations
@@ -34,11 +34,16 @@ def gpu_capability() -> tuple[int, int] | None:
     return tuple(tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0)))
 
 
-def cpu_has_amx_bf16() -> bool:
-    """True on CPUs with AMX bfloat16 units (Intel Sapphire Rapids and later), read from /proc/cpuinfo."""
+#: CPU flags of bfloat16 dot products in hardware: Intel's AMX tiles (Sapphire Rapids and later) and
+#: AVX512_BF16 (AMD Zen 4 and later, Intel Cooper Lake), which oneDNN uses for bfloat16 convolutions.
+NATIVE_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+
+
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs that compute in bfloat16 in hardware (:data:`NATIVE_BF16_FLAGS`), read from /proc/cpuinfo."""
     try:
         with open("/proc/cpuinfo") as f:
-            return any(line.startswith("flags") and "amx_bf16" in line.split() for line in f)
+            return any(line.startswith("flags") and NATIVE_BF16_FLAGS & set(line.split()) for line in f)
     except OSError:  # not Linux: no way to tell, so no
         return False
 
@@ -46,8 +51,8 @@ def cpu_has_amx_bf16() -> bool:
 def precision_policy(setting: str, capability: tuple[int, int] | None, cpu_bf16: bool = False) -> str:
     """The Keras dtype policy for ``mixed_precision``. ``auto``: float32 on a CPU, bfloat16 on GPUs of
     compute capability 8 or more, float16 (Keras adds loss scaling) below. ``auto_cpu_bf16``: the
-    same, but bfloat16 on CPUs with AMX (``cpu_bf16``); elsewhere bfloat16 is emulated, 0.28x the
-    float32 speed of cifar_rgb_fast's model when oneDNN was limited to AVX-512 without it."""
+    same, but bfloat16 on CPUs with native bfloat16 (``cpu_bf16``: AMX or AVX512_BF16); elsewhere it is
+    emulated, 0.28x the float32 speed of cifar_rgb_fast's model when oneDNN was limited to AVX-512 without it."""
     if setting not in ("auto", "auto_cpu_bf16"):
         return setting
     if capability is None:
