@@ -52,6 +52,14 @@ def test_repository_params_are_valid():
             lambda d: d["experiments"]["gray28_tuned"].update(optimizer={"name": "adam", "schedule": "cosine"}),
             "experiments.gray28_tuned: callbacks.reduce_lr and optimizer.schedule 'cosine' both set the learning rate",
         ),
+        (
+            lambda d: d["experiments"]["pets_unet3"].update(augment_zoom=0.2),
+            "experiments.pets_unet3: augment_zoom zooms along with augment's flips",
+        ),
+        (
+            lambda d: d["experiments"]["pets_unet_plus"].update(augment_zoom=1.5),
+            "experiments.pets_unet_plus.augment_zoom",
+        ),
     ],
 )
 def test_bad_params_name_the_parameter(tmp_path, mutate, expected):

@@ -189,6 +189,23 @@ def test_augmentation_flips_image_and_mask_together():
     assert tf.reduce_all(next(iter(make_dataset(x, y, n)))[1] == cols)  # no augmentation unless asked
 
 
+def test_zoom_crops_image_and_mask_together():
+    from stages.training.data import make_dataset
+
+    n, h, w = 32, 24, 24
+    stripes = np.tile((np.arange(w) // 8).astype(np.uint8), (n, h, 1))  # labels 0 | 1 | 2, 8 columns each
+    x = np.repeat((stripes * 100)[..., None], 3, axis=-1)
+    zoomed = 0
+    for images, masks in make_dataset(x, stripes, 8, shuffle_seed=0, augment_seed=1, augment_zoom=0.5):
+        images, masks = images.numpy()[..., 0], masks.numpy()
+        assert images.shape == (8, h, w) and masks.shape == (8, h, w) and masks.dtype == np.uint8
+        assert set(np.unique(masks)) <= {0, 1, 2}  # nearest-neighbour: no blended label
+        unblended = np.isclose(images % 100, 0, atol=1e-3)  # bilinear blends only across a stripe border
+        np.testing.assert_allclose(images[unblended], masks[unblended] * 100.0, atol=1e-3)
+        zoomed += int(((masks[:, 0, :] == 1).sum(axis=1) != 8).sum())  # the middle stripe grew or was cut
+    assert zoomed > n // 4  # the zoom happened, so the checks above had teeth
+
+
 # --------------------------------------------------------------------------- metrics, prediction
 
 

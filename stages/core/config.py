@@ -161,6 +161,9 @@ class Experiment(Strict):
     mixed_precision: Precision | None = None
     track_test: bool = False  # also log test accuracy after each epoch (time to accuracy; never steers training)
     augment: bool = False  # segmentation: random flips applied to image and mask together (tf.data)
+    # segmentation, with augment: also a random zoom-in of up to this fraction (a square crop of side
+    # 1 - u * augment_zoom of the image, u uniform in [0, 1), resized back), image and mask together
+    augment_zoom: StrictFloat = Field(default=0.0, ge=0, lt=1)
     callbacks: Callbacks = Callbacks()
     fine_tune: FineTune | None = None  # transfer learning: a second phase after the first `epochs`
     seed: StrictInt | None = None  # defaults to the top-level seed
@@ -178,6 +181,8 @@ class Experiment(Strict):
                 f"callbacks.reduce_lr and optimizer.schedule {self.optimizer.schedule!r} both set the "
                 "learning rate; keep one"
             )
+        if self.augment_zoom and not self.augment:
+            raise ValueError("augment_zoom zooms along with augment's flips: set augment: true, or augment_zoom: 0")
         return self
 
 

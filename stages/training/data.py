@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -38,6 +39,24 @@ def flip_together(image: tf.Tensor, mask: tf.Tensor, seed: int | None = None) ->
     return tf.where(flip, tf.reverse(image, [1]), image), tf.where(flip, tf.reverse(mask, [1]), mask)
 
 
+def zoom_together(
+    image: tf.Tensor, mask: tf.Tensor, max_zoom: float, seed: int | None = None
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Segmentation augmentation: one random square crop of side ``1 - u * max_zoom`` (u uniform in
+    [0, 1)) at a random place, resized back to the full size: the image bilinear (float32), its mask
+    nearest-neighbour (no label is blended). Three draws, seeded ``seed + 1`` to ``seed + 3`` so that
+    they are not the same sequence."""
+    size = tf.shape(mask)[:2]
+    seeds = (None, None, None) if seed is None else (seed + 1, seed + 2, seed + 3)
+    side = 1.0 - tf.random.uniform([], 0, max_zoom, seed=seeds[0])
+    crop = tf.maximum(tf.cast(tf.round(side * tf.cast(size, tf.float32)), tf.int32), 1)
+    top = tf.random.uniform([], 0, size[0] - crop[0] + 1, dtype=tf.int32, seed=seeds[1])
+    left = tf.random.uniform([], 0, size[1] - crop[1] + 1, dtype=tf.int32, seed=seeds[2])
+    image = tf.image.resize(image[top : top + crop[0], left : left + crop[1]], size, method="bilinear")
+    mask = tf.image.resize(mask[top : top + crop[0], left : left + crop[1], None], size, method="nearest")
+    return image, tf.cast(mask[..., 0], mask.dtype)
+
+
 def make_dataset(
     x: np.ndarray,
     y: np.ndarray,
@@ -46,19 +65,24 @@ def make_dataset(
     shuffle_seed: int | None = None,
     num_classes: int | None = None,
     augment_seed: int | None = None,
+    augment_zoom: float = 0.0,
 ) -> tf.data.Dataset:
     """uint8 arrays -> batches of float32 0..255 images (the models scale them).
 
     ``shuffle_seed`` set: a seeded reshuffle every epoch (training). ``num_classes``
     set: one-hot labels, for categorical cross-entropy with label smoothing.
     ``augment_seed`` set (segmentation: ``y`` holds masks): seeded random flips applied
-    to each image and its mask together (:func:`flip_together`).
+    to each image and its mask together (:func:`flip_together`), and with ``augment_zoom`` a random
+    zoom-in as well (:func:`zoom_together`).
     """
     ds = tf.data.Dataset.from_tensor_slices((x, y)).cache()
     if shuffle_seed is not None:
         ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
     if augment_seed is not None:
         ds = ds.map(lambda img, mask: flip_together(img, mask, augment_seed), num_parallel_calls=tf.data.AUTOTUNE)
+        if augment_zoom:
+            zoom = functools.partial(zoom_together, max_zoom=augment_zoom, seed=augment_seed)
+            ds = ds.map(zoom, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size)
 
     def to_float(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -98,7 +122,13 @@ def load_splits(exp: Experiment, meta: dict, batch_size: int, seed: int) -> Spli
     augment_seed = seed if segmentation and exp.augment else None
     return Splits(
         train=make_dataset(
-            x_train, y_train, batch_size, shuffle_seed=seed, num_classes=one_hot, augment_seed=augment_seed
+            x_train,
+            y_train,
+            batch_size,
+            shuffle_seed=seed,
+            num_classes=one_hot,
+            augment_seed=augment_seed,
+            augment_zoom=exp.augment_zoom,
         ),
         val=make_dataset(x_val, y_val, batch_size, num_classes=one_hot) if len(x_val) else None,
         test=make_dataset(x_test, y_test, batch_size, num_classes=one_hot),
