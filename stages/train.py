@@ -119,7 +119,7 @@ def fine_tune(
 
 def test_outputs(model: keras.Model, exp: config.Experiment, splits: Splits) -> tuple[dict, dict]:
     """The test split's predictions, kept in the model folder: scoring (and re-scoring) needs only them."""
-    probs, seconds = predict_test(model, splits.test, exp.tta_flip)
+    probs, seconds = predict_test(model, splits.test, exp.tta_flip, exp.tta_shift)
     if not splits.segmentation:
         return {"test_probs.npy": probs}, {"test_seconds": round(seconds, 3)}
     # per-pixel probabilities are too big to keep: the predicted masks instead

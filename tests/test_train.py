@@ -467,3 +467,37 @@ def test_multi_worker_training_is_still_broken_in_keras_3(tmp_path, monkeypatch)
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 0}}')
     with pytest.raises(ConfigError, match="MultiWorkerMirroredStrategy"):
         train.distribution_strategy()
+
+
+def test_shifted_views_move_the_image_and_reflect_the_edge():
+    from stages.training.outputs import shifted
+
+    images = np.arange(2 * 5 * 6 * 3, dtype=np.float32).reshape(2, 5, 6, 3)
+    down_right, up_left = (v.numpy() for v in shifted(images, 2))
+    padded = np.pad(images, [(0, 0), (2, 2), (2, 2), (0, 0)], mode="reflect")
+    np.testing.assert_array_equal(down_right, padded[:, :5, :6])
+    np.testing.assert_array_equal(up_left, padded[:, 4:9, 4:10])
+    np.testing.assert_array_equal(down_right[:, 2:, 2:], images[:, :3, :4])  # the content moved by 2 pixels
+
+
+def test_multi_crop_tta_weights_the_views_as_airbench94():
+    """tta_shift + tta_flip: half on the mirror-averaged originals, a quarter on each mirror-averaged shift."""
+    import keras
+    import tensorflow as tf
+
+    from stages.training.outputs import predict_test, shifted
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Flatten(), keras.layers.Dense(3, "softmax")])
+    x = np.random.default_rng(0).uniform(0, 255, (10, 6, 6, 1)).astype(np.float32)
+    ds = tf.data.Dataset.from_tensor_slices((x, np.zeros(10, np.int64))).batch(4)
+
+    def mirrored_mean(images: np.ndarray) -> np.ndarray:
+        return (model.predict(images, verbose=0) + model.predict(images[:, :, ::-1], verbose=0)) / 2
+
+    down_right, up_left = (v.numpy() for v in shifted(x, 1))
+    expected = mirrored_mean(x) / 2 + (mirrored_mean(down_right) + mirrored_mean(up_left)) / 4
+    probs, _ = predict_test(model, ds, tta_flip=True, tta_shift=1)
+    np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-6)
+    plain, _ = predict_test(model, ds, tta_flip=False)
+    assert not np.allclose(plain, probs)  # the views changed the answer, so the check above had teeth

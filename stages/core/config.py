@@ -157,6 +157,9 @@ class Experiment(Strict):
     )
     label_smoothing: StrictFloat = Field(default=0.0, ge=0, lt=1)
     tta_flip: bool = False  # test predictions averaged with those of the mirrored images
+    # multi-crop test-time augmentation (airbench94's): half the weight on the images as they are, a quarter
+    # each on them shifted by this many pixels down-right and up-left (reflected edge); classifiers only
+    tta_shift: StrictInt = Field(default=0, ge=0, le=4)
     # overrides accelerator.mixed_precision for this experiment (a model that gains from bf16 on CPUs that have it)
     mixed_precision: Precision | None = None
     track_test: bool = False  # also log test accuracy after each epoch (time to accuracy; never steers training)

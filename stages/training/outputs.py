@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -27,13 +28,34 @@ def check_writable(*folders: Path) -> None:
             raise OutputError(f"cannot write to {folder}/: {reason or exc} (checked before training)") from None
 
 
-def predict_test(model: keras.Model, test_ds: tf.data.Dataset, tta_flip: bool) -> tuple[np.ndarray, float]:
-    """Test-split probabilities (averaged with the mirrored images' when ``tta_flip``) and the seconds taken."""
+def shifted(images: tf.Tensor, pixels: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """A batch (N, H, W, C) moved by ``pixels`` down-right and up-left, the uncovered edge reflected."""
+    height, width = images.shape[1], images.shape[2]
+    padded = tf.pad(images, [[0, 0], [pixels, pixels], [pixels, pixels], [0, 0]], mode="REFLECT")
+    return padded[:, :height, :width], padded[:, 2 * pixels : 2 * pixels + height, 2 * pixels : 2 * pixels + width]
+
+
+def predict_test(
+    model: keras.Model, test_ds: tf.data.Dataset, tta_flip: bool, tta_shift: int = 0
+) -> tuple[np.ndarray, float]:
+    """Test-split probabilities and the seconds taken. Test-time augmentation: ``tta_flip`` averages
+    each view with its left-right mirror; ``tta_shift`` (airbench94's multi-crop) gives half the
+    weight to the images as they are and a quarter each to them shifted by that many pixels
+    down-right and up-left (:func:`shifted`)."""
     start = time.perf_counter()
-    probs = model.predict(test_ds, verbose=0).astype(np.float32)
-    if tta_flip:  # test-time augmentation: average with the left-right mirrored images
-        mirrored = test_ds.map(lambda images, labels: (tf.reverse(images, [2]), labels))
-        probs = (probs + model.predict(mirrored, verbose=0).astype(np.float32)) / 2
+
+    def view_probs(view: Callable[[tf.Tensor], tf.Tensor]) -> np.ndarray:
+        probs = model.predict(test_ds.map(lambda x, y: (view(x), y)), verbose=0).astype(np.float32)
+        if tta_flip:
+            mirrored = model.predict(test_ds.map(lambda x, y: (tf.reverse(view(x), [2]), y)), verbose=0)
+            probs = (probs + mirrored.astype(np.float32)) / 2
+        return probs
+
+    probs = view_probs(lambda x: x)
+    if tta_shift:
+        down_right = view_probs(lambda x: shifted(x, tta_shift)[0])
+        up_left = view_probs(lambda x: shifted(x, tta_shift)[1])
+        probs = probs / 2 + (down_right + up_left) / 4
     return probs, time.perf_counter() - start
 
 
