@@ -32,7 +32,7 @@ from stages.training.hardware import cpu_has_native_bf16, distribution_strategy,
 from stages.training.losses import pixel_log_loss
 from stages.training.outputs import check_writable, model_card, model_size, predict_test, write_model
 from stages.training.recipe import (
-    adapt_normalization,
+    adapt_to_training_images,
     build_model,
     make_loss,
     make_optimizer,
@@ -170,7 +170,7 @@ def train(params: config.Params, name: str, *, seed: int | None = None, out: Pat
     with strategy.scope():
         if params.active.batchnorm_momentum:
             set_batchnorm_momentum(model, params.active.batchnorm_momentum)
-        adapt_normalization(model, splits.x_train)
+        adapt_to_training_images(model, splits.x_train)
         compile_model(model, params, exp, exp.optimizer, epochs, splits)
     print(
         f"train@{name}: {exp.model} ({model.count_params():,} parameters) on {exp.dataset} "

@@ -79,6 +79,45 @@ def test_airbench_keeps_float32_probabilities_under_mixed_precision():
     np.testing.assert_allclose(np.asarray(probs).sum(axis=1), 1.0, rtol=1e-6)
 
 
+def test_dirac_init_passes_the_first_channels_through():
+    from stages.models.blocks import dirac_init
+
+    conv = keras.layers.Conv2D(6, 3, padding="same", use_bias=False)
+    x = np.random.default_rng(0).normal(size=(2, 5, 5, 4)).astype("float32")
+    conv(x)
+    dirac_init(conv)
+    y = np.asarray(conv(x))
+    np.testing.assert_allclose(y[..., :4], x, rtol=1e-6)  # filters 0-3: their own input channel
+    assert np.abs(y[..., 4:]).sum() > 0  # filters 4-5 keep their random init
+
+
+def test_whitening_stem_whitens_the_patches_it_sees_and_stays_frozen(tmp_path):
+    """airbench(whiten=True) after init_whitening: the stem's first 12 outputs (the eigenvectors) are
+    uncorrelated with unit variance on the training images, the other 12 are their negatives; the stem
+    is not trained, and the saved model loads with plain Keras."""
+    from stages.models.blocks import WHITEN_LAYER
+    from stages.training.recipe import adapt_to_training_images
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0, 255, size=(300, 32, 32, 1))
+    images = np.clip(base + rng.normal(0, 20, size=(300, 32, 32, 3)), 0, 255).astype(np.uint8)  # correlated RGB
+    model = build("airbench", (32, 32, 3), 10, widths=(8, 16, 16), whiten=True, dirac=True)
+    assert WHITEN_LAYER not in [w.path.split("/")[0] for w in model.trainable_weights]
+    adapt_to_training_images(model, images)
+    stem = keras.Model(model.inputs, model.get_layer(WHITEN_LAYER).output)
+    out = np.asarray(stem(images[:200].astype("float32"), training=False))  # augmentation off
+    flat = out.reshape(-1, 24).astype(np.float64)
+    covariance = flat[:, :12].T @ flat[:, :12] / (len(flat) - 1)
+    np.testing.assert_allclose(np.diag(covariance), 1.0, atol=0.02)  # eigenvalues >> eps
+    np.testing.assert_allclose(covariance - np.diag(np.diag(covariance)), 0.0, atol=0.02)
+    np.testing.assert_allclose(flat[:, 12:], -flat[:, :12], atol=1e-4)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(
+        loaded.get_layer(WHITEN_LAYER).get_weights()[0], model.get_layer(WHITEN_LAYER).get_weights()[0]
+    )
+
+
 def test_cifar_gray_grid_follows_its_hyperparameters():
     small = build("cifar_gray_grid", (32, 32, 1), 10, units=16, dense_units=256, pool_size=4)
     # conv 16*(2*2*1)+16, dense (8*8*16)*256+256, head 256*10+10

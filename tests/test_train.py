@@ -501,3 +501,12 @@ def test_multi_crop_tta_weights_the_views_as_airbench94():
     np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-6)
     plain, _ = predict_test(model, ds, tta_flip=False)
     assert not np.allclose(plain, probs)  # the views changed the answer, so the check above had teeth
+
+
+def test_ema_momentum_gives_keras_weight_averaging():
+    from stages.core import config
+    from stages.training.recipe import make_optimizer
+
+    opt = make_optimizer(config.Optimizer(name="sgd", learning_rate=0.1, momentum=0.9, ema_momentum=0.95), 2, 10)
+    assert opt.use_ema and opt.ema_momentum == 0.95
+    assert not make_optimizer(config.Optimizer(name="sgd", learning_rate=0.1), 2, 10).use_ema

@@ -100,6 +100,9 @@ class Optimizer(Strict):
     weight_decay: StrictFloat | None = Field(default=None, ge=0)
     momentum: StrictFloat | None = Field(default=None, ge=0, lt=1)
     schedule: Literal["constant", "onecycle", "cosine"] = "constant"
+    # an exponential moving average of the weights (Keras' use_ema), swapped in when training ends: a
+    # stand-in for airbench94's lookahead. None: the last step's weights
+    ema_momentum: StrictFloat | None = Field(default=None, gt=0, lt=1)
 
 
 class Checkpoint(Strict):

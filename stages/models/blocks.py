@@ -7,6 +7,7 @@ Built-in Keras layers only, so a saved model loads with plain ``keras.models.loa
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers
 
 from stages.models.registry import Shape, register
@@ -19,6 +20,22 @@ BASES = {
     "resnet50": keras.applications.ResNet50,
     "vgg19": keras.applications.VGG19,
 }
+
+
+#: The name of a frozen patch-whitening stem conv, whose filters training sets from the training images
+#: (stages/training/recipe.py: init_whitening) before the first step.
+WHITEN_LAYER = "whiten"
+
+
+def dirac_init(conv: layers.Conv2D) -> None:
+    """airbench94's partial-identity init: of a built conv's filters, the first ``min(in, out)`` pass their
+    own input channel through unchanged (a centred 1 on it, 0 elsewhere); the others keep their init."""
+    kernel = keras.ops.convert_to_numpy(conv.kernel).copy()
+    kh, kw, channels_in, channels_out = kernel.shape
+    n = min(channels_in, channels_out)
+    kernel[:, :, :, :n] = 0
+    kernel[kh // 2, kw // 2, np.arange(n), np.arange(n)] = 1
+    conv.kernel.assign(kernel)
 
 
 def image_input(input_shape: Shape) -> keras.KerasTensor:

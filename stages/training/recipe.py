@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from stages.core import config
 from stages.models import build
+from stages.models.blocks import WHITEN_LAYER
 from stages.training.losses import SparseCrossentropyDice
+
+WHITEN_IMAGES = 5000  # training images whose patch covariance sets the whitening stem (airbench94's count)
 
 
 def build_model(name: str, exp: config.Experiment, input_shape: list[int], num_classes: int) -> keras.Model:
@@ -36,6 +40,8 @@ def make_optimizer(opt: config.Optimizer, epochs: int, steps_per_epoch: int) -> 
     kwargs = {"learning_rate": lr}
     if opt.weight_decay is not None:
         kwargs["weight_decay"] = opt.weight_decay
+    if opt.ema_momentum is not None:
+        kwargs.update(use_ema=True, ema_momentum=opt.ema_momentum)
     if opt.name == "sgd":
         return keras.optimizers.SGD(momentum=opt.momentum or 0.0, nesterov=bool(opt.momentum), **kwargs)
     return {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "rmsprop": keras.optimizers.RMSprop}[
@@ -72,8 +78,32 @@ def unfreeze_last_layers(model: keras.Model, count: int) -> keras.Model:
     return base
 
 
-def adapt_normalization(model: keras.Model, x_train: np.ndarray) -> None:
-    """Layers that learn the data's mean and variance (keras Normalization without given statistics)."""
+def adapt_to_training_images(model: keras.Model, x_train: np.ndarray) -> None:
+    """Set the layers that are fitted to the training images before training: Normalization's mean and
+    variance (when not given), then a frozen patch-whitening stem's filters (:func:`init_whitening`)."""
     for layer in model.layers:
         if isinstance(layer, keras.layers.Normalization) and layer.input_mean is None:
             layer.adapt(x_train[:10_000].astype(np.float32))
+    if any(layer.name == WHITEN_LAYER for layer in model.layers):
+        init_whitening(model, x_train[:WHITEN_IMAGES])
+
+
+def init_whitening(model: keras.Model, images: np.ndarray, eps: float = 5e-4) -> None:
+    """airbench94's whitening stem: the filters of the conv named ``whiten`` (k x k, 2 x k*k*channels
+    filters) become the eigenvectors of the covariance of the k x k patches that reach it, each scaled
+    by 1 / sqrt(eigenvalue + eps), and their negatives. Its input is computed by the model itself
+    (standardised, augmentation off), so the stem whitens exactly what it will see."""
+    stem = model.get_layer(WHITEN_LAYER)
+    kh, kw, channels, filters = stem.kernel.shape
+    if filters != 2 * kh * kw * channels:
+        raise ValueError(
+            f"{stem.name}: {filters} filters; whitening {kh}x{kw}x{channels} patches needs {2 * kh * kw * channels}"
+        )
+    stem_input = keras.Model(model.inputs, stem.input).predict(images.astype(np.float32), verbose=0, batch_size=500)
+    stem_input = tf.constant(np.asarray(stem_input, dtype=np.float64))  # bfloat16 under mixed precision
+    patches = tf.image.extract_patches(stem_input, [1, kh, kw, 1], [1, 1, 1, 1], [1, 1, 1, 1], "VALID")
+    patches = tf.reshape(patches, [-1, kh * kw * channels])  # rows: (row, col, channel), as the kernel's
+    covariance = tf.matmul(patches, patches, transpose_a=True) / tf.cast(tf.shape(patches)[0] - 1, tf.float64)
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance.numpy())
+    scaled = (eigenvectors / np.sqrt(eigenvalues + eps)).reshape(kh, kw, channels, -1)
+    stem.kernel.assign(np.concatenate([scaled, -scaled], axis=-1).astype(np.float32))

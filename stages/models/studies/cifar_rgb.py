@@ -6,9 +6,11 @@ import keras
 from keras import layers, regularizers
 
 from stages.models.blocks import (
+    WHITEN_LAYER,
     class_probs,
     close,
     dense_stack,
+    dirac_init,
     image_input,
     pretrained_base,
     resized_rgb,
@@ -107,28 +109,43 @@ def airbench(
     shift: float = 0.0625,
     activation: str = "relu",
     temperature: float = 1 / 9,
+    whiten: bool = False,
+    dirac: bool = False,
 ) -> keras.Model:
     """airbench94's layout (Jordan 2024, "94% on CIFAR-10 in 3.29 seconds"): a 2x2 stem conv, then
     per width a block conv3x3 -> max-pool -> BN -> act -> conv3x3 -> BN -> act; a global max-pool
     and a bias-free linear head whose logits are scaled by ``temperature``.
 
     Kept from airbench: the narrow-then-wide widths (most of the capacity sits at 8x8 and 4x4, where
-    it is cheap), batch-norm without a learned scale, the logit temperature. Left out: the frozen
-    patch-whitening stem init, lookahead and multi-crop TTA (the experiment sets flip TTA).
+    it is cheap), batch-norm without a learned scale, the logit temperature. ``whiten``: the stem is
+    airbench's frozen patch-whitening conv (no bias; training sets its filters from the training
+    images, ``init_whitening``); ``dirac``: the block convs start as partial identities (:func:`dirac_init`).
+    Elsewhere in the project: EMA of the weights (``optimizer.ema_momentum``, for airbench's lookahead) and
+    multi-crop TTA (``tta_flip`` + ``tta_shift``). Not here: alternating flips, a higher bias learning rate.
     """
     inputs, x = standardized_flip_shift_input(input_shape, augment, shift)
-    x = layers.Conv2D(24, 2, name="stem")(x)  # 2x2 patches, airbench's whitening stem without its init
+    if whiten:  # 2x2 patches x 3 channels: 12 eigenvectors and their negatives
+        x = layers.Conv2D(24, 2, use_bias=False, trainable=False, name=WHITEN_LAYER)(x)
+    else:
+        x = layers.Conv2D(24, 2, name="stem")(x)  # 2x2 patches, airbench's stem shape, learned from scratch
     x = layers.Activation(activation, name=f"stem_{activation}")(x)
 
     def bn_act(x: keras.KerasTensor, name: str) -> keras.KerasTensor:
         x = layers.BatchNormalization(momentum=0.9, scale=False, name=f"{name}_bn")(x)
         return layers.Activation(activation, name=f"{name}_{activation}")(x)
 
+    def conv(x: keras.KerasTensor, filters: int, name: str) -> keras.KerasTensor:
+        layer = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=name)
+        x = layer(x)
+        if dirac:
+            dirac_init(layer)
+        return x
+
     for i, filters in enumerate(widths, start=1):
-        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{i}_conv1")(x)
+        x = conv(x, filters, f"block{i}_conv1")
         x = layers.MaxPooling2D(2, name=f"block{i}_pool")(x)
         x = bn_act(x, f"block{i}_conv1")
-        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{i}_conv2")(x)
+        x = conv(x, filters, f"block{i}_conv2")
         x = bn_act(x, f"block{i}_conv2")
     x = layers.GlobalMaxPooling2D(name="global_pool")(x)
     x = layers.Dense(num_classes, use_bias=False, name="logits")(x)
