@@ -62,6 +62,12 @@ KNOBS = [
     ("oneDNN off", {}, {"TF_ENABLE_ONEDNN_OPTS": "0"}),
     ("1 thread", {}, {"TF_NUM_INTRAOP_THREADS": "1", "OMP_NUM_THREADS": "1"}),
     ("gelu instead of relu", {"activation": "gelu"}, {}),
+    # what the new pieces cost per step (the whitening stem is frozen, dirac is only an init; EMA updates a copy)
+    (
+        "+ airbench94's whitening stem, dirac init, weight EMA",
+        {"model_args": {"whiten": True, "dirac": True}, "ema": 0.99},
+        {},
+    ),
     ("resnet_fast 32/64/128, float32", {"model": "resnet_fast", "policy": "float32"}, {}),
     ("resnet_fast 32/64/128, as trained with bf16 where native", {"model": "resnet_fast"}, {}),
 ]
@@ -226,8 +232,8 @@ def bench_training(steps: int = 50) -> tuple[list[dict], float]:
 
 
 def knob_rate(setting: dict, steps: int = 15) -> float:
-    """Training images/s of airbench fed one in-memory batch, with ``setting`` (model, batch,
-    jit_compile, activation, dtype policy) changed; run by :func:`bench_knobs` in a fresh process."""
+    """Training images/s of airbench fed one in-memory batch, with ``setting`` (model, model_args, batch,
+    jit_compile, activation, dtype policy, weight EMA) changed; run by :func:`bench_knobs` in a fresh process."""
     import keras
 
     from stages.models import build
@@ -237,9 +243,17 @@ def knob_rate(setting: dict, steps: int = 15) -> float:
     keras.mixed_precision.set_global_policy(setting.get("policy", as_trained))
     batch = setting.get("batch", 256)
     x, y = shape_dataset(batch // 10 + 1, 10, 32, 3, 0)
-    model = build(setting.get("model", "airbench"), (32, 32, 3), 10, activation=setting.get("activation", "relu"))
+    model = build(
+        setting.get("model", "airbench"),
+        (32, 32, 3),
+        10,
+        activation=setting.get("activation", "relu"),
+        **setting.get("model_args", {}),
+    )
     jit = setting.get("jit_compile", False)
-    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", jit_compile=jit)
+    ema = setting.get("ema")
+    optimizer = keras.optimizers.SGD(use_ema=ema is not None, ema_momentum=ema or 0.99)
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", jit_compile=jit)
     data = one_batch(x, y, batch)
     model.fit(data, steps_per_epoch=3, epochs=1, verbose=0)
     return fit_rate(model, data, steps, batch, repeats=2)
