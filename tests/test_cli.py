@@ -36,6 +36,22 @@ def test_every_stage_module_is_an_entry_point():
     assert {"train_members", "predict", "sweep", "bench"} <= modules
 
 
+def test_tensorflows_pre_logging_notices_are_dropped_and_other_stderr_kept():
+    """TensorFlow writes its oneDNN notice to file descriptor 2 before its logging reads TF_CPP_MIN_LOG_LEVEL
+    (on CPUs where oneDNN is on by default): stages drops exactly those lines, and only while it imports."""
+    code = (
+        "import os, stages\n"
+        "with stages.stderr_without(stages.PRE_LOGGING_NOTICES):\n"
+        "    os.write(2, b'I0000 port.cc:153] oneDNN custom operations are on. You may see ...\\n')\n"
+        "    os.write(2, b'a real warning\\n')\n"
+        "os.write(2, b'after\\n')\n"
+    )
+    done = _python("-c", code)
+    assert done.returncode == 0 and done.stderr == "a real warning\nafter\n"
+    imported = _python("-c", "import stages, tensorflow")  # the real import, on whatever CPU this is
+    assert imported.returncode == 0 and "oneDNN custom operations" not in imported.stderr
+
+
 @pytest.mark.parametrize("module", ENTRY_POINTS)
 def test_help_prints_usage_and_exits_0(module):
     done = _python("-X", "importtime", "-m", f"stages.{module}", "--help")
