@@ -473,7 +473,7 @@ def test_shifted_views_move_the_image_and_reflect_the_edge():
     from stages.training.outputs import shifted
 
     images = np.arange(2 * 5 * 6 * 3, dtype=np.float32).reshape(2, 5, 6, 3)
-    down_right, up_left = (v.numpy() for v in shifted(images, 2))
+    down_right, up_left = shifted(images, 2).numpy(), shifted(images, -2).numpy()
     padded = np.pad(images, [(0, 0), (2, 2), (2, 2), (0, 0)], mode="reflect")
     np.testing.assert_array_equal(down_right, padded[:, :5, :6])
     np.testing.assert_array_equal(up_left, padded[:, 4:9, 4:10])
@@ -495,7 +495,7 @@ def test_multi_crop_tta_weights_the_views_as_airbench94():
     def mirrored_mean(images: np.ndarray) -> np.ndarray:
         return (model.predict(images, verbose=0) + model.predict(images[:, :, ::-1], verbose=0)) / 2
 
-    down_right, up_left = (v.numpy() for v in shifted(x, 1))
+    down_right, up_left = shifted(x, 1).numpy(), shifted(x, -1).numpy()
     expected = mirrored_mean(x) / 2 + (mirrored_mean(down_right) + mirrored_mean(up_left)) / 4
     probs, _ = predict_test(model, ds, tta_flip=True, tta_shift=1)
     np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-6)

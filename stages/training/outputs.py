@@ -28,11 +28,12 @@ def check_writable(*folders: Path) -> None:
             raise OutputError(f"cannot write to {folder}/: {reason or exc} (checked before training)") from None
 
 
-def shifted(images: tf.Tensor, pixels: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """A batch (N, H, W, C) moved by ``pixels`` down-right and up-left, the uncovered edge reflected."""
-    height, width = images.shape[1], images.shape[2]
-    padded = tf.pad(images, [[0, 0], [pixels, pixels], [pixels, pixels], [0, 0]], mode="REFLECT")
-    return padded[:, :height, :width], padded[:, 2 * pixels : 2 * pixels + height, 2 * pixels : 2 * pixels + width]
+def shifted(images: tf.Tensor, pixels: int) -> tf.Tensor:
+    """A batch (N, H, W, C) moved by ``pixels`` down-right (negative: up-left), the uncovered edge reflected."""
+    height, width, pad = images.shape[1], images.shape[2], abs(pixels)
+    padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
+    start = pad - pixels  # 0 keeps the top-left of the padding (content moves down-right), 2 * pad the other way
+    return padded[:, start : start + height, start : start + width]
 
 
 def predict_test(
@@ -53,8 +54,8 @@ def predict_test(
 
     probs = view_probs(lambda x: x)
     if tta_shift:
-        down_right = view_probs(lambda x: shifted(x, tta_shift)[0])
-        up_left = view_probs(lambda x: shifted(x, tta_shift)[1])
+        down_right = view_probs(lambda x: shifted(x, tta_shift))
+        up_left = view_probs(lambda x: shifted(x, -tta_shift))
         probs = probs / 2 + (down_right + up_left) / 4
     return probs, time.perf_counter() - start
 
