@@ -57,8 +57,8 @@ def test_repository_params_are_valid():
             "experiments.pets_unet3: augment_zoom zooms along with augment's flips",
         ),
         (
-            lambda d: d["experiments"]["pets_unet3"].update(tta_flip=True),
-            "experiments.pets_unet3: tta_flip and tta_shift are for classifiers",
+            lambda d: d["experiments"]["pets_unet3"].update(tta_shift=1),
+            "experiments.pets_unet3.tta_shift: is for classifiers",
         ),
         (lambda d: d["experiments"]["cifar_rgb_fast"].update(tta_shift=9), "experiments.cifar_rgb_fast.tta_shift"),
         (

@@ -503,6 +503,25 @@ def test_multi_crop_tta_weights_the_views_as_airbench94():
     assert not np.allclose(plain, probs)  # the views changed the answer, so the check above had teeth
 
 
+def test_flip_tta_mirrors_a_predicted_mask_back():
+    """A segmentation model's flip TTA: the mask predicted from the mirrored image is mirrored back before
+    averaging. A model that copies its input's left half to the output can tell the two apart."""
+    import keras
+    import tensorflow as tf
+
+    from stages.training.outputs import predict_test
+
+    x = np.zeros((2, 4, 6, 1), np.float32)
+    x[:, :, :3] = 1.0  # left half lit: class 1 there, class 0 on the right
+    inputs = keras.Input((4, 6, 1))
+    model = keras.Model(inputs, keras.layers.Concatenate()([1 - inputs, inputs]))  # per-pixel 2-class "probs"
+    ds = tf.data.Dataset.from_tensor_slices((x, np.zeros((2, 4, 6), np.int64))).batch(2)
+    probs, _ = predict_test(model, ds, tta_flip=True)
+    assert probs.shape == (2, 4, 6, 2)
+    np.testing.assert_array_equal(probs.argmax(-1)[:, :, :3], 1)  # still the left half, where the input is lit
+    np.testing.assert_array_equal(probs.argmax(-1)[:, :, 3:], 0)
+
+
 def test_ema_momentum_gives_keras_weight_averaging():
     from stages.core import config
     from stages.training.recipe import make_optimizer

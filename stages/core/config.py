@@ -159,7 +159,7 @@ class Experiment(Strict):
         "sparse_categorical_crossentropy"
     )
     label_smoothing: StrictFloat = Field(default=0.0, ge=0, lt=1)
-    tta_flip: bool = False  # test predictions averaged with those of the mirrored images
+    tta_flip: bool = False  # test predictions averaged with those of the mirrored images (masks mirrored back)
     # multi-crop test-time augmentation (airbench94's): half the weight on the images as they are, a quarter
     # each on them shifted by this many pixels down-right and up-left (reflected edge); classifiers only
     tta_shift: StrictInt = Field(default=0, ge=0, le=4)

@@ -64,10 +64,10 @@ def check_experiment(name: str, exp: Experiment) -> None:
             f"{where}.model: {exp.model} is in stages/models/{module}.py; study {exp.study!r} trains models of "
             f"stages/models/{exp.study}.py or blocks.py (its train stage depends on those)"
         )
-    if exp.model in SEGMENTATION_MODELS and (exp.tta_flip or exp.tta_shift):
+    if exp.model in SEGMENTATION_MODELS and exp.tta_shift:
         raise ConfigError(
-            f"{where}: tta_flip and tta_shift are for classifiers ({exp.model} predicts masks, which a "
-            "mirrored or shifted view would misplace)"
+            f"{where}.tta_shift: is for classifiers ({exp.model} predicts masks, which a shifted view "
+            "would misplace at the reflected edge); tta_flip works for masks"
         )
     accepted = [p for p in inspect.signature(MODELS[exp.model]).parameters if p not in ("input_shape", "num_classes")]
     for arg in {**exp.model_args, **{k: v for o in exp.profiles.values() for k, v in o.model_args.items()}}:

@@ -40,7 +40,7 @@ def predict_test(
     model: keras.Model, test_ds: tf.data.Dataset, tta_flip: bool, tta_shift: int = 0
 ) -> tuple[np.ndarray, float]:
     """Test-split probabilities and the seconds taken. Test-time augmentation: ``tta_flip`` averages
-    each view with its left-right mirror; ``tta_shift`` (airbench94's multi-crop) gives half the
+    each view with its left-right mirror (a mask predicted from the mirror is mirrored back); ``tta_shift`` (airbench94's multi-crop) gives half the
     weight to the images as they are and a quarter each to them shifted by that many pixels
     down-right and up-left (:func:`shifted`)."""
     start = time.perf_counter()
@@ -49,6 +49,8 @@ def predict_test(
         probs = model.predict(test_ds.map(lambda x, y: (view(x), y)), verbose=0).astype(np.float32)
         if tta_flip:
             mirrored = model.predict(test_ds.map(lambda x, y: (tf.reverse(view(x), [2]), y)), verbose=0)
+            if mirrored.ndim == 4:  # per-pixel probabilities (N, H, W, classes): back to the image's side
+                mirrored = mirrored[:, :, ::-1]
             probs = (probs + mirrored.astype(np.float32)) / 2
         return probs
 
