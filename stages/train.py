@@ -75,12 +75,26 @@ def fit(
 ) -> int:
     """Epochs ``first`` to ``last`` (one training phase); returns the epoch count reached."""
     tracked = splits.test if exp.track_test else None
+    train, steps = splits.train, None
+    if splits.train_epochs:  # alternating flips: one pipeline that knows each epoch's number
+        train, steps = splits.train_epochs(first, last), splits.steps_per_epoch
     history = model.fit(
-        splits.train,
+        train,
+        steps_per_epoch=steps,
         validation_data=splits.val,
         initial_epoch=first,
         epochs=last,
-        callbacks=make_callbacks(exp, name, resume, run=run, test_ds=tracked, backup=backup, first_step=first),
+        callbacks=make_callbacks(
+            exp,
+            name,
+            resume,
+            run=run,
+            test_ds=tracked,
+            backup=backup,
+            first_step=first,
+            steps_per_epoch=splits.steps_per_epoch,
+            total_steps=last * splits.steps_per_epoch,
+        ),
         verbose="auto" if sys.stdout.isatty() else 2,  # a progress bar at a terminal, one line per epoch in logs
         shuffle=False,  # the tf.data pipeline already reshuffles every epoch, seeded
     )

@@ -62,6 +62,26 @@ def test_repository_params_are_valid():
         ),
         (lambda d: d["experiments"]["cifar_rgb_fast"].update(tta_shift=9), "experiments.cifar_rgb_fast.tta_shift"),
         (
+            lambda d: d["experiments"]["cifar_rgb_airbench"]["optimizer"].update(ema_momentum=0.99),
+            "lookahead and ema_momentum both average the weights",
+        ),
+        (
+            lambda d: d["experiments"]["cifar_rgb_airbench"]["optimizer"].update(name="adam"),
+            "optimizer.bias_lr_scale: for sgd only (not adam)",
+        ),
+        (
+            lambda d: d["experiments"]["cifar_rgb_airbench"]["model_args"].update(flip=True),
+            "experiments.cifar_rgb_airbench.alternating_flip: airbench flips at random too",
+        ),
+        (
+            lambda d: d["experiments"]["cifar_rgb_fast"].update(alternating_flip=True),
+            "experiments.cifar_rgb_fast.alternating_flip: airbench flips at random too",
+        ),
+        (
+            lambda d: d["experiments"]["pets_unet3"].update(alternating_flip=True),
+            "experiments.pets_unet3.alternating_flip: is for classifiers",
+        ),
+        (
             lambda d: d["experiments"]["pets_unet_plus"].update(augment_zoom=1.5),
             "experiments.pets_unet_plus.augment_zoom",
         ),

@@ -94,15 +94,39 @@ class Dataset(Strict):
     options: dict[str, Any] = {}
 
 
+class Lookahead(Strict):
+    """airbench94's lookahead: from epoch ``start_epoch`` on, every ``every_steps`` steps the weights move
+    into their moving average and are replaced by it; the average's momentum grows over training as
+    ``decay ** every_steps * (step / total steps) ** power``, so it moves fast early and averages hard late."""
+
+    start_epoch: StrictInt = Field(default=3, ge=0)
+    every_steps: StrictInt = Field(default=5, gt=0)
+    decay: StrictFloat = Field(default=0.95, gt=0, lt=1)
+    power: StrictFloat = Field(default=3.0, ge=0)
+
+
 class Optimizer(Strict):
     name: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
     learning_rate: StrictFloat = Field(default=1e-3, gt=0)
     weight_decay: StrictFloat | None = Field(default=None, ge=0)
     momentum: StrictFloat | None = Field(default=None, ge=0, lt=1)
-    schedule: Literal["constant", "onecycle", "cosine"] = "constant"
-    # an exponential moving average of the weights (Keras' use_ema), swapped in when training ends: a
-    # stand-in for airbench94's lookahead. None: the last step's weights
+    # triangle: airbench94's, linear from 0.2x up to the rate at 23 % of the steps, then down to 0.07x
+    schedule: Literal["constant", "onecycle", "cosine", "triangle"] = "constant"
+    # an exponential moving average of the weights (Keras' use_ema), swapped in when training ends.
+    # None: the last step's weights
     ema_momentum: StrictFloat | None = Field(default=None, gt=0, lt=1)
+    lookahead: Lookahead | None = None
+    # sgd: batch-norm shifts (beta) learn this many times faster than the weights; their weight decay
+    # stays the weights' (airbench94's bias_scaler: 64)
+    bias_lr_scale: StrictFloat | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_average(self) -> Optimizer:
+        if self.lookahead and self.ema_momentum:
+            raise ValueError("optimizer: lookahead and ema_momentum both average the weights; keep one")
+        if self.bias_lr_scale and self.name != "sgd":
+            raise ValueError(f"optimizer.bias_lr_scale: for sgd only (not {self.name})")
+        return self
 
 
 class Checkpoint(Strict):
@@ -167,6 +191,10 @@ class Experiment(Strict):
     mixed_precision: Precision | None = None
     track_test: bool = False  # also log test accuracy after each epoch (time to accuracy; never steers training)
     augment: bool = False  # segmentation: random flips applied to image and mask together (tf.data)
+    # classification (airbench94's): each training image is mirrored on every other epoch, a seeded half
+    # of them on the even epochs and the rest on the odd ones, instead of at random (tf.data); the
+    # model must not flip too
+    alternating_flip: bool = False
     # segmentation, with augment: also a random zoom-in of up to this fraction (a square crop of side
     # 1 - u * augment_zoom of the image, u uniform in [0, 1), resized back), image and mask together
     augment_zoom: StrictFloat = Field(default=0.0, ge=0, lt=1)

@@ -70,6 +70,13 @@ def check_experiment(name: str, exp: Experiment) -> None:
             "would misplace at the reflected edge); tta_flip works for masks"
         )
     accepted = [p for p in inspect.signature(MODELS[exp.model]).parameters if p not in ("input_shape", "num_classes")]
+    if exp.alternating_flip and exp.model in SEGMENTATION_MODELS:
+        raise ConfigError(f"{where}.alternating_flip: is for classifiers (segmentation: augment flips image and mask)")
+    if exp.alternating_flip and exp.model_args.get("flip", "flip" in accepted):
+        raise ConfigError(
+            f"{where}.alternating_flip: {exp.model} flips at random too, which would undo the alternation; "
+            "set model_args.flip: false"
+        )
     for arg in {**exp.model_args, **{k: v for o in exp.profiles.values() for k, v in o.model_args.items()}}:
         if arg not in accepted:
             raise ConfigError(f"{where}.model_args: {exp.model} takes no argument {arg!r}{did_you_mean(arg, accepted)}")

@@ -50,15 +50,21 @@ def scaled_input(input_shape: Shape) -> tuple[keras.KerasTensor, keras.KerasTens
 
 
 def standardized_flip_shift_input(
-    input_shape: Shape, augment: bool, shift: float
+    input_shape: Shape, augment: bool, shift: float, flip: bool = True, whole_pixels: bool = False
 ) -> tuple[keras.KerasTensor, keras.KerasTensor]:
     """The fast CIFAR nets' input: per-channel standardisation (adapted on the training images), then,
-    when ``augment``, random left-right flips and shifts of up to ``shift`` of the size (reflected)."""
+    when ``augment``, random left-right flips (unless ``flip`` is off: the data pipeline flips) and
+    shifts of up to ``shift`` of the size (reflected; ``whole_pixels``: rounded to whole pixels, as
+    airbench's crops, instead of interpolated)."""
     inputs = image_input(input_shape)
     x = layers.Normalization(axis=-1, name="standardize")(inputs)
-    if augment:
+    if augment and flip:
         x = layers.RandomFlip("horizontal", name="aug_flip")(x)
-        x = layers.RandomTranslation(shift, shift, fill_mode="reflect", name="aug_shift")(x)
+    if augment:
+        interpolation = "nearest" if whole_pixels else "bilinear"
+        x = layers.RandomTranslation(shift, shift, fill_mode="reflect", interpolation=interpolation, name="aug_shift")(
+            x
+        )
     return inputs, x
 
 

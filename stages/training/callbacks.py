@@ -70,6 +70,43 @@ class TestTracker(keras.callbacks.Callback):
         print(f"  test accuracy {results['accuracy']:.4f}, loss {results['loss']:.4f}")
 
 
+class Lookahead(keras.callbacks.Callback):
+    """airbench94's lookahead (:class:`config.Lookahead`): every few steps the weights, batch-norm
+    statistics included, move into their moving average and are replaced by it; at each epoch's end they
+    are set to the average once more, so the saved model and every evaluation use it. A resumed run starts
+    a new average."""
+
+    def __init__(self, settings: config.Lookahead, steps_per_epoch: int, total_steps: int) -> None:
+        super().__init__()
+        self.settings, self.steps_per_epoch, self.total_steps = settings, steps_per_epoch, total_steps
+        self.average: list[tf.Variable] | None = None
+        self.epoch = 0
+
+    def averaged(self) -> list:
+        return [w for w in self.model.weights if "float" in str(w.dtype)]
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        step, s = self.epoch * self.steps_per_epoch + batch + 1, self.settings
+        if self.epoch < s.start_epoch or step % s.every_steps:
+            return
+        if self.average is None:
+            self.average = [tf.Variable(w.value, trainable=False) for w in self.averaged()]
+            return
+        rho = s.decay**s.every_steps * min(1.0, step / self.total_steps) ** s.power
+        for average, weight in zip(self.average, self.averaged(), strict=True):
+            average.assign(rho * average + (1 - rho) * weight.value)
+            weight.assign(average)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.average is None:  # not started yet
+            return
+        for average, weight in zip(self.average, self.averaged(), strict=True):
+            weight.assign(average)
+
+
 def live_metric_name(monitor: str) -> str:
     """dvclive's name for a Keras log key: ``val_accuracy`` is ``eval/accuracy``, ``accuracy`` is ``train/accuracy``."""
     return monitor.replace("val_", "eval/") if "val_" in monitor else f"train/{monitor}"
@@ -93,6 +130,8 @@ def make_callbacks(
     test_ds: tf.data.Dataset | None = None,
     backup: str = "backup",
     first_step: int = 0,
+    steps_per_epoch: int = 1,
+    total_steps: int = 1,
 ) -> list[keras.callbacks.Callback]:
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
@@ -104,6 +143,8 @@ def make_callbacks(
     # the backup outlives fit: train() removes it once the final model is written
     backup_cb = keras.callbacks.BackupAndRestore(str(ckpt_dir / backup), delete_checkpoint=False)
     cbs: list[keras.callbacks.Callback] = [backup_cb, EpochTimer()]
+    if exp.optimizer.lookahead:  # first: the epoch's last copy-back comes before the backup and the scores
+        cbs.insert(0, Lookahead(exp.optimizer.lookahead, steps_per_epoch, total_steps))
     if test_ds is not None:  # before DVCLiveCallback, which closes the step
         cbs.append(TestTracker(test_ds, live))
     if exp.callbacks.checkpoint:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -83,13 +84,39 @@ def make_dataset(
         if augment_zoom:
             zoom = functools.partial(zoom_together, max_zoom=augment_zoom, seed=augment_seed)
             ds = ds.map(zoom, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(batch_size)
+    return as_float_batches(ds.batch(batch_size), num_classes)
+
+
+def as_float_batches(batches: tf.data.Dataset, num_classes: int | None) -> tf.data.Dataset:
+    """uint8 batches -> float32 0..255 batches (one-hot labels when ``num_classes``), prefetched."""
 
     def to_float(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         labels = tf.one_hot(labels, num_classes) if num_classes else labels
         return tf.cast(images, tf.float32), labels
 
-    return ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return batches.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def alternating_flip_epochs(
+    x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, first: int, last: int, num_classes: int | None = None
+) -> tf.data.Dataset:
+    """Training batches for epochs ``first`` to ``last`` in one pipeline (airbench94's alternating flips):
+    a seeded half of the images is mirrored on even epochs, the other half on odd ones, so every image is
+    seen both ways every two epochs, where random flips repeat a side half the time. Each epoch is
+    reshuffled with its own seed (``seed`` + epoch). Fit it with ``steps_per_epoch``."""
+    even_flips = np.random.default_rng(seed).random(len(x)) < 0.5
+    images = tf.data.Dataset.from_tensor_slices((x, y, even_flips)).cache()
+
+    def one_epoch(epoch: int) -> tf.data.Dataset:
+        def flip(image: tf.Tensor, label: tf.Tensor, flip_on_even: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            flip_now = tf.logical_not(flip_on_even) if epoch % 2 else flip_on_even
+            return tf.cond(flip_now, lambda: tf.reverse(image, [1]), lambda: image), label
+
+        shuffled = images.shuffle(len(x), seed=seed + epoch)
+        return shuffled.map(flip, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+
+    epochs = [one_epoch(epoch) for epoch in range(first, last)]
+    return as_float_batches(functools.reduce(tf.data.Dataset.concatenate, epochs), num_classes)
 
 
 @dataclass
@@ -104,6 +131,8 @@ class Splits:
     batch_size: int
     one_hot: int | None  # the class count when labels are one-hot (categorical cross-entropy)
     segmentation: bool  # labels are masks
+    # alternating flips: the training pipeline for epochs (first, last), which replaces ``train``
+    train_epochs: Callable[[int, int], tf.data.Dataset] | None = None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -137,4 +166,7 @@ def load_splits(exp: Experiment, meta: dict, batch_size: int, seed: int) -> Spli
         batch_size=batch_size,
         one_hot=one_hot,
         segmentation=segmentation,
+        train_epochs=functools.partial(alternating_flip_epochs, x_train, y_train, batch_size, seed, num_classes=one_hot)
+        if exp.alternating_flip
+        else None,
     )

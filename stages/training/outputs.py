@@ -40,9 +40,9 @@ def predict_test(
     model: keras.Model, test_ds: tf.data.Dataset, tta_flip: bool, tta_shift: int = 0
 ) -> tuple[np.ndarray, float]:
     """Test-split probabilities and the seconds taken. Test-time augmentation: ``tta_flip`` averages
-    each view with its left-right mirror (a mask predicted from the mirror is mirrored back); ``tta_shift`` (airbench94's multi-crop) gives half the
-    weight to the images as they are and a quarter each to them shifted by that many pixels
-    down-right and up-left (:func:`shifted`)."""
+    each view with its left-right mirror (a mask predicted from the mirror is mirrored back);
+    ``tta_shift`` (airbench94's multi-crop) gives half the weight to the images as they are and a
+    quarter each to them shifted by that many pixels down-right and up-left (:func:`shifted`)."""
     start = time.perf_counter()
 
     def view_probs(view: Callable[[tf.Tensor], tf.Tensor]) -> np.ndarray:

@@ -25,9 +25,57 @@ def build_model(name: str, exp: config.Experiment, input_shape: list[int], num_c
         raise config.ConfigError(f"{config.PARAMS_FILE}: experiments.{name}.model_args: {reason}") from None
 
 
+class Triangle(keras.optimizers.schedules.LearningRateSchedule):
+    """airbench94's schedule: linear from ``start`` x the rate up to the rate at ``peak`` of the steps,
+    then linear down to ``end`` x the rate at the last step."""
+
+    def __init__(self, rate: float, total_steps: int, start: float = 0.2, peak: float = 0.23, end: float = 0.07):
+        self.rate, self.total_steps, self.start, self.peak, self.end = rate, total_steps, start, peak, end
+
+    def __call__(self, step: tf.Tensor) -> tf.Tensor:
+        step = tf.cast(step, tf.float32)
+        top = float(max(1, int(self.peak * self.total_steps)))
+        rising = self.start + (1 - self.start) * step / top
+        falling = 1 + (self.end - 1) * (step - top) / max(1.0, self.total_steps - top)
+        return self.rate * tf.where(step < top, rising, tf.maximum(falling, self.end))
+
+    def get_config(self) -> dict:
+        return {
+            "rate": self.rate,
+            "total_steps": self.total_steps,
+            "start": self.start,
+            "peak": self.peak,
+            "end": self.end,
+        }
+
+
+class BiasScaledSGD(keras.optimizers.SGD):
+    """SGD whose batch-norm shifts (``beta``) take ``bias_lr_scale`` times the learning rate (airbench94's
+    bias_scaler). Keras' decoupled weight decay is applied apart from ``update_step``, so theirs stays the
+    weights'."""
+
+    def __init__(self, bias_lr_scale: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.bias_lr_scale = bias_lr_scale
+
+    def build(self, variables: list) -> None:
+        super().build(variables)
+        self._biases = {self._var_key(v) for v in variables if v.path.endswith("/beta")}
+
+    def update_step(self, gradient: tf.Tensor, variable: tf.Variable, learning_rate: tf.Tensor) -> None:
+        if self._var_key(variable) in self._biases:
+            learning_rate = learning_rate * self.bias_lr_scale
+        super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "bias_lr_scale": self.bias_lr_scale}
+
+
 def make_optimizer(opt: config.Optimizer, epochs: int, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     lr: float | keras.optimizers.schedules.LearningRateSchedule = opt.learning_rate
-    if opt.schedule != "constant":
+    if opt.schedule == "triangle":
+        lr = Triangle(opt.learning_rate, epochs * steps_per_epoch)
+    elif opt.schedule != "constant":
         total = epochs * steps_per_epoch
         warmup = int(0.2 * total) if opt.schedule == "onecycle" else 0
         lr = keras.optimizers.schedules.CosineDecay(
@@ -43,7 +91,10 @@ def make_optimizer(opt: config.Optimizer, epochs: int, steps_per_epoch: int) -> 
     if opt.ema_momentum is not None:
         kwargs.update(use_ema=True, ema_momentum=opt.ema_momentum)
     if opt.name == "sgd":
-        return keras.optimizers.SGD(momentum=opt.momentum or 0.0, nesterov=bool(opt.momentum), **kwargs)
+        if opt.bias_lr_scale:
+            kwargs["bias_lr_scale"] = opt.bias_lr_scale
+        sgd = BiasScaledSGD if opt.bias_lr_scale else keras.optimizers.SGD
+        return sgd(momentum=opt.momentum or 0.0, nesterov=bool(opt.momentum), **kwargs)
     return {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "rmsprop": keras.optimizers.RMSprop}[
         opt.name
     ](**kwargs)

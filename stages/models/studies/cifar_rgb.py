@@ -111,6 +111,9 @@ def airbench(
     temperature: float = 1 / 9,
     whiten: bool = False,
     dirac: bool = False,
+    flip: bool = True,
+    whole_pixel_shifts: bool = False,
+    batchnorm_momentum: float = 0.9,
 ) -> keras.Model:
     """airbench94's layout (Jordan 2024, "94% on CIFAR-10 in 3.29 seconds"): a 2x2 stem conv, then
     per width a block conv3x3 -> max-pool -> BN -> act -> conv3x3 -> BN -> act; a global max-pool
@@ -120,10 +123,12 @@ def airbench(
     it is cheap), batch-norm without a learned scale, the logit temperature. ``whiten``: the stem is
     airbench's frozen patch-whitening conv (no bias; training sets its filters from the training
     images, ``init_whitening``); ``dirac``: the block convs start as partial identities (:func:`dirac_init`).
-    Elsewhere in the project: EMA of the weights (``optimizer.ema_momentum``, for airbench's lookahead) and
-    multi-crop TTA (``tta_flip`` + ``tta_shift``). Not here: alternating flips, a higher bias learning rate.
+    ``flip: false`` leaves flipping to the data pipeline (``alternating_flip``); ``whole_pixel_shifts``
+    rounds the random shifts to whole pixels, as airbench's crops; airbench's batch-norm momentum is 0.6.
+    The rest of its recipe is training options (docs/airbench.md): lookahead, bias learning-rate scale,
+    triangle schedule, alternating flips, multi-crop TTA.
     """
-    inputs, x = standardized_flip_shift_input(input_shape, augment, shift)
+    inputs, x = standardized_flip_shift_input(input_shape, augment, shift, flip, whole_pixel_shifts)
     if whiten:  # 2x2 patches x 3 channels: 12 eigenvectors and their negatives
         x = layers.Conv2D(24, 2, use_bias=False, trainable=False, name=WHITEN_LAYER)(x)
     else:
@@ -131,7 +136,7 @@ def airbench(
     x = layers.Activation(activation, name=f"stem_{activation}")(x)
 
     def bn_act(x: keras.KerasTensor, name: str) -> keras.KerasTensor:
-        x = layers.BatchNormalization(momentum=0.9, scale=False, name=f"{name}_bn")(x)
+        x = layers.BatchNormalization(momentum=batchnorm_momentum, scale=False, name=f"{name}_bn")(x)
         return layers.Activation(activation, name=f"{name}_{activation}")(x)
 
     def conv(x: keras.KerasTensor, filters: int, name: str) -> keras.KerasTensor:
