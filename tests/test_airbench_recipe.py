@@ -4,7 +4,6 @@ lookahead, alternating flips. Each against what airbench94 does, on tiny inputs.
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from stages.core import config
 from stages.training.callbacks import Lookahead
