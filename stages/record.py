@@ -58,9 +58,9 @@ def recipe_epochs(experiment: str) -> int:
 
 
 def curve(live_dir: Path) -> dict[str, list[float]]:
-    """Per-epoch train and validation (or test) accuracy and loss from dvclive's logs."""
+    """Per-epoch train, validation and (``track_test``) test accuracy and loss from dvclive's logs."""
     series = {}
-    for split in ("train", "eval"):
+    for split in ("train", "eval", "test"):
         for metric in ("accuracy", "loss"):
             s = read_live_metric(live_dir, f"{split}/{metric}")
             if s is not None:

@@ -150,6 +150,7 @@ def markdown(params: config.Params, studies: config.Studies, records: dict[str, 
                 f"{r['budget'] or '–'} | {r['result']} | {pct(r['claimed'])} |"
             )
         out.append("")
+    out += curves(records)
     machines = sorted(
         {
             f"{r['machine']['cpu']}, {r['machine']['cores']} cores, {r['machine']['isa']}, "
@@ -159,6 +160,29 @@ def markdown(params: config.Params, studies: config.Studies, records: dict[str, 
     )
     out += ["Machines of the records: " + ("; ".join(machines) if machines else "none yet") + ".", ""]
     return "\n".join(out)
+
+
+def curves(records: dict[str, dict]) -> list[str]:
+    """Each record's held-out accuracy after every epoch (validation, else the tracked test split): what a
+    partial run had reached, and how fast."""
+    out = [
+        "## Learning curves",
+        "",
+        "Held-out accuracy after each epoch, from each record's dvclive log: the validation split, or the test",
+        "split where the run had no validation split and tracked it (`track_test`, only logged).",
+        "",
+        "| record | budget | split | accuracy after each epoch (%) |",
+        "|---|---|---|---|",
+    ]
+    for name, r in records.items():
+        split = "eval" if r["curve"].get("eval_accuracy") else "test"
+        values = r["curve"].get(f"{split}_accuracy") or []
+        if values:
+            every = -(-len(values) // 20)  # at most 20 numbers: every n-th epoch of a long run, the last one too
+            picked = values[every - 1 :: every] if every > 1 else values
+            shown = ("" if every == 1 else f"every {every} epochs: ") + ", ".join(f"{100 * v:.1f}" for v in picked)
+            out.append(f"| {name} | {budget_label(r)} | {'validation' if split == 'eval' else 'test'} | {shown} |")
+    return [*out, ""]
 
 
 def figure(rows: list[dict], path: Path) -> None:

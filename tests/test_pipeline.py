@@ -103,6 +103,7 @@ MUST_LEARN = [
     "cifar_gray_resnet",
     "cifar_rgb_cnn",
     "cifar_rgb_fast",
+    "cifar_rgb_airbench",
     "objects8_cnn",
     "objects8_resnet",
     "gray28_cnn1",

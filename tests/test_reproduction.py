@@ -94,3 +94,22 @@ def test_rows_mark_partial_and_not_reproducible(real_run):
     assert transfer["result"].startswith("not reproducible here: needs ImageNet weights")
     summary = "\n".join(reproduction.summary_rows(params, studies, rows))
     assert "| objects8 | 71.8 % (objects8_cnn) | 75.0 % (objects8_cnn, partial) | no record yet |" in summary
+
+
+def test_curves_show_each_records_held_out_accuracy_per_epoch():
+    """The validation curve where there is one, else the tracked test curve; a long run every n-th epoch."""
+    epochs = {"recipe": 10, "budget": 2, "run": 2}
+    records = {
+        "short": {"curve": {"eval_accuracy": [0.5, 0.625]}, "budget": "partial", "epochs": epochs, "train_seconds": 60},
+        "no-val": {"curve": {"test_accuracy": [0.4, 0.9]}, "budget": "partial", "epochs": epochs, "train_seconds": 60},
+        "long": {
+            "curve": {"eval_accuracy": [i / 100 for i in range(1, 41)]},
+            "budget": "full recipe",
+            "epochs": {"recipe": 40, "budget": 40, "run": 40},
+            "train_seconds": 600,
+        },
+    }
+    text = "\n".join(reproduction.curves(records))
+    assert "| short | partial (2 of 10 epochs, 1 min) | validation | 50.0, 62.5 |" in text
+    assert "| no-val | partial (2 of 10 epochs, 1 min) | test | 40.0, 90.0 |" in text
+    assert "| validation | every 2 epochs: 2.0, 4.0," in text and text.endswith("40.0 |\n")
