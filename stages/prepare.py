@@ -73,9 +73,13 @@ def resize(x: np.ndarray, size: list[int] | None) -> np.ndarray:
 
 
 def split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, ...]:
-    """Seeded split, stratified by class when every class has at least two examples."""
+    """Seeded split, stratified by class when every class has at least two examples. Both parts come in
+    seeded random order, a fraction of 0 included: training reads the first images for what adapts to the
+    data (standardisation, a whitening stem) and ``max_train_examples`` keeps the first N, so an archive's
+    class-sorted order must not survive."""
     if fraction == 0:
-        return x, x[:0], y, y[:0]
+        order = np.random.default_rng(seed).permutation(len(x))
+        return x[order], x[:0], y[order], y[:0]
     counts = np.bincount(y.reshape(len(y), -1)[:, 0]) if y.ndim == 1 else None
     stratify = y if counts is not None and counts[counts > 0].min() >= 2 else None
     return train_test_split(x, y, test_size=fraction, random_state=seed, stratify=stratify)

@@ -87,6 +87,17 @@ def test_stratified_split_proportions():
     assert np.array_equal(split(x, y, 0.2, seed=42)[1], x_test)  # seeded
 
 
+def test_no_validation_split_still_leaves_the_training_images_in_seeded_random_order():
+    """val_fraction 0 (cifar10_all): a class-sorted archive must not stay sorted, or the first images (the
+    whitening stem's, max_train_examples') are one class."""
+    y = np.repeat(np.arange(10), 100)  # as an image folder train/<class>/ reads
+    x = np.arange(len(y))
+    x_train, x_val, y_train, _ = split(x, y, 0.0, seed=42)
+    assert len(x_val) == 0 and sorted(x_train) == list(x) and (y_train == y[x_train]).all()
+    assert len(set(y_train[:100])) == 10  # the first 100 hold every class
+    assert np.array_equal(split(x, y, 0.0, seed=42)[0], x_train)  # seeded
+
+
 def test_params_declare_the_study():
     params = config.load()
     ds = params.datasets["natural_images"]
