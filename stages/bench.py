@@ -252,18 +252,18 @@ def knob_rate(setting: dict, steps: int = 15) -> float:
     keras.mixed_precision.set_global_policy(setting.get("policy", as_trained))
     batch = setting.get("batch", 256)
     x, y = shape_dataset(batch // 10 + 1, 10, 32, 3, 0)
+    recipe = config.experiment(config.load(), "cifar_rgb_airbench") if setting.get("recipe") else None
     model_args = {"activation": setting.get("activation", "relu"), **setting.get("model_args", {})}
-    if setting.get("recipe"):
-        model_args = config.experiment(config.load(), "cifar_rgb_airbench").model_args
+    if recipe:
+        model_args = recipe.model_args
     model = build(setting.get("model", "airbench"), (32, 32, 3), 10, **model_args)
     jit = setting.get("jit_compile", False)
     ema = setting.get("ema")
     optimizer = keras.optimizers.SGD(use_ema=ema is not None, ema_momentum=ema or 0.99)
     callbacks = []
-    if setting.get("recipe"):
-        opt = config.experiment(config.load(), "cifar_rgb_airbench").optimizer
-        optimizer = make_optimizer(opt, 1, steps)
-        callbacks = [Lookahead(opt.lookahead.model_copy(update={"start_epoch": 0}), steps, steps)]
+    if recipe:
+        optimizer = make_optimizer(recipe.optimizer, 1, steps)
+        callbacks = [Lookahead(recipe.optimizer.lookahead.model_copy(update={"start_epoch": 0}), steps, steps)]
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", jit_compile=jit)
     data = one_batch(x, y, batch)
     model.fit(data, steps_per_epoch=3, epochs=1, verbose=0)

@@ -179,7 +179,7 @@ def curves(records: dict[str, dict]) -> list[str]:
         values = r["curve"].get(f"{split}_accuracy") or []
         if values:
             every = -(-len(values) // 20)  # at most 20 numbers: every n-th epoch of a long run, the last one too
-            picked = values[every - 1 :: every] if every > 1 else values
+            picked = values[::-every][::-1]  # counted back from the last epoch
             shown = ("" if every == 1 else f"every {every} epochs: ") + ", ".join(f"{100 * v:.1f}" for v in picked)
             out.append(f"| {name} | {budget_label(r)} | {'validation' if split == 'eval' else 'test'} | {shown} |")
     return [*out, ""]

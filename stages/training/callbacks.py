@@ -73,17 +73,16 @@ class TestTracker(keras.callbacks.Callback):
 class Lookahead(keras.callbacks.Callback):
     """airbench94's lookahead (:class:`config.Lookahead`): every few steps the weights, batch-norm
     statistics included, move into their moving average and are replaced by it; at each epoch's end they
-    are set to the average once more, so the saved model and every evaluation use it. A resumed run starts
-    a new average."""
+    are set to the average once more, so the saved model, the backup and the tracked test score use it
+    (Keras' own validation runs before the epoch's callbacks: it sees the last step's weights). A resumed
+    run starts a new average."""
 
     def __init__(self, settings: config.Lookahead, steps_per_epoch: int, total_steps: int) -> None:
         super().__init__()
         self.settings, self.steps_per_epoch, self.total_steps = settings, steps_per_epoch, total_steps
+        self.weights: list = []  # the model's float variables, once the average has started
         self.average: list[tf.Variable] | None = None
         self.epoch = 0
-
-    def averaged(self) -> list:
-        return [w for w in self.model.weights if "float" in str(w.dtype)]
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch = epoch
@@ -93,17 +92,16 @@ class Lookahead(keras.callbacks.Callback):
         if self.epoch < s.start_epoch or step % s.every_steps:
             return
         if self.average is None:
-            self.average = [tf.Variable(w.value, trainable=False) for w in self.averaged()]
+            self.weights = [w for w in self.model.weights if "float" in str(w.dtype)]
+            self.average = [tf.Variable(w.value, trainable=False) for w in self.weights]
             return
         rho = s.decay**s.every_steps * min(1.0, step / self.total_steps) ** s.power
-        for average, weight in zip(self.average, self.averaged(), strict=True):
+        for average, weight in zip(self.average, self.weights, strict=True):
             average.assign(rho * average + (1 - rho) * weight.value)
             weight.assign(average)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if self.average is None:  # not started yet
-            return
-        for average, weight in zip(self.average, self.averaged(), strict=True):
+        for average, weight in zip(self.average or [], self.weights, strict=True):
             weight.assign(average)
 
 
