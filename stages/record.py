@@ -88,6 +88,13 @@ def raw_sha256(folder: Path) -> dict[str, str] | None:
     return {p.relative_to(folder).as_posix(): sha256(p) for p in files} if len(files) <= MAX_LISTED_FILES else None
 
 
+def budget_kind(budget: int, recipe: int) -> str:
+    """ "partial" below the recipe's epochs; "longer than the recipe" above (e.g. a ceiling run)."""
+    if budget == recipe:
+        return "full recipe"
+    return "partial" if budget < recipe else "longer than the recipe"
+
+
 def build_record(params: config.Params, experiment: str) -> dict:
     exp = params.experiments[experiment]
     ds = params.datasets[exp.dataset]
@@ -120,7 +127,7 @@ def build_record(params: config.Params, experiment: str) -> dict:
             "dataset": ds.model_dump(mode="json"),
         },
         "epochs": {"recipe": recipe, "budget": budget, "run": summary["epochs_run"]},
-        "budget": "full recipe" if budget >= recipe else "partial",
+        "budget": budget_kind(budget, recipe),
         "metrics": read_json(EXPERIMENT_REPORTS / experiment / "metrics.json"),
         "details": read_json(EXPERIMENT_REPORTS / experiment / "details.json"),
         "train_seconds": train_seconds(EXPERIMENT_REPORTS / experiment / "train", summary),

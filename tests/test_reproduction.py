@@ -96,6 +96,21 @@ def test_rows_mark_partial_and_not_reproducible(real_run):
     assert "| objects8 | 71.8 % (objects8_cnn) | 75.0 % (objects8_cnn, partial) | no record yet |" in summary
 
 
+def test_a_run_longer_than_the_recipe_is_labelled_and_kept_out_of_the_summary(real_run):
+    """A ceiling run (more epochs than the recipe) gets its row, but the summary quotes the recipe's runs."""
+    params = config.load()
+    params.experiments["objects8_cnn"].epochs = 20
+    Path("models/objects8_cnn/summary.json").write_text(json.dumps({"epochs_run": 20, "train_seconds": 1200.0}))
+    r = record.build_record(params, "objects8_cnn")
+    assert r["epochs"]["budget"] == 20 and r["budget"] == "longer than the recipe"
+    studies = config.load_studies(params, REPO / "studies.yaml")
+    rows = reproduction.experiment_rows(params, studies, {"objects8_cnn-20epochs": r})
+    row = next(x for x in rows if x["record"] == "objects8_cnn-20epochs")
+    assert row["budget"].startswith("longer than the recipe (20 of 10 epochs") and not row["partial"]
+    summary = "\n".join(reproduction.summary_rows(params, studies, rows))
+    assert "| objects8 | 71.8 % (objects8_cnn) | no record yet | no record yet |" in summary
+
+
 def test_curves_show_each_records_held_out_accuracy_per_epoch():
     """The validation curve where there is one, else the tracked test curve; a long run every n-th epoch."""
     epochs = {"recipe": 10, "budget": 2, "run": 2}
