@@ -243,9 +243,10 @@ def knob_rate(setting: dict, steps: int = 15) -> float:
     import keras
 
     from stages.core import config
+    from stages.core.machine import cpu_has_native_bf16
     from stages.models import build
     from stages.training.callbacks import Lookahead
-    from stages.training.hardware import cpu_has_native_bf16, precision_policy
+    from stages.training.hardware import precision_policy
     from stages.training.recipe import make_optimizer
 
     as_trained = precision_policy("auto_cpu_bf16", None, cpu_has_native_bf16())  # cifar_rgb_fast's, on a CPU

@@ -23,9 +23,9 @@ from stages.core import config
 from stages.core.errors import ConfigError, DataError
 from stages.core.files import sha256, write_json
 from stages.core.live import read_live_metric
+from stages.core.machine import machine
 from stages.core.paths import EXPERIMENT_REPORTS, MODELS, PREPARED, RAW, RECORDS
 from stages.download import MAX_LISTED_FILES
-from stages.report import machine
 
 RECORD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,80}")
 

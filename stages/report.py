@@ -7,10 +7,7 @@ of the per-study charts that dvc.yaml declares as plots (reports/plots/).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import platform
 import sys
 from pathlib import Path
 
@@ -20,6 +17,7 @@ from stages.core import config
 from stages.core.errors import DataError
 from stages.core.files import atomic_path, write_json, write_text
 from stages.core.live import read_live_metric
+from stages.core.machine import machine
 from stages.core.paths import EXPERIMENT_REPORTS as EXP_REPORTS
 from stages.core.paths import MODELS, PLOTS
 from stages.core.paths import REPORTS as OUT
@@ -221,27 +219,6 @@ def write_plot_data(params: config.Params, speed: pd.DataFrame) -> None:
             {"seconds": seconds, "test_accuracy": speed["test_accuracy"], "series": speed["experiment"]}
         )
         write_text(PLOTS / "time_to_accuracy.csv", table.to_csv(index=False))
-
-
-#: The CPU kinds whose kernels round differently, newest first: oneDNN's AMX, AVX-512 with bfloat16 (which
-#: also changes cifar_rgb_fast's precision, stages/training/hardware.py), AVX-512, AVX2.
-ISA_FLAGS = (("amx_bf16", "amx"), ("avx512_bf16", "avx512_bf16"), ("avx512f", "avx512"), ("avx2", "avx2"))
-
-
-def machine() -> dict:
-    """The CPU this ran on: float results are reproducible exactly only on the same kind (oneDNN picks
-    AVX2, AVX-512 or AMX kernels, which round differently) with the same number of cores."""
-    flags: set[str] = set()
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    isa = next((name for flag, name in ISA_FLAGS if flag in flags), "other")
-    return {"cpu": model, "cores": os.cpu_count(), "isa": isa}
 
 
 def main() -> None:

@@ -24,11 +24,12 @@ import tensorflow as tf
 from stages import models
 from stages.core import config
 from stages.core.files import sha256
+from stages.core.machine import cpu_has_native_bf16
 from stages.core.paths import CHECKPOINTS, MODELS, PREPARED
 from stages.reporting.evaluation import evaluate, summary_line
 from stages.training.callbacks import claim_checkpoint, make_callbacks
 from stages.training.data import Splits, load_splits, read_meta
-from stages.training.hardware import cpu_has_native_bf16, distribution_strategy, gpu_capability, precision_policy
+from stages.training.hardware import distribution_strategy, gpu_capability, precision_policy
 from stages.training.losses import pixel_log_loss
 from stages.training.outputs import check_writable, model_card, model_size, predict_test, write_model
 from stages.training.recipe import (

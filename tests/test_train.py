@@ -276,7 +276,7 @@ def test_mixed_precision_policy(setting, capability, cpu_bf16, policy):
 
 
 def test_cpu_native_bf16_detection_matches_proc_cpuinfo():
-    from stages.training.hardware import cpu_has_native_bf16
+    from stages.core.machine import cpu_has_native_bf16
 
     cpuinfo = Path("/proc/cpuinfo")
     flags = set(cpuinfo.read_text().split()) if cpuinfo.is_file() else set()

@@ -1,5 +1,5 @@
-"""What the machine offers: GPUs and their compute capability, native bfloat16 on CPUs, the precision and distribution
-strategy to train with."""
+"""What the machine offers for training: GPUs and their compute capability, the dtype policy (whether the
+CPU has native bfloat16 is read in stages/core/machine.py) and the distribution strategy."""
 
 from __future__ import annotations
 
@@ -32,20 +32,6 @@ def gpu_capability() -> tuple[int, int] | None:
     if not gpus:
         return None
     return tuple(tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0)))
-
-
-#: CPU flags of bfloat16 dot products in hardware: Intel's AMX tiles (Sapphire Rapids and later) and
-#: AVX512_BF16 (AMD Zen 4 and later, Intel Cooper Lake), which oneDNN uses for bfloat16 convolutions.
-NATIVE_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
-
-
-def cpu_has_native_bf16() -> bool:
-    """True on CPUs that compute in bfloat16 in hardware (:data:`NATIVE_BF16_FLAGS`), read from /proc/cpuinfo."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return any(line.startswith("flags") and NATIVE_BF16_FLAGS & set(line.split()) for line in f)
-    except OSError:  # not Linux: no way to tell, so no
-        return False
 
 
 def precision_policy(setting: str, capability: tuple[int, int] | None, cpu_bf16: bool = False) -> str:
