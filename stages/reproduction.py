@@ -43,6 +43,12 @@ def budget_label(record: dict) -> str:
     return f"{record['budget']} ({run}, {record['train_seconds'] / 60:.0f} min)"
 
 
+def cost_label(record: dict) -> str:
+    """The model's size and compute, to set a variant's against its study model's: e.g. "0.49 M, 67 M"."""
+    metrics = record["metrics"]
+    return f"{metrics['parameters'] / 1e6:.2f} M, {metrics['flops'] / 1e6:,.0f} M"
+
+
 def score(record: dict) -> str:
     metrics = record["metrics"]
     text = pct(metrics.get("test_accuracy"))
@@ -74,6 +80,7 @@ def experiment_rows(params: config.Params, studies: config.Studies, records: dic
                     "longer": r["budget"] == "longer than the recipe",
                     "result": score(r),
                     "data": data_label(r),
+                    "cost": cost_label(r),
                     "budget": budget_label(r),
                 }
             )
@@ -93,6 +100,7 @@ def experiment_rows(params: config.Params, studies: config.Studies, records: dic
                     "longer": False,
                     "result": status,
                     "data": "",
+                    "cost": "",
                     "budget": "",
                 }
             )
@@ -146,12 +154,12 @@ def markdown(params: config.Params, studies: config.Studies, records: dict[str, 
         out += [
             f"## {study}: {info.title} ({info.report})",
             "",
-            "| experiment | kind | record | data | budget | test accuracy | claimed |",
-            "|---|---|---|---|---|---|---|",
+            "| experiment | kind | record | data | parameters, FLOPs per image | budget | test accuracy | claimed |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in (r for r in rows if r["study"] == study):
             out.append(
-                f"| {r['experiment']} | {r['kind']} | {r['record'] or '–'} | {r['data'] or '–'} | "
+                f"| {r['experiment']} | {r['kind']} | {r['record'] or '–'} | {r['data'] or '–'} | {r['cost'] or '–'} | "
                 f"{r['budget'] or '–'} | {r['result']} | {pct(r['claimed'])} |"
             )
         out.append("")

@@ -60,7 +60,12 @@ def real_run(tmp_path, monkeypatch):
         },
         "data/prepared/objects8/meta.json": {"counts": {"train": 9, "val": 1, "test": 4}, "classes": list("abcdefgh")},
         "models/objects8_cnn/summary.json": {"epochs_run": 2, "train_seconds": 120.0},
-        "reports/experiments/objects8_cnn/metrics.json": {"test_accuracy": 0.75, "test_loss": 0.7},
+        "reports/experiments/objects8_cnn/metrics.json": {
+            "test_accuracy": 0.75,
+            "test_loss": 0.7,
+            "parameters": 598392,
+            "flops": 252178944,
+        },
         "reports/experiments/objects8_cnn/details.json": {"train_seconds": 120.0},
     }
     for path, content in files.items():
@@ -90,6 +95,7 @@ def test_rows_mark_partial_and_not_reproducible(real_run):
     rows = reproduction.experiment_rows(params, studies, {"objects8_cnn": r})
     row = next(x for x in rows if x["experiment"] == "objects8_cnn")
     assert row["partial"] and row["budget"].startswith("partial (2 of 10 epochs")
+    assert row["cost"] == "0.60 M, 252 M"  # parameters and FLOPs per image, from the run's metrics
     transfer = next(x for x in rows if x["experiment"] == "cifar_rgb_transfer")
     assert transfer["result"].startswith("not reproducible here: needs ImageNet weights")
     summary = "\n".join(reproduction.summary_rows(params, studies, rows))
