@@ -113,7 +113,8 @@ def best_run(rows: list[dict], kind: str) -> str:
     runs = [r for r in rows if r["kind"] == kind and r["ours"] is not None and not r["longer"]]
     top = max(runs, key=lambda r: r["ours"], default=None)
     if top is None:
-        return "no record yet"
+        of_kind = [r for r in rows if r["kind"] == kind]
+        return "not reproducible here" if of_kind and all(r["closed"] for r in of_kind) else "no record yet"
     return f"{top['result']} ({top['record']}{', partial' if top['partial'] else ''})"
 
 

@@ -100,6 +100,11 @@ def test_rows_mark_partial_and_not_reproducible(real_run):
     assert transfer["result"].startswith("not reproducible here: needs ImageNet weights")
     summary = "\n".join(reproduction.summary_rows(params, studies, rows))
     assert "| objects8 | 71.8 % (objects8_cnn) | 75.0 % (objects8_cnn, partial) | no record yet |" in summary
+    # natural's one study model needs ImageNet weights: its column says so, not "no record yet"
+    assert (
+        "| natural | 95.8 % (natural_resnet50, not reproducible here) | not reproducible here | no record yet |"
+        in summary
+    )
 
 
 def test_a_run_longer_than_the_recipe_is_labelled_and_kept_out_of_the_summary(real_run):
