@@ -89,7 +89,7 @@ def raw_sha256(folder: Path) -> dict[str, str] | None:
 
 
 def budget_kind(budget: int, recipe: int) -> str:
-    """ "partial" below the recipe's epochs; "longer than the recipe" above (e.g. a ceiling run)."""
+    """The record's budget: the recipe's epochs, fewer ("partial") or more (e.g. a ceiling run)."""
     if budget == recipe:
         return "full recipe"
     return "partial" if budget < recipe else "longer than the recipe"
