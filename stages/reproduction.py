@@ -2,14 +2,17 @@
 
 Every experiment of every study gets a row: a record's numbers (the full recipe, partial with
 the epochs run, or longer than the recipe: a ceiling run), "not reproducible here" with the reason
-from studies.yaml, or "no real-data record yet". The summary table at the top (one row per study:
-the best claim, our best run of the study's own models, our best variant, each within its recipe's
-budget) is the one the README shows; a test keeps the two equal.
+from studies.yaml, or "no real-data record yet". Records of one run repeated at other seeds (same
+params but the seed, same data, same epochs) share a row: their mean, spread and each seed's number.
+The summary table at the top (one row per study: the best claim, our best run of the study's own
+models, our best variant, each within its recipe's budget) is the one the README shows; a test keeps
+the two equal.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -57,8 +60,62 @@ def score(record: dict) -> str:
     return text
 
 
+def record_seed(record: dict) -> int:
+    """The seed a record's run trained with: its experiment's own, else the top-level one."""
+    seed = record["params"]["experiment"].get("seed")
+    return record["params"]["seed"] if seed is None else seed
+
+
+def _run_key(record: dict) -> str:
+    """What makes two records the same run but for the seed."""
+    experiment = {k: v for k, v in record["params"]["experiment"].items() if k != "seed"}
+    params = {**record["params"], "seed": None, "experiment": experiment}
+    return json.dumps([record["experiment"], params, record["data"]["sha256"], record["epochs"]], sort_keys=True)
+
+
+def seed_groups(records: dict[str, dict]) -> list[dict[str, dict]]:
+    """``records`` grouped into runs that differ only in their seed, each group in seed order."""
+    groups: dict[str, dict[str, dict]] = {}
+    for name, r in records.items():
+        groups.setdefault(_run_key(r), {})[name] = r
+    return [dict(sorted(g.items(), key=lambda item: record_seed(item[1]))) for g in groups.values()]
+
+
+def mean_record(group: dict[str, dict]) -> dict:
+    """One record standing for a seed group: its first record with the metrics and train time averaged."""
+    rs = list(group.values())
+    metrics = {
+        k: statistics.fmean(r["metrics"][k] for r in rs)
+        for k in ("test_accuracy", "test_mean_iou")
+        if all(k in r["metrics"] for r in rs)
+    }
+    return {
+        **rs[0],
+        "metrics": {**rs[0]["metrics"], **metrics},
+        "train_seconds": statistics.fmean(r["train_seconds"] for r in rs),
+    }
+
+
+def seed_spread(group: dict[str, dict]) -> float:
+    """The standard deviation of a seed group's test accuracy (0 for one record)."""
+    accuracies = [r["metrics"]["test_accuracy"] for r in group.values()]
+    return statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
+
+
+def group_result(group: dict[str, dict]) -> str:
+    """A record's score; for several seeds their mean, standard deviation and each seed's score."""
+    if len(group) == 1:
+        return score(next(iter(group.values())))
+    each = "; ".join(f"seed {record_seed(r)}: {score(r)}" for r in group.values())
+    return (
+        f"{score(mean_record(group))} mean of {len(group)} seeds, standard deviation "
+        f"{100 * seed_spread(group):.2f} points ({each})"
+    )
+
+
 def experiment_rows(params: config.Params, studies: config.Studies, records: dict[str, dict]) -> list[dict]:
-    """One row per record, and one per experiment without a record, in params.yaml's order."""
+    """One row per record (or seed group of records), and one per experiment without a record, in
+    params.yaml's order."""
     rows = []
     for name, exp in params.experiments.items():
         notes = studies.experiments.get(name, config.ExperimentNotes())
@@ -69,19 +126,22 @@ def experiment_rows(params: config.Params, studies: config.Studies, records: dic
             "claimed": notes.claimed.get("test_accuracy"),
             "closed": False,  # not reproducible here, and no record says otherwise
         }
-        mine = {k: r for k, r in records.items() if r["experiment"] == name}
-        for record_name, r in mine.items():
+        mine = seed_groups({k: r for k, r in records.items() if r["experiment"] == name})
+        for group in mine:
+            r = mean_record(group)
             rows.append(
                 {
                     **base,
-                    "record": record_name,
+                    "record": ", ".join(group),
                     "ours": r["metrics"].get("test_accuracy"),
+                    "seeds": len(group),
+                    "spread": seed_spread(group),
                     "partial": r["budget"] == "partial",
                     "longer": r["budget"] == "longer than the recipe",
-                    "result": score(r),
+                    "result": group_result(group),
                     "data": data_label(r),
                     "cost": cost_label(r),
-                    "budget": budget_label(r),
+                    "budget": budget_label(r) + (", mean" if len(group) > 1 else ""),
                 }
             )
         if not mine:
@@ -96,6 +156,8 @@ def experiment_rows(params: config.Params, studies: config.Studies, records: dic
                     "closed": bool(notes.not_reproducible_here),
                     "record": "",
                     "ours": None,
+                    "seeds": 0,
+                    "spread": 0.0,
                     "partial": False,
                     "longer": False,
                     "result": status,
@@ -115,7 +177,10 @@ def best_run(rows: list[dict], kind: str) -> str:
     if top is None:
         of_kind = [r for r in rows if r["kind"] == kind]
         return "not reproducible here" if of_kind and all(r["closed"] for r in of_kind) else "no record yet"
-    return f"{top['result']} ({top['record']}{', partial' if top['partial'] else ''})"
+    partial = ", partial" if top["partial"] else ""
+    if top["seeds"] > 1:  # the mean, not every seed's number: the study's table below has those
+        return f"{pct(top['ours'])}, mean of {top['seeds']} seeds ({top['experiment']}{partial})"
+    return f"{top['result']} ({top['record']}{partial})"
 
 
 def summary_rows(params: config.Params, studies: config.Studies, rows: list[dict]) -> list[str]:
@@ -200,13 +265,14 @@ def curves(records: dict[str, dict]) -> list[str]:
 
 
 def figure(rows: list[dict], path: Path) -> None:
-    """Claimed against ours per record; partial runs hatched."""
+    """Claimed against ours per record (a seed group: its mean and standard deviation); partial runs hatched."""
     done = [r for r in rows if r["ours"] is not None]
     fig, ax = plots.plt.subplots(figsize=(7, 0.35 * len(done) + 1.5))
     ys = range(len(done))
     ax.barh(
         list(ys),
         [r["ours"] for r in done],
+        xerr=[r["spread"] for r in done],  # one standard deviation over seeds; none for a single run
         color="tab:blue",
         hatch=[("//" if r["partial"] else "") for r in done],
         label="ours (hatched: partial budget)",

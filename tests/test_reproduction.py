@@ -142,3 +142,31 @@ def test_curves_show_each_records_held_out_accuracy_per_epoch():
     records["long"]["curve"]["eval_accuracy"].append(0.41)  # 41 epochs, every 3rd: counted back from the last
     assert "| validation | every 3 epochs: 2.0, 5.0," in "\n".join(reproduction.curves(records))
     assert "\n".join(reproduction.curves(records)).endswith("38.0, 41.0 |\n")
+
+
+def test_runs_repeated_at_other_seeds_share_a_row_with_their_mean_and_spread(real_run):
+    """Same params but the seed: one row, the mean, the standard deviation and each seed's number; the
+    summary quotes the mean. A run with other epochs keeps its own row."""
+    params = config.load()
+    studies = config.load_studies(params, REPO / "studies.yaml")
+    records = {}
+    for seed, accuracy in ((None, 0.75), (1, 0.77), (2, 0.76)):
+        params.experiments["objects8_cnn"].seed = seed
+        Path("reports/experiments/objects8_cnn/metrics.json").write_text(
+            json.dumps({"test_accuracy": accuracy, "parameters": 598392, "flops": 252178944})
+        )
+        records[f"objects8_cnn-seed{seed}"] = record.build_record(params, "objects8_cnn")
+    params.experiments["objects8_cnn"].epochs = 3
+    records["objects8_cnn-3epochs"] = record.build_record(params, "objects8_cnn")
+    rows = [r for r in reproduction.experiment_rows(params, studies, records) if r["experiment"] == "objects8_cnn"]
+    assert [r["record"] for r in rows] == [
+        "objects8_cnn-seed1, objects8_cnn-seed2, objects8_cnn-seedNone",  # seed order: 1, 2, then 42
+        "objects8_cnn-3epochs",
+    ]
+    assert rows[0]["ours"] == pytest.approx(0.76) and rows[0]["spread"] == pytest.approx(0.01)
+    assert rows[0]["result"] == (
+        "76.0 % mean of 3 seeds, standard deviation 1.00 points (seed 1: 77.0 %; seed 2: 76.0 %; seed 42: 75.0 %)"
+    )
+    assert rows[0]["budget"].endswith(", mean") and rows[1]["seeds"] == 1
+    summary = "\n".join(reproduction.summary_rows(params, studies, rows))
+    assert "| objects8 | 71.8 % (objects8_cnn) | 76.0 %, mean of 3 seeds (objects8_cnn, partial) |" in summary
