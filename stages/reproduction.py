@@ -288,7 +288,8 @@ def figure(rows: list[dict], path: Path) -> None:
             zorder=3,
             label="claimed by the report",
         )
-    ax.set_yticks(list(ys), [r["record"] for r in done])
+    labels = [f"{r['experiment']} ({r['seeds']} seeds)" if r["seeds"] > 1 else r["record"] for r in done]
+    ax.set_yticks(list(ys), labels)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel("test accuracy on real data")
