@@ -102,15 +102,13 @@ def seed_spread(group: dict[str, dict]) -> float:
     return statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
 
 
-def group_result(group: dict[str, dict]) -> str:
-    """A record's score; for several seeds their mean, standard deviation and each seed's score."""
+def group_result(group: dict[str, dict], mean: dict, spread: float) -> str:
+    """A record's score; for several seeds their mean, standard deviation (``mean_record``, ``seed_spread``)
+    and each seed's score."""
     if len(group) == 1:
-        return score(next(iter(group.values())))
+        return score(mean)
     each = "; ".join(f"seed {record_seed(r)}: {score(r)}" for r in group.values())
-    return (
-        f"{score(mean_record(group))} mean of {len(group)} seeds, standard deviation "
-        f"{100 * seed_spread(group):.2f} points ({each})"
-    )
+    return f"{score(mean)} mean of {len(group)} seeds, standard deviation {100 * spread:.2f} points ({each})"
 
 
 def experiment_rows(params: config.Params, studies: config.Studies, records: dict[str, dict]) -> list[dict]:
@@ -128,17 +126,17 @@ def experiment_rows(params: config.Params, studies: config.Studies, records: dic
         }
         mine = seed_groups({k: r for k, r in records.items() if r["experiment"] == name})
         for group in mine:
-            r = mean_record(group)
+            r, spread = mean_record(group), seed_spread(group)
             rows.append(
                 {
                     **base,
                     "record": ", ".join(group),
                     "ours": r["metrics"].get("test_accuracy"),
                     "seeds": len(group),
-                    "spread": seed_spread(group),
+                    "spread": spread,
                     "partial": r["budget"] == "partial",
                     "longer": r["budget"] == "longer than the recipe",
-                    "result": group_result(group),
+                    "result": group_result(group, r, spread),
                     "data": data_label(r),
                     "cost": cost_label(r),
                     "budget": budget_label(r) + (", mean" if len(group) > 1 else ""),
