@@ -30,6 +30,7 @@ import numpy as np
 from stages.core.errors import DataError, PipelineError
 from stages.core.files import atomic_path
 from stages.core.paths import MODELS
+from stages.inference.model_file import load_model_file
 from stages.sources.readers.images import MAX_FILE_BYTES, read_image_files
 
 #: Images per ``model.predict`` call (one call per image costs ~0.15 s each on a CPU).
@@ -134,14 +135,12 @@ def mask_names(paths: list[Path]) -> list[str]:
 
 
 def load(experiment: str):
-    import keras
-
     model_file = MODELS / experiment / "model.keras"
     if not model_file.is_file():
         raise DataError(f"{model_file}: not found; run `dvc repro train@{experiment}` or `dvc pull` first")
     summary_file = MODELS / experiment / "summary.json"
     classes = json.loads(summary_file.read_text()).get("classes") if summary_file.is_file() else None
-    return keras.models.load_model(model_file, compile=False), classes
+    return load_model_file(model_file), classes  # pulled from a remote, maybe: checked before Keras reads it
 
 
 def predict(experiment: str, inputs: list[str], top_k: int = 3, out: Path = Path("predictions")) -> int:
