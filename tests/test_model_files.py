@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 
+from stages.inference.model_file import load_model_file
 from stages.models import MODELS, build, load_all
 from tests.test_models import SMALL
 
@@ -65,3 +66,15 @@ def test_saved_model_loads_without_the_project_and_predicts_the_same(loaded, nam
     assert name not in errors, errors.get(name)
     expected = np.load(folder / f"{name}.expected.npy")
     assert np.allclose(np.load(folder / f"{name}.out.npy"), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", SAVED)
+def test_saved_model_passes_the_untrusted_file_check_and_predicts_the_same(loaded, name):
+    """What predict does with a pulled model (stages/inference/model_file.py) accepts every model here."""
+    folder, _ = loaded
+    model = load_model_file(folder / f"{name}.keras")
+    x = np.load(folder / f"{name}.npy")
+    assert np.allclose(
+        np.asarray(model(x, training=False)), np.load(folder / f"{name}.expected.npy"), rtol=1e-5, atol=1e-6
+    )
+    keras.backend.clear_session()
