@@ -232,6 +232,8 @@ def main(name: str, *options: str) -> None:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(options)
+    if args.seed is not None and not 0 <= args.seed <= config.MAX_SEED:  # params.yaml's seeds: the schema's range
+        raise config.ConfigError(f"--seed {args.seed}: must be between 0 and {config.MAX_SEED}")
     if args.out is not None and not args.out.is_relative_to(MODELS):
         raise config.ConfigError(f"--out {args.out}: must be a folder under {MODELS}/")
     params = config.load()
