@@ -27,7 +27,7 @@ from stages.core.files import sha256
 from stages.core.machine import cpu_has_native_bf16
 from stages.core.paths import CHECKPOINTS, MODELS, PREPARED
 from stages.reporting.evaluation import evaluate, summary_line
-from stages.training.callbacks import claim_checkpoint, make_callbacks
+from stages.training.callbacks import claim_checkpoint, diverged, make_callbacks
 from stages.training.data import Splits, load_splits, read_meta
 from stages.training.hardware import distribution_strategy, gpu_capability, precision_policy
 from stages.training.losses import pixel_log_loss
@@ -132,9 +132,13 @@ def fine_tune(
     ), more
 
 
-def test_outputs(model: keras.Model, exp: config.Experiment, splits: Splits) -> tuple[dict, dict]:
+def test_outputs(
+    model: keras.Model, exp: config.Experiment, splits: Splits, name: str, target: Path
+) -> tuple[dict, dict]:
     """The test split's predictions, kept in the model folder: scoring (and re-scoring) needs only them."""
     probs, seconds = predict_test(model, splits.test, exp.tta_flip, exp.tta_shift)
+    if not np.isfinite(probs).all():  # weights ruined in the last steps, unseen by the loss checks (no val split)
+        raise diverged(name, target, "the trained model's test predictions are not finite")
     if not splits.segmentation:
         return {"test_probs.npy": probs}, {"test_seconds": round(seconds, 3)}
     # per-pixel probabilities are too big to keep: the predicted masks instead
@@ -206,7 +210,7 @@ def train(params: config.Params, name: str, *, seed: int | None = None, out: Pat
     seconds = time.perf_counter() - start
     if exp.callbacks.checkpoint and (ckpt_dir / "best.keras").is_file():
         model = keras.models.load_model(ckpt_dir / "best.keras")  # the study kept the best epoch, not the last
-    outputs, test_summary = test_outputs(model, exp, splits)
+    outputs, test_summary = test_outputs(model, exp, splits, name, target)
     summary = {
         "model": exp.model,
         **model_size(model),
