@@ -141,6 +141,41 @@ def test_killed_training_resumes_from_its_last_epoch(tmp_path):
     assert out.count("Epoch ") <= EPOCHS - done_before + 1, "resumed run repeated finished epochs"
 
 
+def test_ctrl_c_during_training_is_one_line_exit_130_and_keeps_the_checkpoint(tmp_path):
+    make_project(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stages.train", "tiny"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    backup, deadline = tmp_path / "checkpoints/tiny/backup", time.time() + 300
+    while not (backup.is_dir() and logged_epochs(tmp_path)) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be interrupted: make the test data larger"
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out[-2000:] + err[-3000:]
+    assert err.splitlines() == [
+        "interrupted: train@tiny stopped; the checkpoint in checkpoints/tiny/ is kept, run again to resume"
+    ]
+    assert backup.is_dir() and (tmp_path / "checkpoints/tiny/settings.json").is_file()
+    assert not (tmp_path / "models/tiny").exists()
+
+
+def test_the_interrupted_line_says_what_the_checkpoint_holds(tmp_path):
+    from stages.train import interrupted
+
+    ckpt = tmp_path / "checkpoints/x"
+    assert interrupted("x", ckpt, True) == "train@x stopped before its first epoch ended; run again to start over"
+    (ckpt / "backup_fine_tune").mkdir(parents=True)
+    assert interrupted("x", ckpt, True) == f"train@x stopped; the checkpoint in {ckpt}/ is kept, run again to resume"
+    assert interrupted("x", ckpt, False) == "train@x stopped; with resume: false the next run starts over"
+
+
 # `python -m stages.train` whose final write fails (a disk that fills up once training is over)
 FAILING_WRITE = """
 import sys
