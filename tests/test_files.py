@@ -13,6 +13,7 @@ import pytest
 from stages.core import files
 from stages.core.errors import DataError
 from stages.core.files import OutputError, atomic_path, load_npy, save_npy, write_json
+from tests.conftest import small_tmpfs
 
 
 def test_failed_block_keeps_the_old_folder_and_leaves_no_temporaries(tmp_path):
@@ -158,14 +159,8 @@ def test_other_errno_less_oserrors_are_not_taken_for_a_full_disk(tmp_path):
 
 @pytest.fixture
 def full_disk(tmp_path):
-    """A 1 MiB tmpfs (mount needs root, or the capability in a container: skips where it fails)."""
-    mount = tmp_path / "tmpfs"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+    with small_tmpfs(tmp_path / "tmpfs") as mount:
+        yield mount
 
 
 def test_a_real_full_disk_is_one_line_and_keeps_the_earlier_output(full_disk):
