@@ -23,11 +23,12 @@ import tensorflow as tf
 
 from stages import models
 from stages.core import config
+from stages.core.cli import on_interrupt
 from stages.core.files import sha256
 from stages.core.machine import cpu_has_native_bf16
 from stages.core.paths import CHECKPOINTS, MODELS, PREPARED
 from stages.reporting.evaluation import evaluate, summary_line
-from stages.training.callbacks import claim_checkpoint, make_callbacks
+from stages.training.callbacks import claim_checkpoint, diverged, make_callbacks
 from stages.training.data import Splits, load_splits, read_meta
 from stages.training.hardware import distribution_strategy, gpu_capability, precision_policy
 from stages.training.losses import pixel_log_loss
@@ -132,9 +133,13 @@ def fine_tune(
     ), more
 
 
-def test_outputs(model: keras.Model, exp: config.Experiment, splits: Splits) -> tuple[dict, dict]:
+def test_outputs(
+    model: keras.Model, exp: config.Experiment, splits: Splits, name: str, target: Path
+) -> tuple[dict, dict]:
     """The test split's predictions, kept in the model folder: scoring (and re-scoring) needs only them."""
     probs, seconds = predict_test(model, splits.test, exp.tta_flip, exp.tta_shift)
+    if not np.isfinite(probs).all():  # weights ruined in the last steps, unseen by the loss checks (no val split)
+        raise diverged(name, target, "the trained model's test predictions are not finite")
     if not splits.segmentation:
         return {"test_probs.npy": probs}, {"test_seconds": round(seconds, 3)}
     # per-pixel probabilities are too big to keep: the predicted masks instead
@@ -158,6 +163,20 @@ def run_settings(params: config.Params, exp: config.Experiment, batch_size: int,
     }
 
 
+def checkpoint_dir(name: str, out: Path | None = None) -> Path:
+    """Where a run of ``name`` (into ``out``: an ensemble member) keeps its epochs until its model is written."""
+    return CHECKPOINTS / (Path(out).relative_to(MODELS) if out is not None else name)
+
+
+def interrupted(name: str, ckpt_dir: Path, resume: bool) -> str:
+    """The line of a run stopped by Ctrl-C: what its checkpoint holds now, and what the next run does with it."""
+    if not any((ckpt_dir / backup).is_dir() for backup in ("backup", "backup_fine_tune")):
+        return f"train@{name} stopped before its first epoch ended; run again to start over"
+    if not resume:
+        return f"train@{name} stopped; with resume: false the next run starts over"
+    return f"train@{name} stopped; the checkpoint in {ckpt_dir}/ is kept, run again to resume"
+
+
 def train(params: config.Params, name: str, *, seed: int | None = None, out: Path | None = None) -> dict:
     """Train experiment ``name``; ``seed``/``out`` retrain it as another run (an ensemble member)
     into ``out`` (under models/), logging to the same path under reports/."""
@@ -174,7 +193,7 @@ def train(params: config.Params, name: str, *, seed: int | None = None, out: Pat
     strategy = distribution_strategy()
     with strategy.scope():  # before any data is read: a bad model_args value stops here
         model = build_model(name, exp, meta["image_shape"], len(meta["classes"]))
-    target, ckpt_dir = Path(out or MODELS / name), CHECKPOINTS / (run or name)
+    target, ckpt_dir = Path(out or MODELS / name), checkpoint_dir(name, out)
     check_writable(target.parent, ckpt_dir.parent)
     epochs, batch_size = config.effective_epochs(params, exp), config.effective_batch_size(params, exp)
     splits = load_splits(exp, meta, batch_size, seed)
@@ -206,7 +225,7 @@ def train(params: config.Params, name: str, *, seed: int | None = None, out: Pat
     seconds = time.perf_counter() - start
     if exp.callbacks.checkpoint and (ckpt_dir / "best.keras").is_file():
         model = keras.models.load_model(ckpt_dir / "best.keras")  # the study kept the best epoch, not the last
-    outputs, test_summary = test_outputs(model, exp, splits)
+    outputs, test_summary = test_outputs(model, exp, splits, name, target)
     summary = {
         "model": exp.model,
         **model_size(model),
@@ -232,11 +251,15 @@ def main(name: str, *options: str) -> None:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(options)
+    if args.seed is not None and not 0 <= args.seed <= config.MAX_SEED:  # params.yaml's seeds: the schema's range
+        raise config.ConfigError(f"--seed {args.seed}: must be between 0 and {config.MAX_SEED}")
     if args.out is not None and not args.out.is_relative_to(MODELS):
         raise config.ConfigError(f"--out {args.out}: must be a folder under {MODELS}/")
     params = config.load()
-    models.check_experiment(name, config.experiment(params, name))
-    summary = train(params, name, seed=args.seed, out=args.out)
+    exp = config.experiment(params, name)
+    models.check_experiment(name, exp)
+    with on_interrupt(lambda: interrupted(name, checkpoint_dir(name, args.out), exp.resume)):
+        summary = train(params, name, seed=args.seed, out=args.out)
     print(f"train@{name}: done, {summary['epochs_run']} epochs in {summary['train_seconds']} s")
     if args.out is None:  # an ensemble member is scored by its ensemble's vote instead
         print(f"train@{summary_line(name, evaluate(params, name))}")

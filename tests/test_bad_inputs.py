@@ -6,6 +6,7 @@ none of them trains: the stages must stop before any work.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ import pytest
 import yaml
 
 from stages.core.files import save_npy, write_json
-from tests.conftest import REPO
+from tests.conftest import REPO, small_tmpfs
 from tests.test_train import make_project
 
 
@@ -102,6 +103,41 @@ def bad_yaml(root: Path) -> None:
     (root / "params.yaml").write_text("profile: [\n")
 
 
+def good_run(root: Path) -> None:
+    """What a successful `train@tiny` left: a model folder and its scores, which a failed run must not touch."""
+    trained(root)
+    (root / "models/tiny/model.keras").write_bytes(b"the good model")
+    write_json(root / "reports/experiments/tiny/metrics.json", {"test_accuracy": 0.9})
+    write_json(root / "reports/experiments/tiny/details.json", {"train_seconds": 1.0})
+
+
+def tiny_setting(**settings) -> Callable[[Path], None]:
+    """After a good run, params.yaml's experiments.tiny with ``settings`` (optimizer: merged)."""
+
+    def mutate(params: dict) -> None:
+        tiny = params["experiments"]["tiny"]
+        tiny.update({key: value for key, value in settings.items() if key != "optimizer"})
+        tiny.setdefault("optimizer", {}).update(settings.get("optimizer", {}))
+
+    def setup(root: Path) -> None:
+        good_run(root)
+        edit_params(root, mutate)
+
+    return setup
+
+
+def top_level(**settings) -> Callable[[Path], None]:
+    def setup(root: Path) -> None:
+        good_run(root)
+        edit_params(root, lambda p: p.update(settings))
+
+    return setup
+
+
+def download_timeout(value: float) -> Callable[[Path], None]:
+    return lambda root: edit_params(root, lambda p: p["data"].update(download_timeout=value))
+
+
 CASES = [
     # (id, stage and words, setup, what the one line says)
     ("train-model-args", ["train", "tiny"], bad_model_args, "params.yaml: experiments.tiny.model_args:"),
@@ -125,20 +161,91 @@ CASES = [
     ("bad-yaml", ["download", "cifar10"], bad_yaml, "not valid YAML"),
     ("usage", ["prepare", "a", "b"], None, "usage: python -m stages.prepare <name>"),
     ("evaluate-nothing", ["evaluate"], None, "name one or more experiments of params.yaml"),
+    (
+        "train-inf-learning-rate",
+        ["train", "tiny"],
+        tiny_setting(optimizer={"learning_rate": math.inf}),
+        "params.yaml: experiments.tiny.optimizer.learning_rate: Input should be a finite number (got inf)",
+    ),
+    (
+        "train-nan-label-smoothing",
+        ["train", "tiny"],
+        tiny_setting(label_smoothing=math.nan),
+        "params.yaml: experiments.tiny.label_smoothing: Input should be a finite number (got nan)",
+    ),
+    (
+        "download-inf-timeout",
+        ["download", "cifar10"],
+        download_timeout(-math.inf),
+        "params.yaml: data.download_timeout: Input should be a finite number (got -inf)",
+    ),
+    (  # a finite rate whose first step overflows float32 (through the model's L1L2 penalty)
+        "train-diverges",
+        ["train", "tiny"],
+        tiny_setting(model="cifar_gray_grid", batch_size=4, optimizer={"name": "sgd", "learning_rate": 1e30}),
+        "train@tiny: the training loss became nan in epoch 1, step 2, at learning rate 1e+30; stopped, nothing "
+        "written (models/tiny/ is left as it was): lower the learning rate in params.yaml's experiments.tiny",
+    ),
+    (
+        "train-seed-too-big",
+        ["train", "tiny"],
+        top_level(seed=2**32),
+        "params.yaml: seed: Input should be less than or equal to 4294967295 (got 4294967296)",
+    ),
+    (
+        "train-experiment-seed-negative",
+        ["train", "tiny"],
+        tiny_setting(seed=-1),
+        "params.yaml: experiments.tiny.seed: Input should be greater than or equal to 0 (got -1)",
+    ),
+    (
+        "train-seed-option",
+        ["train", "tiny", "--seed", str(2**32)],
+        good_run,
+        "--seed 4294967296: must be between 0 and 4294967295",
+    ),
+    (
+        "prepare-seed-too-big",
+        ["prepare", "tiny"],
+        top_level(seed=2**32),
+        "params.yaml: seed: Input should be less than or equal to 4294967295 (got 4294967296)",
+    ),
 ]
+TRAINS = {"train-diverges"}  # its bad input shows only once training has started
 
 
-def run_case(root: Path, words: list[str], setup: Callable[[Path], None] | None) -> subprocess.CompletedProcess:
-    make_project(root, n=20, epochs=1)
-    if setup is not None:
-        setup(root)
+def outputs(root: Path) -> dict[str, bytes]:
+    """The files of models/ and reports/ (but dvclive's per-epoch logs, which a training run restarts)."""
+    found = [p for top in ("models", "reports") for p in (root / top, *(root / top).rglob("*")) if p.is_file()]
+    paths = [p.relative_to(root) for p in found]
+    return {
+        str(p): (root / p).read_bytes()
+        for p in paths
+        if p.parts[:2] != ("reports", "experiments") or p.parts[3:4] != ("train",)
+    }
+
+
+def run_stage(root: Path, words: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", f"stages.{words[0]}", *words[1:]]
     return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=180)
 
 
+def run_case(
+    root: Path, words: list[str], setup: Callable[[Path], None] | None
+) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """The run, and the files of models/ or reports/ it changed (a failed run must leave them as they were)."""
+    make_project(root, n=20, epochs=1)
+    if setup is not None:
+        setup(root)
+    before = outputs(root)
+    done = run_stage(root, words)
+    after = outputs(root)
+    return done, sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+
+
 @pytest.fixture(scope="module")
-def results(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
+def results(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, list[str]]]:
     """Every case's run, several at a time: each is mostly the start-up of Python and its imports."""
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
         futures = {
@@ -152,12 +259,35 @@ def results(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
     ("case_id", "words", "expected"), [(c[0], c[1], c[3]) for c in CASES], ids=[c[0] for c in CASES]
 )
 def test_bad_input_ends_in_one_line(results, case_id, words, expected):
-    done = results[case_id]
+    done, changed = results[case_id]
     assert done.returncode in (1, 2), done.stdout[-2000:] + done.stderr[-2000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     lines = [line for line in done.stderr.splitlines() if line.startswith(("error:", "usage:"))]
     assert len(lines) == 1, done.stderr[-2000:]
     assert expected in lines[0]
     assert done.returncode == (2 if lines[0].startswith("usage:") else 1)
-    if words[0] == "train":
+    if words[0] == "train" and case_id not in TRAINS:
         assert "Epoch " not in done.stdout, "a bad input must stop training before the first epoch"
+    assert changed == [], "a failed run changed earlier outputs"
+
+
+def test_prepare_on_a_full_disk_is_one_line_and_keeps_the_earlier_output(tmp_path):
+    """numpy's write to a full disk raises an OSError without errno: still one line naming the file."""
+    make_project(tmp_path, n=20, epochs=1)  # its data/prepared/tiny: the earlier output
+    # the embedded sample of cifar10, kept in colour: 540 training images of 32x32x3 (1.6 MB) for a 1 MiB disk
+    edit_params(tmp_path, lambda p: (p.update(profile="embedded"), p["datasets"]["tiny"].update(color="rgb")))
+    for words in (["download", "cifar10"], ["extract", "cifar10"]):
+        assert run_stage(tmp_path, words).returncode == 0
+    prepared = tmp_path / "data/prepared"
+    shutil.move(prepared, tmp_path / "earlier")
+    with small_tmpfs(prepared):
+        shutil.copytree(tmp_path / "earlier/tiny", prepared / "tiny")
+        before = {p.name: p.read_bytes() for p in (prepared / "tiny").iterdir()}
+        done = run_stage(tmp_path, ["prepare", "tiny"])
+        assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-3000:]
+        assert done.stderr.splitlines() == [
+            "error: cannot write data/prepared/tiny/x_train.npy: No space left on device "
+            "(earlier outputs are left as they were)"
+        ]
+        assert {p.name: p.read_bytes() for p in (prepared / "tiny").iterdir()} == before
+        assert [p.name for p in prepared.iterdir()] == ["tiny"], "a temporary was left on the full disk"

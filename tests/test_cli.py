@@ -134,6 +134,32 @@ def test_run_binds_words_and_reports_errors(capsys):
     assert capsys.readouterr().err == f"usage: {PROG} <name> [<seed>]\n"
 
 
+def _interrupted(name: str, where: str = "") -> None:
+    """Stopped by Ctrl-C, inside zero, one or two blocks that say what they keep."""
+    if not where:
+        raise KeyboardInterrupt
+    with cli.on_interrupt(lambda: "outer note"):
+        if where == "outer":
+            raise KeyboardInterrupt
+        with cli.on_interrupt(lambda: f"{name} stopped; the checkpoint is kept"):
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(
+    ("where", "line"),
+    [
+        ("", f"interrupted: {PROG} x stopped; no output is half-written, run it again"),
+        ("outer", "interrupted: outer note"),
+        ("inner", "interrupted: x stopped; the checkpoint is kept"),  # the innermost block knows most
+    ],
+)
+def test_ctrl_c_is_one_line_and_exit_130(capsys, where, line):
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(_interrupted, ["x", where] if where else ["x"])
+    assert exit_.value.code == 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
+    assert capsys.readouterr().err == line + "\n"
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["-h"], ["x", "--help"], ["--help", "x", "y", "z"]])
 def test_run_answers_help_without_running(argv, capsys):
     with pytest.raises(SystemExit) as exit_:

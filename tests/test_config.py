@@ -1,5 +1,6 @@
 """params.yaml validation: every mistake is one line naming the parameter, before any work."""
 
+import math
 import re
 from pathlib import Path
 
@@ -147,6 +148,50 @@ def test_yaml_integers_still_load_as_integers(tmp_path):
     )
     exp = params.experiments["objects8_cnn"]
     assert (exp.epochs, exp.seed, exp.label_smoothing) == (7, 3, 0.0) and type(exp.epochs) is int
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (
+            lambda d: d["experiments"]["objects8_cnn"].setdefault("optimizer", {}).update(learning_rate=math.inf),
+            "experiments.objects8_cnn.optimizer.learning_rate: Input should be a finite number (got inf)",
+        ),
+        (
+            lambda d: d["experiments"]["objects8_cnn"].update(label_smoothing=math.nan),
+            "experiments.objects8_cnn.label_smoothing: Input should be a finite number (got nan)",
+        ),
+        (
+            lambda d: d["data"].update(download_timeout=-math.inf),
+            "data.download_timeout: Input should be a finite number (got -inf)",
+        ),
+        (  # an experiment's settings merged from its study's defaults are checked as its own
+            lambda d: d["study_defaults"].update(objects8={"optimizer": {"name": "adam", "learning_rate": math.inf}}),
+            "experiments.objects8_cnn.optimizer.learning_rate: Input should be a finite number (got inf)",
+        ),
+        (lambda d: d.update(seed=2**32), "seed: Input should be less than or equal to 4294967295 (got 4294967296)"),
+        (lambda d: d.update(seed=-1), "seed: Input should be greater than or equal to 0 (got -1)"),
+        (lambda d: d["experiments"]["objects8_cnn"].update(seed=2**40), "experiments.objects8_cnn.seed: Input should"),
+        (
+            lambda d: d["ensemble_members"]["gray28_tuned-1"].update(seed=-3),
+            "ensemble_members.gray28_tuned-1.seed: Input should be greater than or equal to 0",
+        ),
+    ],
+)
+def test_non_finite_floats_and_seeds_out_of_range_are_refused(tmp_path, mutate, expected):
+    """YAML's .inf and .nan pass `gt=0` (an infinite learning rate trains a NaN model); numpy's and
+    scikit-learn's seeds are 0..2**32 - 1."""
+    with pytest.raises(ConfigError) as err:
+        config.load(write(tmp_path, mutate))
+    assert str(err.value).startswith(f"{tmp_path / 'params.yaml'}: ") and expected in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_seeds_at_the_ends_of_the_range_are_taken(tmp_path):
+    params = config.load(
+        write(tmp_path, lambda d: (d.update(seed=0), d["experiments"]["objects8_cnn"].update(seed=2**32 - 1)))
+    )
+    assert (params.seed, params.experiments["objects8_cnn"].seed) == (0, config.MAX_SEED)
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ import pytest
 from stages.core import files
 from stages.core.errors import DataError
 from stages.core.files import OutputError, atomic_path, load_npy, save_npy, write_json
+from tests.conftest import small_tmpfs
 
 
 def test_failed_block_keeps_the_old_folder_and_leaves_no_temporaries(tmp_path):
@@ -108,3 +109,88 @@ def test_kill_9_leaves_a_temporary_that_a_rerun_removes(tmp_path):
     with atomic_path(target, is_dir=True) as tmp:
         (tmp / "x.npy").write_text("complete")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]
+
+
+def _prepared_like(target: Path, array: np.ndarray) -> None:
+    """What `prepare` does: arrays written one by one into an atomic folder."""
+    with atomic_path(target, is_dir=True) as tmp:
+        save_npy(tmp / "x_train.npy", array)
+        write_json(tmp / "meta.json", {"complete": True})
+
+
+def _earlier_output(target: Path) -> dict[str, bytes]:
+    _prepared_like(target, np.arange(5, dtype=np.uint8))
+    return {p.name: p.read_bytes() for p in target.iterdir()}
+
+
+@pytest.mark.parametrize(
+    ("free_blocks", "reason"),
+    [(0, "No space left on device"), (100, "the write stopped short (2000000 requested and 1048448 written)")],
+)
+def test_numpys_short_write_is_one_line_naming_the_file(tmp_path, monkeypatch, free_blocks, reason):
+    """np.save on a full disk: numpy reports fwrite's short count as an OSError without errno."""
+    target = tmp_path / "prepared"
+    before = _earlier_output(target)
+    real_statvfs = os.statvfs
+
+    def short_write(fh, array, **kwargs):
+        fh.write(b"\x93NUMPY partial")
+        raise OSError("2000000 requested and 1048448 written")
+
+    def statvfs(path):
+        stat = real_statvfs(path)
+        return os.statvfs_result((*stat[:4], free_blocks, *stat[5:]))  # f_bavail
+
+    monkeypatch.setattr(files.np, "save", short_write)
+    monkeypatch.setattr(files.os, "statvfs", statvfs)
+    with pytest.raises(OutputError) as err:
+        _prepared_like(target, np.zeros(2_000_000, np.uint8))
+    # named by its final path, not the temporary folder it was being written into
+    assert str(err.value) == f"cannot write {target}/x_train.npy: {reason} (earlier outputs are left as they were)"
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["prepared"], "a temporary was left behind"
+
+
+def test_other_errno_less_oserrors_are_not_taken_for_a_full_disk(tmp_path):
+    with pytest.raises(OSError, match="cannot identify image") as err, atomic_path(tmp_path / "x.npy"):
+        raise OSError("cannot identify image file")  # PIL's, inside a block: a read failure, not a write failure
+    assert not isinstance(err.value, OutputError)
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    with small_tmpfs(tmp_path / "tmpfs") as mount:
+        yield mount
+
+
+def test_a_real_full_disk_is_one_line_and_keeps_the_earlier_output(full_disk):
+    target = full_disk / "prepared"
+    before = _earlier_output(target)
+    with pytest.raises(OutputError) as err:
+        _prepared_like(target, np.zeros(2_000_000, np.uint8))  # twice the disk
+    assert str(err.value) == (
+        f"cannot write {target}/x_train.npy: No space left on device (earlier outputs are left as they were)"
+    )
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert [p.name for p in full_disk.iterdir()] == ["prepared"], "a temporary was left behind"
+
+
+def test_ctrl_c_between_the_folder_renames_puts_the_earlier_folder_back(tmp_path, monkeypatch):
+    """Replacing a folder takes two renames (the old one aside, the new one in): stopped between them,
+    the old one must not be deleted with the temporary."""
+    target = tmp_path / "prepared"
+    before = _earlier_output(target)
+    real_replace, calls = os.replace, []
+
+    def interrupted_second_rename(src, dst):
+        calls.append(Path(dst).name)
+        if calls == [".old", "prepared"]:  # the new folder's rename, after the old one's
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", interrupted_second_rename)
+    with pytest.raises(KeyboardInterrupt), atomic_path(target, is_dir=True) as tmp:
+        (tmp / "x_train.npy").write_text("new")
+    assert calls[:2] == [".old", "prepared"], calls
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["prepared"]

@@ -141,6 +141,41 @@ def test_killed_training_resumes_from_its_last_epoch(tmp_path):
     assert out.count("Epoch ") <= EPOCHS - done_before + 1, "resumed run repeated finished epochs"
 
 
+def test_ctrl_c_during_training_is_one_line_exit_130_and_keeps_the_checkpoint(tmp_path):
+    make_project(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stages.train", "tiny"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    backup, deadline = tmp_path / "checkpoints/tiny/backup", time.time() + 300
+    while not (backup.is_dir() and logged_epochs(tmp_path)) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be interrupted: make the test data larger"
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out[-2000:] + err[-3000:]
+    assert err.splitlines() == [
+        "interrupted: train@tiny stopped; the checkpoint in checkpoints/tiny/ is kept, run again to resume"
+    ]
+    assert backup.is_dir() and (tmp_path / "checkpoints/tiny/settings.json").is_file()
+    assert not (tmp_path / "models/tiny").exists()
+
+
+def test_the_interrupted_line_says_what_the_checkpoint_holds(tmp_path):
+    from stages.train import interrupted
+
+    ckpt = tmp_path / "checkpoints/x"
+    assert interrupted("x", ckpt, True) == "train@x stopped before its first epoch ended; run again to start over"
+    (ckpt / "backup_fine_tune").mkdir(parents=True)
+    assert interrupted("x", ckpt, True) == f"train@x stopped; the checkpoint in {ckpt}/ is kept, run again to resume"
+    assert interrupted("x", ckpt, False) == "train@x stopped; with resume: false the next run starts over"
+
+
 # `python -m stages.train` whose final write fails (a disk that fills up once training is over)
 FAILING_WRITE = """
 import sys
@@ -529,3 +564,78 @@ def test_ema_momentum_gives_keras_weight_averaging():
     opt = make_optimizer(config.Optimizer(name="sgd", learning_rate=0.1, momentum=0.9, ema_momentum=0.95), 2, 10)
     assert opt.use_ema and opt.ema_momentum == 0.95
     assert not make_optimizer(config.Optimizer(name="sgd", learning_rate=0.1), 2, 10).use_ema
+
+
+def _dense_model(learning_rate: float = 0.1):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(keras.optimizers.SGD(learning_rate), "sparse_categorical_crossentropy")
+    return model
+
+
+def test_a_non_finite_loss_stops_before_the_backup_saves_the_epoch(tmp_path):
+    """The step whose loss is inf raises the project's error at once: the epoch's later callbacks (the
+    backup) never see the ruined weights, so the backup keeps the last finite epoch."""
+    import keras
+
+    from stages.core.errors import PipelineError
+    from stages.training.callbacks import StopOnNonFiniteLoss
+
+    x, y = np.ones((40, 2), np.float32), np.zeros(40, np.int64)
+    backup = tmp_path / "backup"
+
+    def callbacks():
+        return [
+            StopOnNonFiniteLoss("tiny", Path("models/tiny")),
+            keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False),
+        ]
+
+    model = _dense_model()
+    model.fit(x, y, batch_size=10, epochs=1, shuffle=False, verbose=0, callbacks=callbacks())
+    saved = {p.name: p.read_bytes() for p in backup.iterdir()}
+    x[25] = np.inf  # the third step of the next epoch
+    with pytest.raises(PipelineError) as err:
+        model.fit(x, y, batch_size=10, initial_epoch=1, epochs=2, shuffle=False, verbose=0, callbacks=callbacks())
+    assert str(err.value) == (
+        "train@tiny: the training loss became nan in epoch 2, step 3, at learning rate 0.1; stopped, nothing "
+        "written (models/tiny/ is left as it was): lower the learning rate in params.yaml's experiments.tiny"
+    )
+    assert {p.name: p.read_bytes() for p in backup.iterdir()} == saved, "the backup took the ruined epoch"
+
+
+def test_a_non_finite_validation_loss_stops_at_the_epochs_end():
+    """A single step (or an epoch's last) can ruin the weights without any training loss showing it."""
+    from stages.core.errors import PipelineError
+    from stages.training.callbacks import StopOnNonFiniteLoss
+
+    x, y = np.ones((10, 2), np.float32), np.zeros(10, np.int64)
+    x_val = x.copy()
+    x_val[3] = np.nan
+    with pytest.raises(PipelineError, match=r"^train@tiny: the validation loss became nan after epoch 1, at learning"):
+        _dense_model().fit(
+            x, y, validation_data=(x_val, y), verbose=0, callbacks=[StopOnNonFiniteLoss("tiny", Path("models/tiny"))]
+        )
+
+
+def test_a_model_with_non_finite_predictions_is_not_written(tmp_path):
+    """The last check before writing: without a validation split, the last steps' damage shows only here."""
+    import tensorflow as tf
+
+    from stages.core import config
+    from stages.core.errors import PipelineError
+    from stages.train import test_outputs
+    from stages.training.data import Splits
+
+    model = _dense_model()
+    model.layers[0].kernel.assign(np.full((2, 2), np.nan, np.float32))
+    x, y = np.ones((4, 2), np.float32), np.zeros(4, np.int64)
+    test = tf.data.Dataset.from_tensor_slices((x, y)).batch(2)
+    splits = Splits(
+        train=test, val=None, test=test, x_train=x, y_test=y, batch_size=2, one_hot=None, segmentation=False
+    )
+    exp = config.Experiment(study="s", dataset="d", model="m", epochs=1, batch_size=2)
+    with pytest.raises(PipelineError, match="test predictions are not finite; stopped, nothing written"):
+        test_outputs(model, exp, splits, "tiny", Path("models/tiny"))
+    assert not (tmp_path / "models").exists()

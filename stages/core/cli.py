@@ -3,15 +3,18 @@
 :func:`run` binds the command line's words to ``main``'s positional parameters, answers
 ``-h``/``--help`` itself (usage from ``main``'s signature, description from the module's and
 ``main``'s docstrings) without running anything, prints a usage line and exits 2 when words are
-missing or extra, and prints the project's own errors as one line (exit 1). A ``main(name, *options)``
-parses its options itself (argparse), so ``<name> --help`` is its own and lists them.
+missing or extra, and prints the project's own errors as one line (exit 1). Ctrl-C is one
+``interrupted:`` line too (exit 130, as a shell reports SIGINT), saying what the stage keeps when it
+said so with :func:`on_interrupt`. A ``main(name, *options)`` parses its options itself (argparse), so
+``<name> --help`` is its own and lists them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +71,22 @@ def _wants_help(main: Callable[..., Any], argv: list[str]) -> bool:
     return any(w in HELP_FLAGS for w in words)
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with the stage's own one line: what it keeps and how to go on."""
+
+
+@contextlib.contextmanager
+def on_interrupt(note: Callable[[], str]) -> Iterator[None]:
+    """Within the block, Ctrl-C ends the command with ``note()``'s line (called then, so that it can look
+    at what is on disk at that moment) instead of :func:`run`'s generic one."""
+    try:
+        yield
+    except Interrupted:
+        raise  # an inner block's note knows more
+    except KeyboardInterrupt:
+        raise Interrupted(note()) from None
+
+
 def run(main: Callable[..., Any], argv: list[str]) -> None:
     """Run ``main(*argv)`` as the command line of ``python -m stages.<module>`` (see the module docstring)."""
     if _wants_help(main, argv):
@@ -83,6 +102,14 @@ def run(main: Callable[..., Any], argv: list[str]) -> None:
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt as exc:
+        # every output goes through an atomic rename (stages/core/files.py): a stop leaves no half-written file
+        command = " ".join([program(main), *argv])
+        what = (
+            str(exc) if isinstance(exc, Interrupted) else f"{command} stopped; no output is half-written, run it again"
+        )
+        print(f"interrupted: {what}", file=sys.stderr)
+        sys.exit(130)
 
 
 def progress_bar(total: float | None, desc: str, *, unit: str = "it", enabled: bool = True) -> tqdm:

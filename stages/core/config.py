@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 from urllib.parse import urlparse
 
 import yaml
@@ -22,11 +22,17 @@ STUDIES_FILE = Path("studies.yaml")
 STUDY_MODELS = Path(__file__).parents[1] / "models" / "studies"  # one module per study: a dep of its train stages
 
 PositiveInt = Field(gt=0)
+# the widest seed every consumer takes: numpy's legacy seeding (keras.utils.set_random_seed) and
+# scikit-learn's random_state refuse anything outside 0..2**32 - 1
+MAX_SEED = 2**32 - 1
+Seed = Annotated[StrictInt, Field(ge=0, le=MAX_SEED)]
 
 
 class Strict(BaseModel):
-    # lax types, but numbers are StrictInt/StrictFloat: lax pydantic takes YAML's `true` as 1 (epochs: true)
-    model_config = ConfigDict(extra="forbid", strict=False)
+    # lax types, but numbers are StrictInt/StrictFloat: lax pydantic takes YAML's `true` as 1 (epochs: true).
+    # No float setting may be .inf or .nan: `gt=0` lets inf through, and a run trained at an infinite
+    # learning rate ends in NaN weights
+    model_config = ConfigDict(extra="forbid", strict=False, allow_inf_nan=False)
 
 
 class Profile(Strict):
@@ -200,7 +206,7 @@ class Experiment(Strict):
     augment_zoom: StrictFloat = Field(default=0.0, ge=0, lt=1)
     callbacks: Callbacks = Callbacks()
     fine_tune: FineTune | None = None  # transfer learning: a second phase after the first `epochs`
-    seed: StrictInt | None = None  # defaults to the top-level seed
+    seed: Seed | None = None  # defaults to the top-level seed
     resume: bool = True  # continue an interrupted run from its last completed epoch
     # Keras' compile(run_eagerly=True): no graph. For a few steps of a big model only: tracing ResNet50's
     # training, evaluation and prediction graphs takes a minute on 2 CPU cores, their steps seconds
@@ -234,12 +240,12 @@ class EnsembleMember(Strict):
     experiment: str  # these three repeat the ensemble's, for dvc.yaml (DVC cannot look them up)
     study: str
     dataset: str
-    seed: StrictInt
+    seed: Seed
 
 
 class Params(Strict):
     profile: Literal["embedded", "full"]
-    seed: StrictInt = 0
+    seed: Seed = 0
     profiles: dict[Literal["embedded", "full"], Profile]
     data: DataSettings = DataSettings()
     accelerator: Accelerator = Accelerator()

@@ -20,6 +20,8 @@ from stages.core.errors import DataError, PipelineError
 
 # Write failures that the user fixes outside the program: say so in one line.
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+# numpy's ndarray.tofile (np.save of a plain array) on a full disk: fwrite's short count, as an OSError without errno
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
 
 
 class OutputError(PipelineError):
@@ -28,6 +30,8 @@ class OutputError(PipelineError):
 
 # mkdtemp's random part: 8 of [a-z0-9_]; the temporary's name is ``.<target>.<pid>.<random>.tmp``.
 _TMP_RANDOM = r"[a-z0-9_]{8}"
+# ``.<name>.<pid>.<random>.tmp/<name>``, the folder a block writes into: shown as ``<name>`` in errors
+_TMP_PART = re.compile(rf"\.([^/]+)\.\d+\.{_TMP_RANDOM}\.tmp/\1(?=/|$)")
 
 
 def _alive(pid: int) -> bool:
@@ -90,23 +94,36 @@ def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[
             inner.mkdir()
         yield inner
         if target.is_dir() and not target.is_symlink():
-            # a folder cannot be replaced in one step: move the old one aside, put it back on failure
-            old = tmp / ".old"
-            os.replace(target, old)
-            try:
-                os.replace(inner, target)
-            except OSError:
-                os.replace(old, target)
-                raise
-        else:
-            os.replace(inner, target)
+            # a folder cannot be replaced in one step: move the old one aside (put back in `finally` on failure)
+            os.replace(target, tmp / ".old")
+        os.replace(inner, target)
     except OSError as exc:
-        if exc.errno in _WRITE_ERRNOS:
-            raise OutputError(f"cannot write {target}: {exc.strerror} (earlier outputs are left as they were)") from exc
+        reason = _write_failure(exc, target.parent)
+        if reason:
+            shown = _TMP_PART.sub(r"\1", str(target))  # a file of an enclosing atomic folder: its final name
+            raise OutputError(f"cannot write {shown}: {reason} (earlier outputs are left as they were)") from exc
         raise
     finally:
         if tmp is not None:
+            old = tmp / ".old"
+            # stopped between the two renames (a failure, or Ctrl-C at any point): the earlier folder goes back
+            if os.path.lexists(old) and not os.path.lexists(target):
+                os.replace(old, target)
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_failure(exc: OSError, folder: Path) -> str | None:
+    """Why a write failed, when the user fixes it outside the program (a full disk, a forbidden folder); else None."""
+    if exc.errno in _WRITE_ERRNOS:
+        return exc.strerror
+    if exc.errno is None and _SHORT_WRITE.search(str(exc)):
+        # numpy drops fwrite's errno: a disk with no block left is the usual cause, say so when it is
+        try:
+            full = os.statvfs(folder).f_bavail == 0
+        except OSError:
+            full = False
+        return os.strerror(errno.ENOSPC) if full else f"the write stopped short ({exc})"
+    return None
 
 
 def sha256(path: str | os.PathLike) -> str:

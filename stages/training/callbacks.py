@@ -4,6 +4,7 @@ checkpoint / learning-rate / early-stopping rules."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ import keras
 import tensorflow as tf
 
 from stages.core import config, paths
+from stages.core.errors import PipelineError
 from stages.core.files import write_json
 from stages.core.live import read_live_metric
 from stages.core.paths import CHECKPOINTS
@@ -34,6 +36,46 @@ def claim_checkpoint(ckpt_dir: Path, settings: dict, label: str) -> None:
         print(f"{label}: discarding the checkpoint of an interrupted run with other settings ({ckpt_dir}/)")
         shutil.rmtree(ckpt_dir)
     write_json(record, settings)
+
+
+def diverged(name: str, target: Path, what: str) -> PipelineError:
+    """The one line of a run whose numbers stopped being finite: nothing is written, so ``target`` (the
+    last good model) and its scores stay as they were."""
+    return PipelineError(
+        f"train@{name}: {what}; stopped, nothing written ({target}/ is left as it was): "
+        f"lower the learning rate in params.yaml's experiments.{name}"
+    )
+
+
+class StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
+    """Keras' TerminateOnNaN in its raising form, as the project's one-line error, and also at an epoch's
+    end when the validation loss is not finite (a single step, or an epoch's last, can ruin the weights
+    without the training loss showing it). Raising rather than stopping keeps every later callback of the
+    epoch from running: the backup keeps the last finite epoch and the best checkpoint its own weights.
+    Put it before them."""
+
+    def __init__(self, name: str, target: Path) -> None:
+        super().__init__(raise_error=True)
+        self.name, self.target, self.epoch = name, target, 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch
+
+    def on_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        try:
+            super().on_batch_end(batch, logs)
+        except RuntimeError:  # raised by TerminateOnNaN for exactly this: a NaN or infinite loss
+            where = f"in epoch {self.epoch + 1}, step {batch + 1}"
+            raise self._error(f"the training loss became {logs['loss']} {where}") from None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("val_loss")
+        if loss is not None and not math.isfinite(loss):
+            raise self._error(f"the validation loss became {loss} after epoch {epoch + 1}")
+
+    def _error(self, what: str) -> PipelineError:
+        rate = float(self.model.optimizer.learning_rate)  # the schedule's rate at this step
+        return diverged(self.name, self.target, f"{what}, at learning rate {rate:g}")
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -140,7 +182,9 @@ def make_callbacks(
     live.step = max(live.step, first_step)  # dvclive resumes a log whose last step is 0 at step 0 again
     # the backup outlives fit: train() removes it once the final model is written
     backup_cb = keras.callbacks.BackupAndRestore(str(ckpt_dir / backup), delete_checkpoint=False)
-    cbs: list[keras.callbacks.Callback] = [backup_cb, EpochTimer()]
+    # first: a loss gone non-finite stops the epoch before the backup or the best checkpoint saves its weights
+    stop_cb = StopOnNonFiniteLoss(name, paths.MODELS / (run or name))
+    cbs: list[keras.callbacks.Callback] = [stop_cb, backup_cb, EpochTimer()]
     if exp.optimizer.lookahead:  # first: the epoch's last copy-back comes before the backup and the scores
         cbs.insert(0, Lookahead(exp.optimizer.lookahead, steps_per_epoch, total_steps))
     if test_ds is not None:  # before DVCLiveCallback, which closes the step
