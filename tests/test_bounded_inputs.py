@@ -15,8 +15,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from stages.sources.readers import images
+from stages.core.errors import DataError
+from stages.sources.readers import images, pets
 from stages.sources.readers.images import (
     DecodeBudget,
     decode_cost,
@@ -25,6 +28,7 @@ from stages.sources.readers.images import (
     image_file_dims,
     read_image_files,
 )
+from stages.sources.readers.pets import read_pets
 from tests.conftest import REPO
 
 
@@ -184,3 +188,180 @@ def test_peak_memory_of_large_images_does_not_grow_with_the_workers(tmp_path):
     single, four = (int(v) for v in done.stdout.split())
     assert single > 60_000, single  # KB: the decode did take its ~94 MB
     assert four < single * 1.5, (single, four)
+
+
+# --------------------------------------------------------------------------- pets: lists and masks
+
+DOGS = ("pug_1", "pug_2", "boxer_1", "boxer_2")
+
+
+def pets_layout(root: Path, names: tuple[str, ...] = DOGS, shape: tuple[int, int] = (40, 60)) -> Path:
+    """A small Oxford-IIIT Pet layout: ``names`` as photos of ``shape`` with fitting trimaps; the
+    first half in trainval.txt, the rest in test.txt. Returns the annotations folder."""
+    images, annotations = root / "images", root / "annotations"
+    (annotations / "trimaps").mkdir(parents=True, exist_ok=True)
+    images.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in names:
+        cv2.imwrite(str(images / f"{name}.jpg"), rng.integers(0, 255, (*shape, 3), dtype=np.uint8))
+        trimap = np.full(shape, 2, np.uint8)
+        trimap[shape[0] // 4 : shape[0] // 2, shape[1] // 4 : shape[1] // 2] = 1
+        cv2.imwrite(str(annotations / "trimaps" / f"{name}.png"), trimap)
+    half = len(names) // 2
+    write_list(annotations / "trainval.txt", names[:half])
+    write_list(annotations / "test.txt", names[half:])
+    return annotations
+
+
+def write_list(path: Path, names) -> None:
+    path.write_text("".join(f"{n} 1 2 1\n" for n in names))
+
+
+def test_a_list_over_the_size_limit_is_refused_before_it_is_read(tmp_path):
+    annotations = pets_layout(tmp_path)
+    line = b"gone_00000000 1 2 1\n"
+    (annotations / "test.txt").write_bytes(line * (pets.MAX_LIST_BYTES // len(line) + 1))
+    size = (annotations / "test.txt").stat().st_size
+    with pytest.raises(
+        DataError, match=rf"test\.txt: {size:,} bytes, over the 4,194,304-byte limit for an image list$"
+    ):
+        read_pets(tmp_path, (32, 32))
+
+
+def test_more_missing_images_than_the_cap_stop_the_read(tmp_path):
+    annotations = pets_layout(tmp_path)
+    write_list(annotations / "trainval.txt", [*DOGS[:2], *(f"gone_{i}" for i in range(pets.MAX_MISSING - 1))])
+    write_list(annotations / "test.txt", [*DOGS[2:], "gone_a", "gone_b"])  # 10,001 missing in all
+    with pytest.raises(DataError, match=r"test\.txt: more than 10,000 listed images are missing .*first: gone_0\.jpg"):
+        read_pets(tmp_path, (32, 32))
+    write_list(annotations / "test.txt", [*DOGS[2:], "gone_a"])  # exactly the cap: read, skipped and counted
+    x_train, _, x_test, _, skipped = read_pets(tmp_path, (32, 32))
+    assert (len(x_train), len(x_test), len(skipped)) == (2, 2, pets.MAX_MISSING)
+
+
+def test_a_list_whose_images_are_all_missing_stops_the_read_naming_it(tmp_path):
+    annotations = pets_layout(tmp_path)
+    write_list(annotations / "test.txt", ["pug_900", "pug_901", "pug_902"])
+    expected = (
+        r"test\.txt: none of its 3 dog images could be read "
+        r"\(first: pug_900\.jpg: listed, but the image file is missing\)$"
+    )
+    with pytest.raises(DataError, match=expected):
+        read_pets(tmp_path, (32, 32))
+    write_list(annotations / "test.txt", ["Bengal_1"])  # a cat, while the dataset reads dogs
+    with pytest.raises(DataError, match=r"test\.txt: no dog images in it$"):
+        read_pets(tmp_path, (32, 32))
+
+
+def test_repeated_names_are_read_once_and_noted(tmp_path):
+    annotations = pets_layout(tmp_path)
+    write_list(annotations / "trainval.txt", ["pug_1"] * 1000 + ["pug_2", "pug_1"])
+    x_train, y_train, _, _, skipped = read_pets(tmp_path, (32, 32))
+    assert len(x_train) == len(y_train) == 2
+    assert skipped == [(str(annotations / "trainval.txt"), "1 name(s) listed more than once, read once (first: pug_1)")]
+
+
+def test_a_name_in_both_lists_is_refused(tmp_path):
+    annotations = pets_layout(tmp_path)
+    write_list(annotations / "test.txt", ["boxer_1", "pug_2"])
+    with pytest.raises(DataError, match=r"test\.txt: 1 image\(s\) also in trainval\.txt \(first: pug_2\)"):
+        read_pets(tmp_path, (32, 32))
+
+
+def test_list_names_never_reach_outside_the_images_folder(tmp_path):
+    annotations = pets_layout(tmp_path / "data")
+    pets_layout(tmp_path / "elsewhere", ("pug_9",))  # a readable pair outside data/images
+    write_list(annotations / "trainval.txt", ["pug_1", "../../elsewhere/images/pug_9"])
+    x_train, _, _, _, skipped = read_pets(tmp_path / "data", (32, 32))
+    assert len(x_train) == 1
+    assert (
+        str(tmp_path / "data/images/../../elsewhere/images/pug_9.jpg"),
+        "listed, but the image file is missing",
+    ) in skipped
+
+
+def test_a_list_that_is_not_utf8_is_a_one_line_error(tmp_path):
+    annotations = pets_layout(tmp_path)
+    (annotations / "test.txt").write_bytes(b"boxer_1 1 2 1\n\xff\xfe 1 2 1\n")
+    with pytest.raises(DataError, match=r"test\.txt: not UTF-8 text \(byte 14\)$"):
+        read_pets(tmp_path, (32, 32))
+
+
+@pytest.mark.parametrize(
+    ("trimap_shape", "shown"), [((9, 17), "17x9"), ((60, 40), "40x60")], ids=["17x9", "transposed"]
+)
+def test_a_trimap_of_another_size_than_its_photo_is_skipped_never_stretched(tmp_path, trimap_shape, shown):
+    annotations = pets_layout(tmp_path)  # photos 60 wide, 40 high
+    cv2.imwrite(str(annotations / "trimaps" / "pug_2.png"), np.full(trimap_shape, 2, np.uint8))
+    x_train, y_train, _, _, skipped = read_pets(tmp_path, (32, 32))
+    assert len(x_train) == len(y_train) == 1
+    assert skipped == [
+        (
+            str(tmp_path / "images" / "pug_2.jpg"),
+            f"trimap pug_2.png is {shown}, the image 60x40 (never stretched to fit)",
+        )
+    ]
+    # the pair that fits is the one kept: its mask has the pet where its trimap has it
+    assert y_train[0][8:16, 8:16].max() == 0 and y_train[0][20:, 20:].min() == 1
+
+
+# --------------------------------------------------------------------------- pets: any list at all
+
+NAMES = st.one_of(
+    st.sampled_from([*DOGS, "Bengal_1", "pug_900", "../images/pug_1", "pug_1.jpg", "#pug_1"]),
+    st.text(min_size=1, max_size=10).filter(lambda t: not any(c.isspace() for c in t)),
+)
+LIST_LINE = st.one_of(
+    st.builds("{} {} {} {}".format, NAMES, st.integers(0, 40), st.integers(1, 2), st.integers(0, 40)),
+    st.sampled_from(["", "# a comment", "pug_1 1 2", "pug_1 one 2 1"]),
+    st.text(max_size=24),
+)
+LIST_TEXT = st.lists(LIST_LINE, max_size=14).map("\n".join)
+
+
+@pytest.fixture(scope="module")
+def list_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("lists")
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.one_of(st.binary(max_size=200), LIST_TEXT.map(str.encode)))
+def test_any_list_file_reads_to_unique_names_or_a_data_error(list_dir, data):
+    path = list_dir / "test.txt"
+    path.write_bytes(data)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pets, "MAX_LIST_BYTES", 120)
+        try:
+            names, repeated = pets.read_list(path)
+        except DataError as exc:
+            assert str(exc).startswith(f"{path}") and "\n" not in str(exc)
+            return
+    assert len(data) <= 120  # anything longer was refused
+    assert len(set(names)) == len(names) and set(repeated) <= set(names)
+    assert all(name and not any(c.isspace() for c in name) for name in names)
+    assert len(names) <= len(data) // 7 + 1  # the shortest line is 'a 1 2 3'
+
+
+@pytest.fixture(scope="module")
+def pets_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("pets")
+    pets_layout(root)
+    return root
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(trainval=LIST_TEXT, test=LIST_TEXT)
+def test_any_pets_lists_give_a_bounded_result_or_a_data_error(pets_root, trainval, test):
+    annotations = pets_root / "annotations"
+    (annotations / "trainval.txt").write_text(trainval)
+    (annotations / "test.txt").write_text(test)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pets, "MAX_MISSING", 5)
+        try:
+            x_train, y_train, x_test, y_test, skipped = read_pets(pets_root, (16, 16))
+        except DataError as exc:
+            assert "\n" not in str(exc)
+            return
+    assert len(x_train) == len(y_train) >= 1 and len(x_test) == len(y_test) >= 1
+    assert len(x_train) + len(x_test) <= len(DOGS)  # each image once, in one split only
+    assert len(skipped) <= len(DOGS) + 5 + 2  # unlisted or unreadable, missing up to the cap, repeat notes
