@@ -3,7 +3,9 @@ threads, the pets reader's list files and masks, and the empty or oversized resu
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -18,7 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from stages import prepare
+from stages.core import config
 from stages.core.errors import DataError
+from stages.sources.formats import RawData
 from stages.sources.readers import images, pets
 from stages.sources.readers.images import (
     DecodeBudget,
@@ -365,3 +370,85 @@ def test_any_pets_lists_give_a_bounded_result_or_a_data_error(pets_root, trainva
     assert len(x_train) == len(y_train) >= 1 and len(x_test) == len(y_test) >= 1
     assert len(x_train) + len(x_test) <= len(DOGS)  # each image once, in one split only
     assert len(skipped) <= len(DOGS) + 5 + 2  # unlisted or unreadable, missing up to the cap, repeat notes
+
+
+# --------------------------------------------------------------------------- prepare
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Path:
+    """A folder with the repository's params.yaml, as the working directory."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    return tmp_path
+
+
+def masks_source(n_train: int, n_test: int, skipped: list[tuple[str, str]]) -> RawData:
+    """What the pets reader returns: images, masks, and the files it skipped."""
+
+    def part(n: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros((n, 8, 8, 3), np.uint8), np.zeros((n, 8, 8), np.uint8)
+
+    return RawData(*part(n_train), *part(n_test), ["pet", "background", "border"], skipped)
+
+
+def test_an_empty_split_is_an_error_never_a_success(project, monkeypatch):
+    monkeypatch.setattr(prepare, "load_source", lambda params, name: masks_source(10, 0, [("a/x.jpg", "why")]))
+    with pytest.raises(
+        DataError,
+        match=r"^params\.yaml: datasets\.pets_dogs: no test images left \(1 file\(s\) skipped; first: a/x\.jpg: why\)$",
+    ):
+        prepare.prepare(config.load(), "pets_dogs")
+    assert not (project / "data/prepared/pets_dogs").exists()
+
+
+def test_too_few_images_to_split_off_validation_is_a_data_error(project, monkeypatch):
+    monkeypatch.setattr(prepare, "load_source", lambda params, name: masks_source(1, 3, []))
+    with pytest.raises(
+        DataError, match=r"^params\.yaml: datasets\.pets_dogs\.val_fraction: cannot split 0\.1 of 1 image\(s\) off \("
+    ):
+        prepare.prepare(config.load(), "pets_dogs")
+
+
+def test_meta_names_a_bounded_sample_of_the_skipped_files_and_their_count(project, monkeypatch):
+    many = [(f"images/gone_{i}.jpg", "listed, but the image file is missing") for i in range(5000)]
+    monkeypatch.setattr(prepare, "load_source", lambda params, name: masks_source(10, 3, many))
+    meta = prepare.prepare(config.load(), "pets_dogs")
+    written = json.loads((project / "data/prepared/pets_dogs/meta.json").read_text())
+    assert written == meta and meta["skipped_total"] == 5000
+    assert [s["file"] for s in meta["skipped"]] == [f for f, _ in many[: prepare.MAX_SKIPPED_LISTED]]
+    # under the bound, meta.json is what it always was: every skipped file, and no count
+    monkeypatch.setattr(prepare, "load_source", lambda params, name: masks_source(10, 3, many[:3]))
+    meta = prepare.prepare(config.load(), "pets_dogs")
+    assert "skipped_total" not in meta and len(meta["skipped"]) == 3
+
+
+def run_prepare(root: Path, dataset: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "stages.prepare", dataset]
+    return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+
+
+def three_missing_test_images(annotations: Path) -> None:
+    write_list(annotations / "test.txt", ["pug_900", "pug_901", "pug_902"])
+
+
+def oversized_list(annotations: Path) -> None:
+    (annotations / "trainval.txt").write_bytes(b"gone_1 1 2 1\n" * 400_000)
+
+
+@pytest.mark.parametrize(
+    ("spoil", "expected"),
+    [
+        (three_missing_test_images, "test.txt: none of its 3 dog images could be read (first: pug_900.jpg: "),
+        (oversized_list, "trainval.txt: 5,200,000 bytes, over the 4,194,304-byte limit for an image list"),
+    ],
+    ids=["three-missing", "oversized-list"],
+)
+def test_prepare_stops_with_one_line_naming_the_list(project, spoil, expected):
+    spoil(pets_layout(project / "data/extracted/pets"))
+    done = run_prepare(project, "pets_dogs")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and expected in lines[0], done.stderr[-2000:]
+    assert not (project / "data/prepared/pets_dogs").exists()
