@@ -21,6 +21,11 @@ from stages.core.files import atomic_path, save_npy, write_json
 from stages.core.paths import EXTRACTED, PREPARED, RAW
 from stages.sources.formats import RawData, read_raw
 
+#: Skipped files that meta.json names; beyond them, only their count (``skipped_total``). Real data
+#: skips a few dozen at most (the pets archive's unlisted images, Thumbs.db files); a copy whose lists
+#: name thousands of absent images would otherwise write every name (1.27 GB for a 200 MB list).
+MAX_SKIPPED_LISTED = 100
+
 
 def select_classes(raw: RawData, keep: list[int] | None, mapping: dict[int, int] | None, where: str) -> RawData:
     """Keep ``keep`` (renumbered 0..k-1 in that order) or apply ``mapping`` source->target."""
@@ -85,6 +90,25 @@ def split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple[np.
     return train_test_split(x, y, test_size=fraction, random_state=seed, stratify=stratify)
 
 
+def _split_or_refuse(x: np.ndarray, y: np.ndarray, fraction: float, seed: int, setting: str) -> tuple[np.ndarray, ...]:
+    """:func:`split`, with a DataError naming ``setting`` when too few images are left to split."""
+    try:
+        return split(x, y, fraction, seed)
+    except ValueError as exc:  # scikit-learn's: an empty side, or fewer images than classes
+        raise DataError(f"{setting}: cannot split {fraction:.3g} of {len(x)} image(s) off ({exc})") from None
+
+
+def _refuse_empty(
+    arrays: dict[str, tuple[np.ndarray, np.ndarray]], val_fraction: float, where: str, raw: RawData
+) -> None:
+    """A split left without images is an error, never a success (training would fail later, or score
+    nothing); the validation split may be empty only when ``val_fraction`` is 0."""
+    for part, (x, _) in arrays.items():
+        if len(x) == 0 and not (part == "val" and val_fraction == 0):
+            first = f"; first: {raw.skipped[0][0]}: {raw.skipped[0][1]}" if raw.skipped else ""
+            raise DataError(f"{where}: no {part} images left ({len(raw.skipped)} file(s) skipped{first})")
+
+
 def load_source(params: config.Params, name: str) -> RawData:
     ds = params.datasets[name]
     if ds.pth:
@@ -117,12 +141,16 @@ def prepare(params: config.Params, name: str) -> dict:
     if x_test is None:
         if ds.test_fraction == 0:
             raise ConfigError(f"{where}.test_fraction: source {ds.source} has no test set, set a fraction > 0")
-        x_train, x_test, y_train, y_test = split(x_train, y_train, ds.test_fraction, params.seed)
+        split_test = _split_or_refuse(x_train, y_train, ds.test_fraction, params.seed, f"{where}.test_fraction")
+        x_train, x_test, y_train, y_test = split_test
     limit = params.active.max_train_examples
     if limit and len(x_train) > limit:
-        x_train, _, y_train, _ = split(x_train, y_train, 1 - limit / len(x_train), params.seed)
-    x_train, x_val, y_train, y_val = split(x_train, y_train, ds.val_fraction, params.seed)
+        fraction, setting = 1 - limit / len(x_train), f"params.yaml: profiles.{params.profile}.max_train_examples"
+        x_train, _, y_train, _ = _split_or_refuse(x_train, y_train, fraction, params.seed, setting)
+    split_val = _split_or_refuse(x_train, y_train, ds.val_fraction, params.seed, f"{where}.val_fraction")
+    x_train, x_val, y_train, y_val = split_val
     arrays = {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
+    _refuse_empty(arrays, ds.val_fraction, where, raw)
     if ds.task == "classification":
         arrays = {k: (resize(to_color(x, ds.color), ds.image_size), y) for k, (x, y) in arrays.items()}
     meta = {
@@ -132,8 +160,10 @@ def prepare(params: config.Params, name: str) -> dict:
         "image_shape": list(arrays["train"][0].shape[1:]),
         "counts": {k: len(x) for k, (x, _) in arrays.items()},
         "data": f"course .pth file {ds.pth}" if ds.pth else provenance.get("origin", "unknown"),
-        "skipped": [{"file": f, "reason": r} for f, r in raw.skipped],
+        "skipped": [{"file": f, "reason": r} for f, r in raw.skipped[:MAX_SKIPPED_LISTED]],
     }
+    if len(raw.skipped) > MAX_SKIPPED_LISTED:  # only then: meta.json of data that skips fewer stays as it was
+        meta["skipped_total"] = len(raw.skipped)
     with atomic_path(PREPARED / name, is_dir=True) as tmp:
         for part, (x, y) in arrays.items():
             save_npy(tmp / f"x_{part}.npy", np.ascontiguousarray(x, dtype=np.uint8))
@@ -153,7 +183,7 @@ def main(name: str) -> None:
     params = config.load()
     config.lookup(params.datasets, name, "dataset")
     meta = prepare(params, name)
-    shape, skipped = meta["image_shape"], len(meta["skipped"])
+    shape, skipped = meta["image_shape"], meta.get("skipped_total", len(meta["skipped"]))
     print(f"prepare@{name}: {meta['counts']} images of shape {shape}, {skipped} skipped ({meta['data']})")
     for s in meta["skipped"][:20]:
         print(f"  skipped {s['file']}: {s['reason']}")

@@ -17,16 +17,24 @@ reads that variable once, when the library loads: ``stages/__init__.py`` (and th
 before the first ``import cv2``, and decoding refuses to start if OpenCV was loaded without it
 (:func:`_require_pixel_limit`). A JPEG's header is read here too: it is decoded at reduced scale
 when that still covers the target size, and OpenCV checks only the reduced size.
+
+Memory is bounded per process, not per thread: every decode (and the bytes of the file it came
+from) is charged against :data:`DECODE_BUDGET`, shared by all threads, at the size its header
+claims, before anything is decoded. An image just under the pixel limit costs ~1.5 GB to decode
+whatever its file size (a 31 KB 1-bit PNG of 16000x16000): such images decode one at a time,
+ordinary photos hundreds at a time, so peak memory no longer grows with the number of workers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 import stat
 import struct
 import threading
+import warnings
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -42,10 +50,19 @@ from stages.core.cli import progress_bar
 from stages.core.errors import DataError
 
 __all__ = [
+    "DECODE_BUDGET",
+    "DECODE_BUDGET_BYTES",
+    "DECODE_BYTES_PER_PIXEL",
+    "HEADER_BYTES",
     "MAX_FILE_BYTES",
     "MAX_IMAGE_PIXELS",
+    "DecodeBudget",
     "ImageError",
+    "decode_cost",
     "decode_image",
+    "image_dims",
+    "image_file_dims",
+    "open_image",
     "read_image_files",
     "read_image_folder",
     "read_split_image_folder",
@@ -193,6 +210,248 @@ def _refusal(exc: cv2.error, fmt: str | None) -> str:
     return f"cannot decode: {last[-1].strip() if last else 'OpenCV error'}"
 
 
+# --------------------------------------------------------------------------- decode memory
+
+#: Bytes a decode is charged for each pixel its header claims, whatever the format and the JPEG
+#: reduction. Measured here (OpenCV 5.0, peak resident memory over one decode at 4000x4000 and
+#: 16000x16000): 5.9 bytes a pixel for 3-channel output from PNG of any bit depth, JPEG, TIFF, BMP or
+#: WebP, 7.9 from a GIF; 2.1 to 6 for 1-channel output. A progressive JPEG decoded at 1/8 scale still
+#: holds its full-size coefficients (746 MB at 16000x16000), so the reduction earns no discount.
+DECODE_BYTES_PER_PIXEL = 8
+#: Bytes that all the decodes of one process may hold at once, whatever its thread count: the charge
+#: of one image at the pixel limit (2 GiB by default). One charged more (its pixels and its file's
+#: bytes) waits until it can take the whole budget, and then decodes alone.
+DECODE_BUDGET_BYTES = DECODE_BYTES_PER_PIXEL * MAX_IMAGE_PIXELS
+#: Bytes of a file read before its decode is charged: they hold the PNG IHDR, the JPEG frame header
+#: behind ordinary EXIF/ICC segments and what Pillow reads of other formats. A header further in
+#: leaves the size unknown, and the image is charged the whole budget.
+HEADER_BYTES = 64 * 1024
+
+
+class DecodeBudget:
+    """Bytes of memory shared by every thread of a process, taken first come, first served.
+
+    ``with budget.hold(n):`` waits until ``n`` bytes are free; a request over the total takes the
+    whole budget. The queue is strict (a large request is not overtaken by small ones, so it cannot
+    starve), and a hold inside a hold of the same thread takes nothing more: the outer one was
+    charged for the work. Holds are plain objects, not generators: one is taken per image, and a
+    thumbnail decodes in 70 us.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = int(total)
+        self.free = self.total
+        self._lock = threading.Lock()  # taken directly where nobody waits: a Condition's ``with`` costs 3x
+        self._cond = threading.Condition(self._lock)
+        self._tickets = 0  # the next arrival's place in the queue
+        self._serving = 0  # the place whose turn it is
+        self._local = threading.local()
+
+    def holding(self) -> bool:
+        """Whether the calling thread is inside a :meth:`hold`."""
+        return getattr(self._local, "depth", 0) > 0
+
+    def hold(self, nbytes: int | None) -> _Hold:
+        """A context manager holding ``nbytes`` (None: the whole budget) for the body of its ``with``."""
+        return _Hold(self, self.total if nbytes is None else min(max(int(nbytes), 0), self.total))
+
+    def _take(self, nbytes: int) -> None:
+        with self._lock:
+            if self._serving == self._tickets and self.free >= nbytes:  # no queue, and it fits
+                self.free -= nbytes
+                return
+            ticket, self._tickets = self._tickets, self._tickets + 1
+            self._cond.wait_for(lambda: self._serving == ticket and self.free >= nbytes)
+            self.free -= nbytes
+            self._serving += 1
+            self._cond.notify_all()  # the next in the queue may fit too
+
+    def _give(self, nbytes: int) -> None:
+        with self._lock:
+            self.free += nbytes
+            if self._serving != self._tickets:  # someone is queued
+                self._cond.notify_all()
+
+
+class _Hold:
+    __slots__ = ("budget", "nbytes", "outer")
+
+    def __init__(self, budget: DecodeBudget, nbytes: int) -> None:
+        self.budget, self.nbytes, self.outer = budget, nbytes, False
+
+    def __enter__(self) -> None:
+        local = self.budget._local
+        depth = getattr(local, "depth", 0)
+        if depth == 0:
+            self.budget._take(self.nbytes)
+            self.outer = True
+        local.depth = depth + 1
+
+    def __exit__(self, *exc: object) -> None:
+        self.budget._local.depth -= 1
+        if self.outer:
+            self.budget._give(self.nbytes)
+
+
+#: The budget of this process's decodes (:func:`decode_image`, :func:`open_image`, every reader).
+DECODE_BUDGET = DecodeBudget(DECODE_BUDGET_BYTES)
+
+
+def decode_cost(dims: tuple[int, int] | None) -> int | None:
+    """Bytes to charge for decoding an image of ``dims`` (width, height); None (all) when unknown."""
+    return None if dims is None else dims[0] * dims[1] * DECODE_BYTES_PER_PIXEL
+
+
+_pillow_lock = threading.Lock()
+
+
+def _pillow_dims(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from Pillow's header read (it decodes nothing), or None."""
+    try:
+        from PIL import Image
+    except ImportError:  # Pillow comes with matplotlib; without it the size is unknown
+        return None
+    # One at a time: catch_warnings swaps the process's warning filters, which threads must not
+    # interleave. Its warnings (a "decompression bomb" over 89 M pixels, odd EXIF) are not the user's
+    # concern here: the size is charged, and OpenCV's own limit refuses what is too large.
+    with _pillow_lock, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+        except Exception:  # noqa: BLE001 (whatever Pillow cannot read, or calls a bomb, is of unknown size)
+            return None
+    return int(width), int(height)
+
+
+def image_dims(data: bytes) -> tuple[int, int] | None:
+    """(width, height) that an encoded image's header claims, or None when it cannot be told.
+
+    JPEG's frame header and PNG's IHDR are read here: they are most images, and Pillow's header read
+    costs several times the decode of a thumbnail. Other formats (GIF, BMP, TIFF, WebP, ...) go to
+    Pillow, which reads only their header.
+    """
+    fmt = _format(data)
+    return _dims(data, fmt, _jpeg_header(data) if fmt == "JPEG" else (None, None))
+
+
+def _dims(data: bytes, fmt: str | None, jpeg: tuple[tuple[int, int] | None, int | None]) -> tuple[int, int] | None:
+    """image_dims, given ``fmt`` and ``jpeg`` (what _jpeg_header says of a JPEG)."""
+    if fmt == "PNG":  # IHDR must be the first chunk (libpng refuses anything else)
+        return struct.unpack_from(">II", data, 16) if len(data) >= 24 and data[12:16] == b"IHDR" else None
+    if fmt == "JPEG" and jpeg[0] is not None:
+        return jpeg[0]
+    return _pillow_dims(data)
+
+
+def _unreadable(source: str, exc: OSError) -> ImageError:
+    return ImageError(source, f"cannot read file ({exc.strerror or type(exc).__name__})")
+
+
+# O_NONBLOCK: a FIFO opens at once (and is refused) instead of waiting for a writer. Computed once:
+# a missing attribute (O_BINARY off Windows) costs a microsecond per getattr, per image.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
+def _open_regular(source: str) -> tuple[int, int]:
+    """(file descriptor, size) of a regular file of at most MAX_FILE_BYTES; ImageError otherwise."""
+    try:
+        fd = os.open(source, _OPEN_FLAGS)
+    except OSError as exc:
+        raise _unreadable(source, exc) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageError(source, "not a regular file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise ImageError(source, f"file is {info.st_size} bytes, over the {MAX_FILE_BYTES}-byte limit for an image")
+    except BaseException as exc:
+        os.close(fd)
+        if isinstance(exc, OSError):
+            raise _unreadable(source, exc) from None
+        raise
+    return fd, info.st_size
+
+
+def _read_all(fd: int, nbytes: int) -> bytes:
+    """The whole file, from its start."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    # os.read, not open().read(): no io-stack objects per file (this runs per image, partly holding
+    # the GIL); one read of size+1 normally returns the whole file
+    data = os.read(fd, nbytes + 1)
+    if len(data) != nbytes:  # short read, or the file changed size: read what is left
+        parts, total = [data], len(data)
+        while parts[-1] and total <= MAX_FILE_BYTES:
+            parts.append(os.read(fd, 1 << 20))
+            total += len(parts[-1])
+        data = b"".join(parts)
+    return data
+
+
+class open_image:  # lower case: used like open(), ``with open_image(path) as data:``
+    """``with open_image(path) as data:`` the bytes of an image file, read and kept inside the
+    process's :data:`DECODE_BUDGET`.
+
+    The first :data:`HEADER_BYTES` are read, the file's size plus the decode its header claims
+    (:func:`decode_cost`) is charged, then the rest is read; the charge is held until the ``with``
+    ends, so the caller decodes (and post-processes) inside it. Only regular files of at most
+    :data:`MAX_FILE_BYTES` are read; others raise :class:`ImageError`. A class, not a generator:
+    it runs once per image.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.source = os.fspath(path)
+        #: What _jpeg_header says of the bytes when the first read got the whole file (a JPEG's
+        #: decode needs it again: the walk costs as much as a tenth of a thumbnail's decode).
+        self.jpeg_header: tuple[tuple[int, int] | None, int | None] | None = None
+
+    def __enter__(self) -> bytes:
+        self._fd, nbytes = _open_regular(self.source)
+        self._hold = None
+        try:
+            head = os.read(self._fd, min(nbytes + 1, HEADER_BYTES))
+            fmt = _format(head)
+            jpeg = _jpeg_header(head) if fmt == "JPEG" else (None, None)
+            dims = _dims(head, fmt, jpeg)
+            self._hold = DECODE_BUDGET.hold(None if dims is None else nbytes + decode_cost(dims))
+            self._hold.__enter__()
+            if len(head) == nbytes:
+                self.jpeg_header = jpeg
+                return head
+            return _read_all(self._fd, nbytes)
+        except BaseException as exc:
+            self.__exit__(None, None, None)
+            if isinstance(exc, OSError):
+                raise _unreadable(self.source, exc) from None
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._hold is not None:
+                self._hold.__exit__()
+                self._hold = None
+        finally:
+            os.close(self._fd)
+
+
+def image_file_dims(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(width, height) from an image file's header: its first :data:`HEADER_BYTES`, or the whole file
+    (read inside the budget) when the header lies further in. None when it cannot be told."""
+    source = os.fspath(path)
+    fd, nbytes = _open_regular(source)
+    try:
+        head = os.read(fd, min(nbytes, HEADER_BYTES))
+    except OSError as exc:
+        raise _unreadable(source, exc) from None
+    finally:
+        os.close(fd)
+    dims = image_dims(head)
+    if dims is None and nbytes > len(head):
+        with open_image(source) as data:
+            dims = image_dims(data)
+    return dims
+
+
 # --------------------------------------------------------------------------- single image
 
 
@@ -246,20 +505,36 @@ def decode_image(
     (INTER_AREA, the right choice when shrinking). ``source`` names the file in error messages.
 
     Raises :class:`ImageError` (a DataError) for empty, unrecognised, corrupt, truncated or
-    oversized data; it never allocates the pixels of an image over :data:`MAX_IMAGE_PIXELS`.
+    oversized data; it never allocates the pixels of an image over :data:`MAX_IMAGE_PIXELS`. The
+    decode is charged against :data:`DECODE_BUDGET` (waiting its turn), unless the calling thread
+    already holds a charge, e.g. inside ``with open_image(path) as data``.
     """
     channels = _check_args(size, color)
     if not isinstance(data, bytes):
         data = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
-    return _decode(data, size, channels, interpolation, source)
+    if DECODE_BUDGET.holding():  # inside open_image's charge, which covers this decode
+        return _decode(data, size, channels, interpolation, source)
+    with DECODE_BUDGET.hold(decode_cost(image_dims(data))):
+        return _decode(data, size, channels, interpolation, source)
 
 
-def _decode(data: bytes, size: tuple[int, int] | None, channels: int, interpolation: int, source: str) -> np.ndarray:
-    """decode_image without the argument checks (done once per call of read_image_files)."""
+def _decode(
+    data: bytes,
+    size: tuple[int, int] | None,
+    channels: int,
+    interpolation: int,
+    source: str,
+    jpeg: tuple[tuple[int, int] | None, int | None] | None = None,
+) -> np.ndarray:
+    """decode_image without the argument checks (done once per call of read_image_files) and the
+    charge, which the caller holds (:func:`open_image`'s, or decode_image's own). ``jpeg``: what
+    _jpeg_header says of ``data``, when known."""
     if not data:
         raise ImageError(source, "empty file (0 bytes)")
     fmt = _format(data)
-    dims, scan = _jpeg_header(data) if fmt == "JPEG" else (None, None)
+    if jpeg is None:
+        jpeg = _jpeg_header(data) if fmt == "JPEG" else (None, None)
+    dims, scan = jpeg
     if dims is not None and dims[0] * dims[1] > MAX_IMAGE_PIXELS:  # OpenCV would check the reduced size only
         raise ImageError(source, f"JPEG header claims {dims[0]}x{dims[1]} pixels, over the limit of {MAX_IMAGE_PIXELS}")
     reduction = _jpeg_reduction(dims, size)
@@ -279,6 +554,13 @@ def _decode(data: bytes, size: tuple[int, int] | None, channels: int, interpolat
         if dims is not None and scan is None:  # a frame header, then the bytes end
             raise ImageError(source, "truncated JPEG (ends before the image data)")
         raise ImageError(source, f"corrupt or truncated {fmt} data")
+    return _finish(img, size, channels, reduction, interpolation)
+
+
+def _finish(
+    img: np.ndarray, size: tuple[int, int] | None, channels: int, reduction: int, interpolation: int
+) -> np.ndarray:
+    """A decoded image as uint8 H x W x ``channels`` RGB (or gray) of ``size``."""
     if img.dtype != np.uint8:  # IMREAD_COLOR/GRAYSCALE give 8 bits; be safe against odd codecs
         img = cv2.convertScaleAbs(img)
     if channels == 3:
@@ -294,33 +576,9 @@ def _decode(data: bytes, size: tuple[int, int] | None, channels: int, interpolat
 
 
 def _load_file(source: str, size, channels: int, interpolation: int) -> np.ndarray:
-    try:
-        # O_NONBLOCK: a FIFO opens at once (and is refused below) instead of waiting for a writer
-        fd = os.open(source, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise ImageError(source, "not a regular file")
-            nbytes = info.st_size
-            if nbytes > MAX_FILE_BYTES:
-                raise ImageError(
-                    source,
-                    f"file is {nbytes} bytes, over the {MAX_FILE_BYTES}-byte limit for an image",
-                )
-            # os.read, not open().read(): no io-stack objects per file (this runs per image,
-            # partly holding the GIL); one read of size+1 normally returns the whole file
-            data = os.read(fd, nbytes + 1)
-            if len(data) != nbytes:  # short read, or the file changed size: read what is left
-                parts, total = [data], len(data)
-                while parts[-1] and total <= MAX_FILE_BYTES:
-                    parts.append(os.read(fd, 1 << 20))
-                    total += len(parts[-1])
-                data = b"".join(parts)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise ImageError(source, f"cannot read file ({exc.strerror or type(exc).__name__})") from None
-    return _decode(data, size, channels, interpolation, source)
+    opened = open_image(source)
+    with opened as data:
+        return _decode(data, size, channels, interpolation, source, opened.jpeg_header)
 
 
 # --------------------------------------------------------------------------- many images
