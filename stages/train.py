@@ -187,8 +187,7 @@ def train(params: config.Params, name: str, *, seed: int | None = None, out: Pat
     # the same inputs give the same weights, so re-running unchanged code reproduces the metrics exactly
     tf.config.experimental.enable_op_determinism()
     meta = read_meta(exp.dataset)
-    setting = exp.mixed_precision or params.accelerator.mixed_precision
-    policy = precision_policy(setting, gpu_capability(), cpu_has_native_bf16())
+    policy = precision_policy(config.precision_setting(params, exp), gpu_capability(), cpu_has_native_bf16())
     keras.mixed_precision.set_global_policy(policy)
     strategy = distribution_strategy()
     with strategy.scope():  # before any data is read: a bad model_args value stops here

@@ -247,3 +247,23 @@ def test_an_experiment_is_merged_over_its_study_defaults(tmp_path):
     assert (cnn1.epochs, cnn1.batch_size) == (7, 128)
     assert cnn1.callbacks.checkpoint.monitor == "val_accuracy" and cnn1.callbacks.reduce_lr.patience == 5
     assert cnn2.callbacks.reduce_lr is None and cnn2.epochs == 40
+
+
+def test_the_embedded_default_computes_in_float32_and_the_full_profile_as_each_experiment_says():
+    """bfloat16 would make the embedded numbers depend on the CPU kind (native on AMX / AVX512_BF16 only)."""
+    embedded = config.load()
+    assert embedded.profile == "embedded"
+    assert {config.precision_setting(embedded, config.experiment(embedded, n)) for n in embedded.experiments} == {
+        "float32"
+    }
+    full = embedded.model_copy(update={"profile": "full"})
+    assert config.precision_setting(full, config.experiment(full, "cifar_rgb_fast")) == "auto_cpu_bf16"
+    assert config.precision_setting(full, config.experiment(full, "objects8_cnn")) == "auto"
+
+
+def test_a_profile_override_sets_the_learning_rate_and_keeps_the_rest_of_the_optimizer():
+    params = config.load()
+    exp = config.experiment(params, "objects8_resnet")
+    assert exp.optimizer.learning_rate == 0.01 and exp.optimizer.schedule == "onecycle"
+    full = config.experiment(params.model_copy(update={"profile": "full"}), "objects8_resnet")
+    assert full.optimizer.learning_rate == 0.05

@@ -141,22 +141,80 @@ def test_reports_say_the_data_is_generated(reproduced):
     assert (reproduced / "reports/figures/time_to_accuracy.png").stat().st_size > 0
 
 
+#: How far the embedded default's accuracies and mean IoUs may move on another CPU kind or core count:
+#: oneDNN's AVX2, AVX-512 and AMX kernels and the thread count round differently, and training carries
+#: the differences on. Measured on four kernel sets and two thread counts (docs/benchmark.md#other-cpus).
+TOLERANCE = 0.02
+#: Metrics that cannot meet it, and why (file stem: tolerance).
+WIDER: dict[str, float] = {}
+
+
+def flat_numbers(record: dict, prefix: str = "") -> dict[str, float]:
+    numbers = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            numbers |= flat_numbers(value, f"{prefix}{key}.")
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            numbers[prefix + key] = value
+    return numbers
+
+
+def metrics_outside_tolerance(committed: dict, fresh: dict, tolerance: float) -> list[str]:
+    """Accuracies and IoUs further apart than ``tolerance``; counts (parameters, FLOPs, epochs, images)
+    not equal; losses are not compared (they move with the same rounding, unbounded by a share)."""
+    old, new = flat_numbers(committed), flat_numbers(fresh)
+    if old.keys() != new.keys():
+        return [f"keys {sorted(old.keys() ^ new.keys())}"]
+    wrong = []
+    for key, value in old.items():
+        if "loss" in key:
+            continue
+        if "accuracy" in key or "iou" in key:
+            if abs(new[key] - value) > tolerance:
+                wrong.append(f"{key} {value:.4f} -> {new[key]:.4f}")
+        elif new[key] != value:
+            wrong.append(f"{key} {value} -> {new[key]}")
+    return wrong
+
+
+def test_metrics_outside_tolerance_names_what_moved():
+    committed = {"test_accuracy": 0.70, "test_loss": 1.0, "parameters": 10, "member_accuracy": {"1": 0.5}}
+    assert metrics_outside_tolerance(committed, {**committed, "test_accuracy": 0.715, "test_loss": 2.0}, 0.02) == []
+    moved = {**committed, "test_accuracy": 0.73, "parameters": 11, "member_accuracy": {"1": 0.45}}
+    assert metrics_outside_tolerance(committed, moved, 0.02) == [
+        "test_accuracy 0.7000 -> 0.7300",
+        "parameters 10 -> 11",
+        "member_accuracy.1 0.5000 -> 0.4500",
+    ]
+
+
 def test_a_fresh_run_gives_the_committed_metrics(reproduced):
     """A fresh `dvc repro` leaves the committed metrics as they were: the checkout's own run against its
-    HEAD, or the copy's run against the checkout it was copied from. Exactly only on the CPU kind and
-    core count the committed run had (oneDNN's AVX2, AVX-512 and AMX kernels round differently)."""
+    HEAD, or the copy's run against the checkout it was copied from. Exactly on the CPU kind and core
+    count the committed run had; within :data:`TOLERANCE` (or its :data:`WIDER` entry) on any other."""
     fresh, base = (REPO, "HEAD") if REPRODUCED_FROM["checkout"] else (reproduced, None)
     if base and changed_inputs(REPO):
         pytest.skip(f"the checkout's code or params differ from HEAD: {changed_inputs(REPO)[:3]}")
-    committed_machine = sh("git", "show", f"{base}:reports/machine.json", cwd=REPO) if base else None
-    committed = json.loads(committed_machine or (REPO / "reports/machine.json").read_text())
+
+    def committed_text(rel: str) -> str:
+        return sh("git", "show", f"{base}:{rel}", cwd=REPO) if base else (REPO / rel).read_text()
+
+    committed_machine = json.loads(committed_text("reports/machine.json"))
     here = json.loads((fresh / "reports/machine.json").read_text())
-    if (committed["isa"], committed["cores"]) != (here["isa"], here["cores"]):
-        pytest.skip(f"committed metrics come from {committed}, this machine is {here}")
     declared = re.compile(r"reports/(experiments|ensembles)/[^/]+/metrics\.json")  # not dvclive's train/ logs
-    status = sh("git", "status", "--porcelain", "--untracked-files=no", cwd=fresh).splitlines()
-    changed = [line for line in status if declared.fullmatch(line[3:])]
-    assert changed == [], changed
+    listed = sh("git", "ls-files", "reports/experiments", "reports/ensembles", cwd=REPO).split()
+    files = [rel for rel in listed if declared.fullmatch(rel)]
+    assert len(files) > 30
+    same_kind = (committed_machine["isa"], committed_machine["cores"]) == (here["isa"], here["cores"])
+    wrong = {}
+    for rel in files:
+        tolerance = 0.0 if same_kind else WIDER.get(Path(rel).parent.name, TOLERANCE)
+        committed, now = json.loads(committed_text(rel)), json.loads((fresh / rel).read_text())
+        if same_kind and committed != now:
+            wrong[rel] = ["changed"]
+        elif moved := metrics_outside_tolerance(committed, now, tolerance):
+            wrong[rel] = moved
+    assert wrong == {}, f"committed on {committed_machine}, run on {here}: {wrong}"
 
 
 def test_training_is_deterministic(reproduced):

@@ -35,11 +35,18 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=False, allow_inf_nan=False)
 
 
+# a Keras dtype policy, or auto (GPU-capability based) / auto_cpu_bf16 (also bf16 on CPUs with AMX or AVX512_BF16)
+Precision = Literal["auto", "auto_cpu_bf16", "float32", "mixed_float16", "mixed_bfloat16"]
+
+
 class Profile(Strict):
     max_epochs: StrictInt | None = Field(default=None, gt=0)
     max_batch_size: StrictInt | None = Field(default=None, gt=0)
     max_train_examples: StrictInt | None = Field(default=None, gt=0)
     batchnorm_momentum: StrictFloat | None = Field(default=None, gt=0, lt=1)
+    # over every experiment's and the accelerator's setting: the embedded default computes in float32 on
+    # every machine, so that its numbers agree across CPU kinds (bfloat16 is a speed choice of real runs)
+    mixed_precision: Precision | None = None
 
 
 class DataSettings(Strict):
@@ -47,10 +54,6 @@ class DataSettings(Strict):
     max_extract_bytes: StrictInt = Field(default=8 * 1024**3, gt=0)
     download_retries: StrictInt = Field(default=4, ge=0)
     download_timeout: StrictFloat = Field(default=60.0, gt=0)
-
-
-# a Keras dtype policy, or auto (GPU-capability based) / auto_cpu_bf16 (also bf16 on CPUs with AMX or AVX512_BF16)
-Precision = Literal["auto", "auto_cpu_bf16", "float32", "mixed_float16", "mixed_bfloat16"]
 
 
 class Accelerator(Strict):
@@ -173,6 +176,7 @@ class ExperimentOverride(Strict):
     max_train_examples: StrictInt | None = Field(default=None, gt=0)
     epochs: StrictInt | None = Field(default=None, gt=0)  # e.g. one epoch for a big model in the smoke test
     batch_size: StrictInt | None = Field(default=None, gt=0)  # e.g. more steps from few images
+    learning_rate: StrictFloat | None = Field(default=None, gt=0)  # e.g. a gentler peak for those smaller steps
     run_eagerly: bool | None = None  # e.g. a big model's one-epoch smoke run: tracing its graph costs more
 
 
@@ -405,9 +409,17 @@ def experiment(params: Params, name: str) -> Experiment:
             "max_train_examples": override.max_train_examples or exp.max_train_examples,
             "epochs": override.epochs or exp.epochs,
             "batch_size": override.batch_size or exp.batch_size,
+            "optimizer": exp.optimizer.model_copy(
+                update={"learning_rate": override.learning_rate or exp.optimizer.learning_rate}
+            ),
             "run_eagerly": exp.run_eagerly if override.run_eagerly is None else override.run_eagerly,
         }
     )
+
+
+def precision_setting(params: Params, exp: Experiment) -> Precision:
+    """``mixed_precision`` as a run uses it: the active profile's, else the experiment's, else the accelerator's."""
+    return params.active.mixed_precision or exp.mixed_precision or params.accelerator.mixed_precision
 
 
 def effective_epochs(params: Params, exp: Experiment) -> int:

@@ -41,4 +41,6 @@ def machine() -> dict:
     AVX2, AVX-512 or AMX kernels, which round differently) with the same number of cores."""
     model, flags = cpu_model_and_flags()
     isa = next((name for flag, name in ISA_FLAGS if flag in flags), "other")
-    return {"cpu": model, "cores": os.cpu_count(), "isa": isa}
+    # the cores this process may use (taskset, a cluster's allocation), as TensorFlow counts its threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": model, "cores": cores, "isa": isa}
