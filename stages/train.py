@@ -76,9 +76,7 @@ def fit(
 ) -> int:
     """Epochs ``first`` to ``last`` (one training phase); returns the epoch count reached."""
     tracked = splits.test if exp.track_test else None
-    train, steps = splits.train, None
-    if splits.train_epochs:  # alternating flips: one pipeline that knows each epoch's number
-        train, steps = splits.train_epochs(first, last), splits.steps_per_epoch
+    train, steps = splits.train_from(first, last)
     history = model.fit(
         train,
         steps_per_epoch=steps,
