@@ -146,9 +146,13 @@ def test_ctrl_c_during_training_is_one_line_exit_130_and_keeps_the_checkpoint(tm
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # as at a terminal: a job started in the background of a script inherits Ctrl-C ignored, and Python
+        # then leaves it ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     backup, deadline = tmp_path / "checkpoints/tiny/backup", time.time() + 300
-    while not (backup.is_dir() and logged_epochs(tmp_path)) and proc.poll() is None and time.time() < deadline:
+    # an epoch is backed up once its state.json is written, the backup's last file
+    while not (backup / "state.json").is_file() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "training finished before it could be interrupted: make the test data larger"
     proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
