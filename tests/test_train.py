@@ -170,7 +170,9 @@ def test_the_interrupted_line_says_what_the_checkpoint_holds(tmp_path):
 
     ckpt = tmp_path / "checkpoints/x"
     assert interrupted("x", ckpt, True) == "train@x stopped before its first epoch ended; run again to start over"
-    (ckpt / "backup_fine_tune").mkdir(parents=True)
+    (ckpt / "backup_fine_tune").mkdir(parents=True)  # a backup folder without a finished epoch in it
+    assert interrupted("x", ckpt, True) == "train@x stopped before its first epoch ended; run again to start over"
+    (ckpt / "backup_fine_tune/state.json").write_text(json.dumps({"epoch": 1, "stopped": False}))
     assert interrupted("x", ckpt, True) == f"train@x stopped; the checkpoint in {ckpt}/ is kept, run again to resume"
     assert interrupted("x", ckpt, False) == "train@x stopped; with resume: false the next run starts over"
 
@@ -632,7 +634,15 @@ def test_a_model_with_non_finite_predictions_is_not_written(tmp_path):
     x, y = np.ones((4, 2), np.float32), np.zeros(4, np.int64)
     test = tf.data.Dataset.from_tensor_slices((x, y)).batch(2)
     splits = Splits(
-        train=test, val=None, test=test, x_train=x, y_test=y, batch_size=2, one_hot=None, segmentation=False
+        train=test,
+        val=None,
+        test=test,
+        x_train=x,
+        y_test=y,
+        batch_size=2,
+        one_hot=None,
+        segmentation=False,
+        reshuffled=lambda: test,
     )
     exp = config.Experiment(study="s", dataset="d", model="m", epochs=1, batch_size=2)
     with pytest.raises(PipelineError, match="test predictions are not finite; stopped, nothing written"):
