@@ -2,8 +2,9 @@
 
 Reads the experiment's hyperparameters from params.yaml, builds its model from the
 registry, feeds the prepared arrays through tf.data, and logs every epoch with
-dvclive. An interrupted run resumes from its last completed epoch (Keras
-BackupAndRestore) unless the experiment sets ``resume: false``; the checkpoint is kept
+dvclive. An interrupted run resumes from its last completed epoch unless the experiment sets
+``resume: false``, and computes what an uninterrupted run does (training/callbacks.py ResumableBackup,
+training/data.py Splits.train_from); the checkpoint is kept
 until the final model is written, so a failed write costs no epochs either. A checkpoint left by
 a run with other settings (anything but the epoch count) is discarded rather than resumed.
 The steps live in stages/training/; this file is the order they run in. Last, the model is
@@ -28,7 +29,7 @@ from stages.core.files import sha256
 from stages.core.machine import cpu_has_native_bf16
 from stages.core.paths import CHECKPOINTS, MODELS, PREPARED
 from stages.reporting.evaluation import evaluate, summary_line
-from stages.training.callbacks import claim_checkpoint, diverged, make_callbacks
+from stages.training.callbacks import claim_checkpoint, diverged, make_callbacks, resume_point
 from stages.training.data import Splits, load_splits, read_meta
 from stages.training.hardware import distribution_strategy, gpu_capability, precision_policy
 from stages.training.losses import pixel_log_loss
@@ -71,15 +72,17 @@ def fit(
     *,
     first: int,
     last: int,
-    resume: bool,
     backup: str,
     run: str | None,
 ) -> int:
-    """Epochs ``first`` to ``last`` (one training phase); returns the epoch count reached."""
+    """Epochs ``first`` to ``last`` (one training phase), or from where its backup left off; returns the
+    epoch count reached."""
     tracked = splits.test if exp.track_test else None
-    train, steps = splits.train, None
-    if splits.train_epochs:  # alternating flips: one pipeline that knows each epoch's number
-        train, steps = splits.train_epochs(first, last), splits.steps_per_epoch
+    done, stopped = resume_point(CHECKPOINTS / (run or name) / backup)
+    start = max(first, done)
+    if stopped:  # early stopping ended the phase at its backup: nothing more to train
+        last = start
+    train, steps = splits.train_from(start, last)
     history = model.fit(
         train,
         steps_per_epoch=steps,
@@ -89,11 +92,10 @@ def fit(
         callbacks=make_callbacks(
             exp,
             name,
-            resume,
             run=run,
             test_ds=tracked,
             backup=backup,
-            first_step=first,
+            first_step=start,
             steps_per_epoch=splits.steps_per_epoch,
             total_steps=last * splits.steps_per_epoch,
         ),
@@ -128,9 +130,7 @@ def fine_tune(
         f"train@{name}: fine-tuning the last {phase.trainable_layers} layers of {base.name} for {more} "
         f"epochs at learning rate {phase.learning_rate}" + (" (resuming)" if resume else "")
     )
-    return fit(
-        model, exp, name, splits, first=first, last=first + more, resume=True, backup="backup_fine_tune", run=run
-    ), more
+    return fit(model, exp, name, splits, first=first, last=first + more, backup="backup_fine_tune", run=run), more
 
 
 def test_outputs(
@@ -160,6 +160,7 @@ def run_settings(params: config.Params, exp: config.Experiment, batch_size: int,
         "precision": policy,
         "batchnorm_momentum": params.active.batchnorm_momentum,
         "data": sha256(PREPARED / exp.dataset / "meta.json"),  # the prepared dataset
+        "backup": "ResumableBackup",  # Keras' BackupAndRestore's, of earlier versions, lacks what resumes exactly
     }
 
 
@@ -170,7 +171,7 @@ def checkpoint_dir(name: str, out: Path | None = None) -> Path:
 
 def interrupted(name: str, ckpt_dir: Path, resume: bool) -> str:
     """The line of a run stopped by Ctrl-C: what its checkpoint holds now, and what the next run does with it."""
-    if not any((ckpt_dir / backup).is_dir() for backup in ("backup", "backup_fine_tune")):
+    if not any(resume_point(ckpt_dir / backup)[0] for backup in ("backup", "backup_fine_tune")):
         return f"train@{name} stopped before its first epoch ended; run again to start over"
     if not resume:
         return f"train@{name} stopped; with resume: false the next run starts over"
@@ -199,7 +200,8 @@ def train(params: config.Params, name: str, *, seed: int | None = None, out: Pat
     if not exp.resume:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     claim_checkpoint(ckpt_dir, run_settings(params, exp, batch_size, seed, policy), f"train@{name}")
-    resuming, in_fine_tune = (ckpt_dir / "backup").is_dir(), (ckpt_dir / "backup_fine_tune").is_dir()
+    backed_up = resume_point(ckpt_dir / "backup")[0]  # phase 1's epochs that a killed run left
+    in_fine_tune = resume_point(ckpt_dir / "backup_fine_tune")[0] > 0
     with strategy.scope():
         if params.active.batchnorm_momentum:
             set_batchnorm_momentum(model, params.active.batchnorm_momentum)
@@ -210,12 +212,13 @@ def train(params: config.Params, name: str, *, seed: int | None = None, out: Pat
         f"{meta['counts']}, {epochs} epochs, batch {batch_size}"
         + ("" if policy == "float32" else f", {policy}")
         + (f", first {len(splits.x_train)} train images" if exp.max_train_examples else "")
-        + (" (resuming)" if resuming else "")
+        + (" (resuming)" if backed_up else "")
     )
     start = time.perf_counter()
-    epochs_run = epochs
-    if not (exp.fine_tune and in_fine_tune):  # a run killed in phase 2 goes straight back to it
-        epochs_run = fit(model, exp, name, splits, first=0, last=epochs, resume=resuming, backup="backup", run=run)
+    if exp.fine_tune and in_fine_tune:  # a run killed in phase 2 goes straight back to it
+        epochs_run = backed_up  # where phase 1 ended (early stopping: before its last epoch)
+    else:
+        epochs_run = fit(model, exp, name, splits, first=0, last=epochs, backup="backup", run=run)
     if exp.fine_tune:
         epochs_run, more = fine_tune(
             model, strategy, params, exp, name, splits, first=epochs_run, resume=in_fine_tune, run=run

@@ -53,7 +53,7 @@ def copy_checkout(dest: Path) -> Path:
 
 # Which code and settings a reproduced checkout ran: when the checkout differs from HEAD in any of
 # them, its metrics are not the committed ones to compare against.
-INPUTS = ("stages/", "params.yaml", "dvc.yaml", "studies.yaml", "requirements", "constraints.txt", ".dvc/")
+INPUTS = ("stages/", "params.yaml", "dvc.yaml", "studies.yaml", "requirements", ".dvc/")
 
 
 def checkout_is_reproduced() -> bool:

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from stages.core import config, paths
 from stages.core.errors import PipelineError
-from stages.core.files import write_json
+from stages.core.files import atomic_path, write_json, write_text
 from stages.core.live import read_live_metric
 from stages.core.paths import CHECKPOINTS
 from stages.core.paths import EXPERIMENT_REPORTS as REPORTS
@@ -78,9 +79,49 @@ class StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
         return diverged(self.name, self.target, f"{what}, at learning rate {rate:g}")
 
 
-class EpochTimer(keras.callbacks.Callback):
+class Resumable:
+    """A callback whose attributes ``carried``, which its ``on_train_begin`` resets, go into every backup
+    (:class:`ResumableBackup`), so that a resumed run gets them back: ``state()`` gives them, with
+    arrays to keep apart; ``restore`` puts them back."""
+
+    carried: tuple[str, ...] = ()
+
+    def state(self) -> tuple[dict, list[np.ndarray]]:
+        # numpy scalars as Python numbers, for JSON (a float64 keeps a float32's value exactly)
+        values = {name: getattr(self, name) for name in self.carried}
+        return {name: v.item() if isinstance(v, np.generic) else v for name, v in values.items()}, []
+
+    def restore(self, state: dict, arrays: list[np.ndarray]) -> None:
+        for name in self.carried:
+            setattr(self, name, state[name])
+
+
+class ReduceLROnPlateau(Resumable, keras.callbacks.ReduceLROnPlateau):
+    """Keras' own, resumable: its patience count and best score so far survive a kill. (The learning
+    rate it lowered is the optimizer's, in the backed-up weights.)"""
+
+    carried = ("best", "wait", "cooldown_counter")
+
+
+class EarlyStopping(Resumable, keras.callbacks.EarlyStopping):
+    """Keras' own, resumable: its patience count, best score and epoch, and best weights survive a kill."""
+
+    carried = ("best", "wait", "best_epoch", "stopped_epoch")
+
+    def state(self) -> tuple[dict, list[np.ndarray]]:
+        state, _ = super().state()
+        return {**state, "has_best_weights": self.best_weights is not None}, list(self.best_weights or [])
+
+    def restore(self, state: dict, arrays: list[np.ndarray]) -> None:
+        super().restore(state, arrays)
+        self.best_weights = arrays if state["has_best_weights"] else None
+
+
+class EpochTimer(Resumable, keras.callbacks.Callback):
     """Adds ``epoch_seconds`` (wall time of the epoch, validation included) and ``elapsed_seconds``
     (the run's total so far) to the logged metrics."""
+
+    carried = ("elapsed",)  # a resumed run's elapsed time counts the killed run's epochs
 
     def __init__(self) -> None:
         super().__init__()
@@ -112,12 +153,12 @@ class TestTracker(keras.callbacks.Callback):
         print(f"  test accuracy {results['accuracy']:.4f}, loss {results['loss']:.4f}")
 
 
-class Lookahead(keras.callbacks.Callback):
+class Lookahead(Resumable, keras.callbacks.Callback):
     """airbench94's lookahead (:class:`config.Lookahead`): every few steps the weights, batch-norm
     statistics included, move into their moving average and are replaced by it; at each epoch's end they
     are set to the average once more, so the saved model, the backup and the tracked test score use it
-    (Keras' own validation runs before the epoch's callbacks: it sees the last step's weights). A resumed
-    run starts a new average."""
+    (Keras' own validation runs before the epoch's callbacks: it sees the last step's weights). So a
+    backup made at an epoch's end holds the average too, and a resumed run takes it from the weights."""
 
     def __init__(self, settings: config.Lookahead, steps_per_epoch: int, total_steps: int) -> None:
         super().__init__()
@@ -146,6 +187,103 @@ class Lookahead(keras.callbacks.Callback):
         for average, weight in zip(self.average or [], self.weights, strict=True):
             weight.assign(average)
 
+    def state(self) -> tuple[dict, list[np.ndarray]]:
+        return {"averaging": self.average is not None}, []
+
+    def restore(self, state: dict, arrays: list[np.ndarray]) -> None:
+        """Once the backup's weights are loaded: they are the average (see the class's docstring)."""
+        if state["averaging"]:
+            self.weights = [w for w in self.model.weights if "float" in str(w.dtype)]
+            self.average = [tf.Variable(w.value, trainable=False) for w in self.weights]
+
+
+BACKUP_STATE = "state.json"
+
+
+def read_backup(folder: Path) -> dict | None:
+    """The backup's record (:class:`ResumableBackup`), or None where no epoch was backed up."""
+    path = Path(folder) / BACKUP_STATE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def resume_point(folder: Path) -> tuple[int, bool]:
+    """The epochs that the backup in ``folder`` holds (0 without one), and whether its run had stopped
+    there (early stopping): then a resumed run trains no further."""
+    state = read_backup(folder)
+    return (state["epoch"], state["stopped"]) if state else (0, False)
+
+
+def seed_states(model: keras.Model) -> list:
+    """The model's variables that its weights (and weight files) leave out: the states of its random layers'
+    seed generators (dropout, random flips and shifts), which each training step moves on."""
+    weights = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+class ResumableBackup(keras.callbacks.Callback):
+    """A backup at every epoch's end of all that the next epoch starts from, so that a killed run, resumed,
+    computes what an uninterrupted one does: the weights with the optimizer's state (all that Keras'
+    BackupAndRestore keeps), the random layers' seed-generator states (which dropout masks and augmentation
+    draws come next), the :class:`Resumable` callbacks' state, and whether the run stopped early. The data
+    order is the pipeline's (``Splits.train_from``). ``state.json`` is written last, atomically, naming
+    the epoch's files: a kill mid-backup leaves the previous epoch's backup whole. It must be the last
+    callback: it saves what the others leave at an epoch's end, and restores their state after their
+    ``on_train_begin`` has reset it."""
+
+    def __init__(self, folder: Path, stateful: list[Resumable]) -> None:
+        super().__init__()
+        self.folder, self.stateful = Path(folder), stateful
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        state = read_backup(self.folder)
+        # where fit starts, as Keras' BackupAndRestore sets it; cleared without a backup, as Keras keeps the
+        # value of an earlier fit (phase 1's, in the fine-tuning phase 2) and would start there again
+        self.model._initial_epoch = state["epoch"] if state else None
+        if state is None:
+            return
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)  # its variables must exist to be loaded
+        self.model.load_weights(self.folder / state["weights"])
+        with np.load(self.folder / state["arrays"]) as saved:
+            for i, variable in enumerate(seed_states(self.model)):
+                variable.assign(saved[f"seed_{i}"])
+            for j, (cb, cb_state) in enumerate(zip(self.stateful, state["callbacks"], strict=True)):
+                cb.restore(cb_state, [saved[f"cb{j}_{i}"] for i in range(cb_state["arrays"])])
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        files = {"weights": f"epoch{epoch + 1}.weights.h5", "arrays": f"epoch{epoch + 1}.npz"}
+        arrays = {f"seed_{i}": v.numpy() for i, v in enumerate(seed_states(self.model))}
+        states = []
+        for j, cb in enumerate(self.stateful):
+            cb_state, cb_arrays = cb.state()
+            states.append({**cb_state, "arrays": len(cb_arrays)})
+            arrays.update({f"cb{j}_{i}": a for i, a in enumerate(cb_arrays)})
+        with atomic_path(self.folder / files["weights"]) as tmp:
+            self.model.save_weights(str(tmp))
+        with atomic_path(self.folder / files["arrays"]) as tmp:
+            np.savez(tmp, **arrays)
+        record = {"epoch": epoch + 1, "stopped": bool(self.model.stop_training), **files, "callbacks": states}
+        write_json(self.folder / BACKUP_STATE, record)  # the commit: the epoch's backup is whole from here
+        for old in self.folder.glob("epoch*"):
+            if old.name not in files.values():
+                old.unlink(missing_ok=True)
+
+
+def trim_live_log(live_dir: Path, epochs: int) -> None:
+    """Drop the rows of dvclive's per-epoch logs for epochs from ``epochs`` on: the epochs that a killed run
+    logged after its last backup, which the resumed run trains and logs again."""
+    for tsv in sorted((live_dir / "plots" / "metrics").rglob("*.tsv")):
+        header, *rows = tsv.read_text().splitlines() or [""]
+        column = header.split("\t").index("step") if "step" in header.split("\t") else 0
+        width = len(header.split("\t"))
+        # a row cut short by the kill has fewer fields (or a bad step): it is one of the dropped epochs
+        kept = [r for r in rows if len(r.split("\t")) == width and r.split("\t")[column].isdigit()]
+        kept = [r for r in kept if int(r.split("\t")[column]) < epochs]
+        if not kept:
+            tsv.unlink()  # dvclive writes the header again with the first row
+        elif len(kept) < len(rows):
+            write_text(tsv, "\n".join([header, *kept]) + "\n")
+
 
 def live_metric_name(monitor: str) -> str:
     """dvclive's name for a Keras log key: ``val_accuracy`` is ``eval/accuracy``, ``accuracy`` is ``train/accuracy``."""
@@ -164,7 +302,6 @@ def best_so_far(live_dir: Path, monitor: str) -> float | None:
 def make_callbacks(
     exp: config.Experiment,
     name: str,
-    resuming: bool,
     *,
     run: str | None = None,
     test_ds: tf.data.Dataset | None = None,
@@ -173,18 +310,20 @@ def make_callbacks(
     steps_per_epoch: int = 1,
     total_steps: int = 1,
 ) -> list[keras.callbacks.Callback]:
+    """The callbacks of a ``fit`` whose first epoch is ``first_step`` (where its backup, or the phase
+    before, left off): the logs of that epoch on, if any, are a killed run's and are dropped."""
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
     # ``run``: another run of the experiment (an ensemble member), with its own state and logs
     ckpt_dir, live_dir = CHECKPOINTS / (run or name), (paths.REPORTS / run if run else REPORTS / name) / "train"
+    resuming = first_step > 0
+    if resuming:
+        trim_live_log(live_dir, first_step)
     live = Live(dir=str(live_dir), resume=resuming, save_dvc_exp=False, dvcyaml=None, report=None)
-    live.step = max(live.step, first_step)  # dvclive resumes a log whose last step is 0 at step 0 again
-    # the backup outlives fit: train() removes it once the final model is written
-    backup_cb = keras.callbacks.BackupAndRestore(str(ckpt_dir / backup), delete_checkpoint=False)
+    live.step = first_step  # dvclive's own resume goes on from its last logged step (and repeats a step 0)
     # first: a loss gone non-finite stops the epoch before the backup or the best checkpoint saves its weights
-    stop_cb = StopOnNonFiniteLoss(name, paths.MODELS / (run or name))
-    cbs: list[keras.callbacks.Callback] = [stop_cb, backup_cb, EpochTimer()]
+    cbs: list[keras.callbacks.Callback] = [StopOnNonFiniteLoss(name, paths.MODELS / (run or name)), EpochTimer()]
     if exp.optimizer.lookahead:  # first: the epoch's last copy-back comes before the backup and the scores
         cbs.insert(0, Lookahead(exp.optimizer.lookahead, steps_per_epoch, total_steps))
     if test_ds is not None:  # before DVCLiveCallback, which closes the step
@@ -201,17 +340,11 @@ def make_callbacks(
         )
     if exp.callbacks.reduce_lr:
         r = exp.callbacks.reduce_lr
-        cbs.append(
-            keras.callbacks.ReduceLROnPlateau(monitor=r.monitor, factor=r.factor, patience=r.patience, min_lr=r.min_lr)
-        )
+        cbs.append(ReduceLROnPlateau(monitor=r.monitor, factor=r.factor, patience=r.patience, min_lr=r.min_lr))
     if exp.callbacks.early_stopping:
         e = exp.callbacks.early_stopping
-        cbs.append(
-            keras.callbacks.EarlyStopping(
-                monitor=e.monitor,
-                patience=e.patience,
-                restore_best_weights=e.restore_best_weights,
-            )
-        )
+        cbs.append(EarlyStopping(monitor=e.monitor, patience=e.patience, restore_best_weights=e.restore_best_weights))
     cbs.append(DVCLiveCallback(live=live))
+    # last (see ResumableBackup); it outlives fit: train() removes it once the final model is written
+    cbs.append(ResumableBackup(ckpt_dir / backup, [cb for cb in cbs if isinstance(cb, Resumable)]))
     return cbs

@@ -76,15 +76,54 @@ def make_dataset(
     to each image and its mask together (:func:`flip_together`), and with ``augment_zoom`` a random
     zoom-in as well (:func:`zoom_together`).
     """
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).cache()
+    examples = tf.data.Dataset.from_tensor_slices((x, y)).cache()
+    return batch_examples(
+        examples,
+        len(x),
+        batch_size,
+        shuffle_seed=shuffle_seed,
+        num_classes=num_classes,
+        augment_seed=augment_seed,
+        augment_zoom=augment_zoom,
+    )
+
+
+def batch_examples(
+    examples: tf.data.Dataset,
+    count: int,
+    batch_size: int,
+    *,
+    shuffle_seed: int | None = None,
+    num_classes: int | None = None,
+    augment_seed: int | None = None,
+    augment_zoom: float = 0.0,
+) -> tf.data.Dataset:
+    """:func:`make_dataset` on ``count`` (image, label) pairs already sliced and cached; a resumed run
+    builds its reshuffling pipeline anew on the same cache (:meth:`Splits.train_from`)."""
+    ds = examples
     if shuffle_seed is not None:
-        ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(count, seed=shuffle_seed, reshuffle_each_iteration=True)
     if augment_seed is not None:
         ds = ds.map(lambda img, mask: flip_together(img, mask, augment_seed), num_parallel_calls=tf.data.AUTOTUNE)
         if augment_zoom:
             zoom = functools.partial(zoom_together, max_zoom=augment_zoom, seed=augment_seed)
             ds = ds.map(zoom, num_parallel_calls=tf.data.AUTOTUNE)
     return as_float_batches(ds.batch(batch_size), num_classes)
+
+
+#: Iterators that Keras 3's ``fit`` makes of a training dataset each epoch: the epoch's own, and one it makes
+#: at the epoch's end and drops at the next epoch's start (keras/src/trainers/epoch_iterator.py). Making an
+#: iterator draws the shuffle's next seeds, so epoch ``e`` reads the order of iterator number ``2 * e``.
+ITERATORS_PER_EPOCH = 2
+
+
+def at_epoch(reshuffling: tf.data.Dataset, epoch: int) -> tf.data.Dataset:
+    """A new, never iterated, reshuffling pipeline made ready to give ``fit`` epoch ``epoch``'s order first:
+    the iterators of the epochs before it are made and dropped. (Making one draws its shuffle seeds; as
+    none is read, no image is loaded or shuffled.)"""
+    for _ in range(ITERATORS_PER_EPOCH * epoch):
+        iter(reshuffling)
+    return reshuffling
 
 
 def as_float_batches(batches: tf.data.Dataset, num_classes: int | None) -> tf.data.Dataset:
@@ -131,12 +170,23 @@ class Splits:
     batch_size: int
     one_hot: int | None  # the class count when labels are one-hot (categorical cross-entropy)
     segmentation: bool  # labels are masks
+    # a new pipeline like ``train`` (on the same cache), for a run that starts past the first epoch
+    reshuffled: Callable[[], tf.data.Dataset]
     # alternating flips: the training pipeline for epochs (first, last), which replaces ``train``
     train_epochs: Callable[[int, int], tf.data.Dataset] | None = None
 
     @property
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.x_train) / self.batch_size)
+
+    def train_from(self, epoch: int, last: int) -> tuple[tf.data.Dataset, int | None]:
+        """The batches for ``fit``'s epochs ``epoch`` to ``last``, each in the order that a run started at
+        epoch 0 gives it, and the ``steps_per_epoch`` to fit them with (None: one pass of it per epoch)."""
+        if self.train_epochs:  # alternating flips: one pipeline that knows each epoch's number
+            return self.train_epochs(epoch, last), self.steps_per_epoch
+        if not epoch:
+            return self.train, None
+        return at_epoch(self.reshuffled(), epoch), None
 
 
 def load_splits(exp: Experiment, meta: dict, batch_size: int, seed: int) -> Splits:
@@ -149,16 +199,18 @@ def load_splits(exp: Experiment, meta: dict, batch_size: int, seed: int) -> Spli
     one_hot = len(meta["classes"]) if exp.loss == "categorical_crossentropy" else None
     segmentation = meta.get("task") == "segmentation"
     augment_seed = seed if segmentation and exp.augment else None
+    reshuffled = functools.partial(
+        batch_examples,
+        tf.data.Dataset.from_tensor_slices((x_train, y_train)).cache(),
+        len(x_train),
+        batch_size,
+        shuffle_seed=seed,
+        num_classes=one_hot,
+        augment_seed=augment_seed,
+        augment_zoom=exp.augment_zoom,
+    )
     return Splits(
-        train=make_dataset(
-            x_train,
-            y_train,
-            batch_size,
-            shuffle_seed=seed,
-            num_classes=one_hot,
-            augment_seed=augment_seed,
-            augment_zoom=exp.augment_zoom,
-        ),
+        train=reshuffled(),
         val=make_dataset(x_val, y_val, batch_size, num_classes=one_hot) if len(x_val) else None,
         test=make_dataset(x_test, y_test, batch_size, num_classes=one_hot),
         x_train=x_train,
@@ -166,6 +218,7 @@ def load_splits(exp: Experiment, meta: dict, batch_size: int, seed: int) -> Spli
         batch_size=batch_size,
         one_hot=one_hot,
         segmentation=segmentation,
+        reshuffled=reshuffled,
         train_epochs=functools.partial(alternating_flip_epochs, x_train, y_train, batch_size, seed, num_classes=one_hot)
         if exp.alternating_flip
         else None,
