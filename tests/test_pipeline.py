@@ -143,10 +143,13 @@ def test_reports_say_the_data_is_generated(reproduced):
 
 #: How far the embedded default's accuracies and mean IoUs may move on another CPU kind or core count:
 #: oneDNN's AVX2, AVX-512 and AMX kernels and the thread count round differently, and training carries
-#: the differences on. Measured on four kernel sets and two thread counts (docs/benchmark.md#other-cpus).
+#: the differences on. Measured on 1 and 2 threads with oneDNN on and off (docs/benchmark.md#other-cpus).
 TOLERANCE = 0.02
-#: Metrics that cannot meet it, and why (file stem: tolerance).
-WIDER: dict[str, float] = {}
+#: The runs that cannot meet it (experiment or ensemble: tolerance): three models still mid-climb after the
+#: embedded budget (3 epochs, 600 images), where a rounding difference moves the end point. Measured spread
+#: over 1 and 2 threads with oneDNN on and off: gray28_tuned 0.445-0.520 (its ensemble's vote 0.500-0.555),
+#: objects8_cnn 0.538-0.583 (it keeps its best epoch by 60 validation images), natural_light 0.665-0.690.
+WIDER: dict[str, float] = {"gray28_tuned": 0.08, "objects8_cnn": 0.06, "natural_light": 0.03}
 
 
 def flat_numbers(record: dict, prefix: str = "") -> dict[str, float]:
