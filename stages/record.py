@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -26,6 +27,8 @@ from stages.core.live import read_live_metric
 from stages.core.machine import machine
 from stages.core.paths import EXPERIMENT_REPORTS, MODELS, PREPARED, RAW, RECORDS
 from stages.download import MAX_LISTED_FILES
+
+LOCAL_COPY = "local copy "  # how download's provenance.json names a source's local files
 
 RECORD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,80}")
 
@@ -95,6 +98,15 @@ def budget_kind(budget: int, recipe: int) -> str:
     return "partial" if budget < recipe else "longer than the recipe"
 
 
+def project_relative(origin: str | None) -> str | None:
+    """``local copy /abs/a, /abs/b`` as paths relative to the project (the folder the record is made in), so
+    that a record names the data as any clone would point at it, not by one machine's folders."""
+    if not origin or not origin.startswith(LOCAL_COPY):
+        return origin
+    paths = origin.removeprefix(LOCAL_COPY).split(", ")
+    return LOCAL_COPY + ", ".join(os.path.relpath(p) if os.path.isabs(p) else p for p in paths)
+
+
 def build_record(params: config.Params, experiment: str) -> dict:
     exp = params.experiments[experiment]
     ds = params.datasets[exp.dataset]
@@ -113,7 +125,7 @@ def build_record(params: config.Params, experiment: str) -> dict:
         "data": {
             "source": ds.source,
             "dataset": exp.dataset,
-            "origin": provenance.get("origin"),
+            "origin": project_relative(provenance.get("origin")),
             "official_release": provenance.get("official"),
             "sha256": provenance.get("sha256") or raw_sha256(RAW / ds.source),
             "sha256_of_listing": provenance.get("sha256_of_listing"),

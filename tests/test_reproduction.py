@@ -170,3 +170,15 @@ def test_runs_repeated_at_other_seeds_share_a_row_with_their_mean_and_spread(rea
     assert rows[0]["budget"].endswith(", mean") and rows[1]["seeds"] == 1
     summary = "\n".join(reproduction.summary_rows(params, studies, rows))
     assert "| objects8 | 71.8 % (objects8_cnn) | 76.0 %, mean of 3 seeds (objects8_cnn, partial) |" in summary
+
+
+def test_a_record_names_its_data_as_a_clone_would_point_at_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    outside = tmp_path.parent / "datasets" / "fashion-mnist"
+    assert record.project_relative(f"local copy {outside}, {tmp_path / 'data/x.zip'}") == (
+        "local copy ../datasets/fashion-mnist, data/x.zip"
+    )
+    assert record.project_relative("generated sample data") == "generated sample data"
+    for path in sorted(Path(REPO, "reports/reproduction").glob("*.json")):
+        origin = json.loads(path.read_text())["data"]["origin"]
+        assert not any(Path(p).is_absolute() for p in origin.removeprefix("local copy ").split(", ")), path.name
