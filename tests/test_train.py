@@ -64,14 +64,14 @@ def make_project(root: Path, n: int = 600, epochs: int = EPOCHS, **experiment) -
     (root / "params.yaml").write_text(yaml.safe_dump(params))
 
 
-def run_train(root: Path, **kwargs) -> subprocess.Popen:
+def run_train(root: Path, *, stderr: int = subprocess.STDOUT, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(
         [sys.executable, "-m", "stages.train", "tiny"],
         cwd=root,
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stderr=stderr,
         text=True,
         **kwargs,
     )
@@ -138,18 +138,9 @@ def test_killed_training_resumes_from_its_last_epoch(tmp_path):
 
 def test_ctrl_c_during_training_is_one_line_exit_130_and_keeps_the_checkpoint(tmp_path):
     make_project(tmp_path)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stages.train", "tiny"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        # as at a terminal: a job started in the background of a script inherits Ctrl-C ignored, and Python
-        # then leaves it ignored
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    # as at a terminal: a job started in the background of a script inherits Ctrl-C ignored, and Python
+    # then leaves it ignored
+    proc = run_train(tmp_path, stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     backup, deadline = tmp_path / "checkpoints/tiny/backup", time.time() + 300
     # an epoch is backed up once its state.json is written, the backup's last file
     while not (backup / "state.json").is_file() and proc.poll() is None and time.time() < deadline:

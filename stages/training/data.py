@@ -67,6 +67,7 @@ def make_dataset(
     num_classes: int | None = None,
     augment_seed: int | None = None,
     augment_zoom: float = 0.0,
+    cached: tf.data.Dataset | None = None,
 ) -> tf.data.Dataset:
     """uint8 arrays -> batches of float32 0..255 images (the models scale them).
 
@@ -74,35 +75,12 @@ def make_dataset(
     set: one-hot labels, for categorical cross-entropy with label smoothing.
     ``augment_seed`` set (segmentation: ``y`` holds masks): seeded random flips applied
     to each image and its mask together (:func:`flip_together`), and with ``augment_zoom`` a random
-    zoom-in as well (:func:`zoom_together`).
+    zoom-in as well (:func:`zoom_together`). ``cached``: the (x, y) pairs already sliced and cached, so
+    that a resumed run builds its reshuffling pipeline anew on the same cache (:meth:`Splits.train_from`).
     """
-    examples = tf.data.Dataset.from_tensor_slices((x, y)).cache()
-    return batch_examples(
-        examples,
-        len(x),
-        batch_size,
-        shuffle_seed=shuffle_seed,
-        num_classes=num_classes,
-        augment_seed=augment_seed,
-        augment_zoom=augment_zoom,
-    )
-
-
-def batch_examples(
-    examples: tf.data.Dataset,
-    count: int,
-    batch_size: int,
-    *,
-    shuffle_seed: int | None = None,
-    num_classes: int | None = None,
-    augment_seed: int | None = None,
-    augment_zoom: float = 0.0,
-) -> tf.data.Dataset:
-    """:func:`make_dataset` on ``count`` (image, label) pairs already sliced and cached; a resumed run
-    builds its reshuffling pipeline anew on the same cache (:meth:`Splits.train_from`)."""
-    ds = examples
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).cache() if cached is None else cached
     if shuffle_seed is not None:
-        ds = ds.shuffle(count, seed=shuffle_seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
     if augment_seed is not None:
         ds = ds.map(lambda img, mask: flip_together(img, mask, augment_seed), num_parallel_calls=tf.data.AUTOTUNE)
         if augment_zoom:
@@ -200,14 +178,15 @@ def load_splits(exp: Experiment, meta: dict, batch_size: int, seed: int) -> Spli
     segmentation = meta.get("task") == "segmentation"
     augment_seed = seed if segmentation and exp.augment else None
     reshuffled = functools.partial(
-        batch_examples,
-        tf.data.Dataset.from_tensor_slices((x_train, y_train)).cache(),
-        len(x_train),
+        make_dataset,
+        x_train,
+        y_train,
         batch_size,
         shuffle_seed=seed,
         num_classes=one_hot,
         augment_seed=augment_seed,
         augment_zoom=exp.augment_zoom,
+        cached=tf.data.Dataset.from_tensor_slices((x_train, y_train)).cache(),
     )
     return Splits(
         train=reshuffled(),
