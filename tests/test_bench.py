@@ -2,11 +2,11 @@
 
 from pathlib import Path
 
-from stages.bench import bench_prepare, markdown, photo_folder
+from stages.tools.bench import bench_prepare, markdown, photo_folder
 
 
 def test_prepare_rows_compare_project_plain_loop_and_one_thread(tmp_path: Path, monkeypatch):
-    import stages.bench as bench
+    import stages.tools.bench as bench
 
     monkeypatch.setattr(bench, "SHARED", tmp_path / "no-shared")  # generated photos only
     monkeypatch.setattr(bench, "photo_folder", lambda root: photo_folder(root, n=24))

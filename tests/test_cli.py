@@ -11,14 +11,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 from stages.core import cli
 from stages.core.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
-# Every module that runs as `python -m stages.<module>`.
+# Every module that runs as `python -m stages.<stage>` (the DVC stages) or `python -m stages.tools.<tool>`.
 ENTRY_POINTS = sorted(
-    p.stem for p in (ROOT / "stages").glob("*.py") if 'if __name__ == "__main__":' in p.read_text(encoding="utf-8")
+    str(p.relative_to(ROOT).with_suffix("")).replace("/", ".").removeprefix("stages.")
+    for p in [*(ROOT / "stages").glob("*.py"), *(ROOT / "stages" / "tools").glob("*.py")]
+    if 'if __name__ == "__main__":' in p.read_text(encoding="utf-8")
 )
 NEEDS_TF = {"train"}  # imports TensorFlow at module level (the others: only when they run)
 CPU_ONLY = not any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/dxg"))
@@ -28,12 +31,16 @@ def _python(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
-def test_every_stage_module_is_an_entry_point():
-    """stages/ holds the commands only; the library lives in its subpackages (core, sources, models, ...)."""
-    modules = {p.stem for p in (ROOT / "stages").glob("*.py")} - {"__init__"}
-    assert set(ENTRY_POINTS) == modules
-    assert {"download", "extract", "prepare", "train", "evaluate", "report", "ensemble"} <= modules
-    assert {"train_members", "predict", "sweep", "bench"} <= modules
+def test_stages_holds_the_dvc_stages_and_tools_the_user_tools():
+    """stages/*.py are exactly the commands dvc.yaml runs; stages/tools/ the commands a user runs on what they
+    made; the library lives in the other subpackages (core, sources, models, ...)."""
+    stages = {p.stem for p in (ROOT / "stages").glob("*.py")} - {"__init__"}
+    tools = {p.stem for p in (ROOT / "stages" / "tools").glob("*.py")} - {"__init__"}
+    dvc_yaml = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
+    run = {s.get("do", s)["cmd"].split()[2].removeprefix("stages.") for s in dvc_yaml["stages"].values()}
+    assert stages == run | {"evaluate"}  # evaluate: re-scores a trained model (a stage of its own next)
+    assert set(ENTRY_POINTS) == stages | {f"tools.{t}" for t in tools}
+    assert {"train_members", "predict", "sweep", "bench", "record", "compare", "shard", "gpucheck"} == tools
 
 
 def test_tensorflows_pre_logging_notices_are_dropped_and_other_stderr_kept():
@@ -65,7 +72,7 @@ def test_help_prints_usage_and_exits_0(module):
         assert [line for line in done.stderr.splitlines() if not line.startswith("import time:")] == []
 
 
-@pytest.mark.parametrize("module", ["download", "train_members", "report"])
+@pytest.mark.parametrize("module", ["download", "tools.train_members", "report"])
 def test_short_help_flag(module):
     done = _python("-m", f"stages.{module}", "-h")
     assert done.returncode == 0 and done.stdout.startswith(f"usage: python -m stages.{module}")
@@ -78,13 +85,14 @@ def test_short_help_flag(module):
         ("extract", [], "usage: python -m stages.extract <name>"),
         ("prepare", [], "usage: python -m stages.prepare <name>"),
         ("ensemble", [], "usage: python -m stages.ensemble <name>"),
-        ("train_members", [], "usage: python -m stages.train_members <ensemble>"),
-        ("sweep", [], "usage: python -m stages.sweep <experiment>"),
+        ("tools.train_members", [], "usage: python -m stages.tools.train_members <ensemble>"),
+        ("tools.sweep", [], "usage: python -m stages.tools.sweep <experiment>"),
         ("train", [], "usage: python -m stages.train <name>"),
         ("report", ["extra"], "usage: python -m stages.report"),
         ("download", ["a", "b"], "usage: python -m stages.download <name>"),
-        ("predict", [], "usage: python -m stages.predict <experiment>"),
-        ("predict", ["objects8_cnn"], "usage: python -m stages.predict objects8_cnn"),  # its argparse: no images
+        ("tools.predict", [], "usage: python -m stages.tools.predict <experiment>"),
+        # its argparse: no images
+        ("tools.predict", ["objects8_cnn"], "usage: python -m stages.tools.predict objects8_cnn"),
     ],
 )
 def test_missing_or_extra_argument_gives_usage_and_exit_2(module, args, expected):
@@ -95,9 +103,9 @@ def test_missing_or_extra_argument_gives_usage_and_exit_2(module, args, expected
 
 
 def test_options_after_the_name_get_their_own_help():
-    done = _python("-m", "stages.train_members", "gray28_tuned", "--help")
+    done = _python("-m", "stages.tools.train_members", "gray28_tuned", "--help")
     assert done.returncode == 0
-    assert "usage: python -m stages.train_members gray28_tuned" in done.stdout and "--jobs" in done.stdout
+    assert "usage: python -m stages.tools.train_members gray28_tuned" in done.stdout and "--jobs" in done.stdout
 
 
 # ------------------------------------------------------------------- cli.run in-process

@@ -1,4 +1,4 @@
-"""stages.compare on a real throwaway DVC project: `dvc repro`, commit, `dvc exp run -S ...`, then compare."""
+"""stages.tools.compare on a real throwaway DVC project: `dvc repro`, commit, `dvc exp run -S ...`, then compare."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import stages.compare as compare_module
+import stages.tools.compare as compare_module
 from stages.core.cli import run
 from stages.reporting import experiments
 
@@ -87,12 +87,12 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _compare(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return _run(root, sys.executable, "-m", "stages.compare", *args, check=False)
+    return _run(root, sys.executable, "-m", "stages.tools.compare", *args, check=False)
 
 
 @pytest.fixture
 def compare(project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    """In-process `python -m stages.compare ARGS` in the project: (exit status, stdout, stderr)."""
+    """In-process `python -m stages.tools.compare ARGS` in the project: (exit status, stdout, stderr)."""
 
     def call(*args: str, cwd: Path = project) -> tuple[int, str, str]:
         monkeypatch.chdir(cwd)

@@ -131,7 +131,7 @@ def test_every_study_has_a_study_defaults_entry():
 
 # Where a study may be named in code: its own model module, the readers and sample generators of its
 # data's format (named after the format or source), and the benchmark's fixed list of timed models.
-STUDY_SPECIFIC = {"stages/bench.py", "stages/sources/generate.py"}
+STUDY_SPECIFIC = {"stages/tools/bench.py", "stages/sources/generate.py"}
 
 
 def _study_names() -> set[str]:

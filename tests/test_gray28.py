@@ -188,7 +188,7 @@ def test_embedded_profile_shrinks_the_big_models():
 
 
 def test_parallel_members_retrain_only_the_stages_dvc_reports_changed():
-    from stages.train_members import stale_seeds
+    from stages.tools.train_members import stale_seeds
 
     # `dvc status --json` output: upstream stages can appear too, up-to-date members do not
     status = {
@@ -201,7 +201,7 @@ def test_parallel_members_retrain_only_the_stages_dvc_reports_changed():
 
 
 def test_parallel_member_workers_split_gpus_or_cores(monkeypatch):
-    from stages.train_members import worker_env
+    from stages.tools.train_members import worker_env
 
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert [worker_env(w, 4, gpus=2, cores=16)["CUDA_VISIBLE_DEVICES"] for w in range(4)] == ["0", "1", "0", "1"]
@@ -215,7 +215,7 @@ def test_parallel_member_workers_split_gpus_or_cores(monkeypatch):
 def test_parallel_member_command_is_the_stage_command():
     import yaml
 
-    from stages.train_members import member_command
+    from stages.tools.train_members import member_command
     from tests.conftest import REPO
 
     template = " ".join(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train_member"]["do"]["cmd"].split())

@@ -1,7 +1,7 @@
 """An untrusted ``model.keras`` (pulled from a DVC remote) is checked before Keras reads it: bombs,
 lying sizes, unexpected or too many members, Python code, deep nesting, bad zips all end in one
 DataError line naming the file and the reason, called directly and through ``python -m
-stages.predict``; a real saved model still loads and predicts the same."""
+stages.tools.predict``; a real saved model still loads and predicts the same."""
 
 from __future__ import annotations
 
@@ -357,12 +357,12 @@ def test_any_archive_is_accepted_or_one_data_error(tmp_path, members, data):
 
 def run_predict(root: Path, *words: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    command = [sys.executable, "-m", "stages.predict", *words]
+    command = [sys.executable, "-m", "stages.tools.predict", *words]
     return subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_predict_prints_one_line_for_each_hostile_file(tmp_path, members):
-    """``python -m stages.predict m<i> photo.png`` per case, with the case's file as models/m<i>/model.keras;
+    """``python -m stages.tools.predict m<i> photo.png`` per case, with the case's file as models/m<i>/model.keras;
     two at a time (each is mostly Python's start-up and imports)."""
     cv2.imwrite(str(tmp_path / "photo.png"), np.zeros((8, 8), np.uint8))
     paths = []

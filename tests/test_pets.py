@@ -224,8 +224,8 @@ def test_segmentation_metrics_on_hand_made_masks():
 
 def test_predict_writes_a_mask_overlay_for_an_image_of_any_size(tmp_path, monkeypatch):
     from stages.models import build
-    from stages.predict import predict
     from stages.sources.synthetic import pet_scene
+    from stages.tools.predict import predict
 
     monkeypatch.chdir(tmp_path)
     model = build("pets_unet", (32, 32, 3), 3, filters=(4, 8), dropouts=(0.1, 0.1), up_dropouts=(0.1,))

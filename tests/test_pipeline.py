@@ -419,12 +419,14 @@ def test_two_machines_run_their_shards_and_a_third_collects_them(reproduced, tmp
         machine = tmp_path / f"machine{index}"
         sh("git", "clone", "-q", str(bare), str(machine), cwd=tmp_path)
         sh("dvc", "pull", "-q", "--with-deps", target, cwd=machine)
-        out = sh(sys.executable, "-m", "stages.shard", str(index), "2", "sweep", *sweep, "--threads", "1", cwd=machine)
+        out = sh(
+            sys.executable, "-m", "stages.tools.shard", str(index), "2", "sweep", *sweep, "--threads", "1", cwd=machine
+        )
         assert f"shard {index}/2: 1 run(s): sweep-{index}" in out
     collector = tmp_path / "collector"
     sh("git", "clone", "-q", str(bare), str(collector), cwd=tmp_path)
     sh("dvc", "exp", "pull", "--no-cache", "origin", "sweep-0", "sweep-1", cwd=collector)
-    table = sh(sys.executable, "-m", "stages.compare", "cifar_gray", cwd=collector)
+    table = sh(sys.executable, "-m", "stages.tools.compare", "cifar_gray", cwd=collector)
     rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| sweep-")}
     assert set(rows) == {"sweep-0", "sweep-1"}, table
     assert "epochs=1" in rows["sweep-0"] and "epochs=2" in rows["sweep-1"], table

@@ -9,8 +9,8 @@ import pytest
 from stages.core.cli import run
 from stages.core.files import write_json
 from stages.models import build
-from stages.predict import BATCH, main, predict
 from stages.sources.readers.images import read_image_files
+from stages.tools.predict import BATCH, main, predict
 
 
 def test_folder_of_mixed_files_gives_top_k_csv_and_per_file_errors(tmp_path, monkeypatch, capsys):

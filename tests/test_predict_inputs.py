@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stages.predict import OptionError, check_top_k, mask_names, predict_files
 from stages.sources.readers.images import MAX_FILE_BYTES
+from stages.tools.predict import OptionError, check_top_k, mask_names, predict_files
 
 
 class FakeClassifier:

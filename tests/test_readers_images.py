@@ -17,7 +17,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stages.bench import plain_loop_read
 from stages.core.errors import DataError
 from stages.sources.readers import images
 from stages.sources.readers.images import (
@@ -27,6 +26,7 @@ from stages.sources.readers.images import (
     read_image_folder,
     read_split_image_folder,
 )
+from stages.tools.bench import plain_loop_read
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""The real-data evidence: records written by `stages.record`, the table `stages.reproduction` builds
+"""The real-data evidence: records written by `stages.tools.record`, the table `stages.reproduction` builds
 from them, and the README's copy of its summary."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import record, reproduction
+from stages import reproduction
 from stages.core import config
 from stages.core.errors import DataError
+from stages.tools import record
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from stages.reporting import experiments
-from stages.sweep import parallel_coordinates, sweep_table, write_tensorboard
+from stages.tools.sweep import parallel_coordinates, sweep_table, write_tensorboard
 from tests.test_compare import DVC, _run, make_project
 
 
@@ -67,7 +67,7 @@ def test_tensorboard_hparams_logs_hold_every_run(rows, tmp_path: Path):
 
 
 def test_shards_split_the_sweep_as_dvc_expands_it():
-    from stages.shard import shard, sweep_runs
+    from stages.tools.shard import shard, sweep_runs
 
     runs = sweep_runs(["experiments.a.epochs=choice(1,2)", "experiments.a.batch_size=range(8,24,8)"])
     assert runs[0] == ["experiments.a.epochs=1", "experiments.a.batch_size=8"] and len(runs) == 4
@@ -79,7 +79,7 @@ def test_shards_split_the_sweep_as_dvc_expands_it():
 
 def test_shard_index_out_of_range_is_one_line():
     from stages.core.errors import ConfigError
-    from stages.shard import shard
+    from stages.tools.shard import shard
 
     with pytest.raises(ConfigError, match="shard index 2 of 2: need 0 <= index < count"):
         shard([[]], 2, 2)

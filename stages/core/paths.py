@@ -10,4 +10,4 @@ CHECKPOINTS = Path("checkpoints")  # per-epoch state of an unfinished training r
 REPORTS = Path("reports")
 EXPERIMENT_REPORTS = REPORTS / "experiments"  # train@<experiment>: its logs and test scores
 PLOTS = REPORTS / "plots"  # the data of the plots declared at the top of dvc.yaml, one folder a chart kind
-RECORDS = REPORTS / "reproduction"  # real-data run records (python -m stages.record), committed to Git
+RECORDS = REPORTS / "reproduction"  # real-data run records (python -m stages.tools.record), committed to Git

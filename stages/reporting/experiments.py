@@ -1,5 +1,5 @@
-"""DVC experiments as rows of `dvc.api.exp_show()`: read by stages.compare (a table per study) and
-stages.sweep (one experiment's runs). One project experiment's columns in a row are its params
+"""DVC experiments as rows of `dvc.api.exp_show()`: read by stages.tools.compare (a table per study) and
+stages.tools.sweep (one experiment's runs). One project experiment's columns in a row are its params
 ``experiments.<name>.*`` and the keys of ``reports/experiments/<name>/metrics.json``."""
 
 from __future__ import annotations

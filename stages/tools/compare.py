@@ -68,7 +68,7 @@ def study_table(rows: list[Row], study: str, claims: dict[str, Any], all_rows: b
 def main(*args: str) -> None:
     """Compare the baseline commit, its DVC experiments and the workspace, one Markdown table per study.
 
-    usage: python -m stages.compare [STUDY ...] [--all] [--all-params]
+    usage: python -m stages.tools.compare [STUDY ...] [--all] [--all-params]
 
     A row per project experiment of the study (all studies unless some are named) and revision: the DVC
     experiment's name (or the baseline's branch or rev, or `workspace`), the parameters that differ from

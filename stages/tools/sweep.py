@@ -1,6 +1,6 @@
 """Summarise a hyperparameter sweep run as DVC experiments.
 
-    python -m stages.sweep <experiment> [--tensorboard DIR]
+    python -m stages.tools.sweep <experiment> [--tensorboard DIR]
 
 Reads `dvc.api.exp_show()` (not files the runs leave lying around), keeps every
 DVC experiment that has metrics for ``experiments.<experiment>``, and writes
@@ -119,10 +119,10 @@ def write_tensorboard(df: pd.DataFrame, logdir: Path) -> None:
 
 
 def main(experiment: str, *options: str) -> None:
-    """``python -m stages.sweep <experiment> [--tensorboard DIR]``: also write TensorBoard HParams logs to DIR."""
+    """``python -m stages.tools.sweep <experiment> [--tensorboard DIR]``: also write TensorBoard HParams logs to DIR."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog=f"python -m stages.sweep {experiment}")
+    parser = argparse.ArgumentParser(prog=f"python -m stages.tools.sweep {experiment}")
     parser.add_argument("--tensorboard", type=Path, metavar="DIR", help="also write TensorBoard HParams logs")
     args = parser.parse_args(options)
     df = sweep_table(exp_rows(), experiment)

@@ -1,4 +1,4 @@
-"""The GPU check: ``python -m stages.gpucheck [--epochs N] [--allow-cpu]`` -> reports/gpu_check.{json,md}.
+"""The GPU check: ``python -m stages.tools.gpucheck [--epochs N] [--allow-cpu]`` -> reports/gpu_check.{json,md}.
 
 On a machine with a GPU, trains the fast CIFAR recipe's network (``airbench``, cifar_rgb_fast's
 widths) and the pets U-Net (model 3) for a few epochs on generated images in the precision
@@ -62,7 +62,7 @@ def pets_data(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def main(*options: str) -> None:
     """Train two models briefly on the GPU and write reports/gpu_check.json and .md."""
-    parser = argparse.ArgumentParser(prog="python -m stages.gpucheck")
+    parser = argparse.ArgumentParser(prog="python -m stages.tools.gpucheck")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--images", type=int, default=20_000, help="generated CIFAR-size training images")
     parser.add_argument("--allow-cpu", action="store_true", help="run without a GPU (to try the script)")

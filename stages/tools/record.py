@@ -1,4 +1,4 @@
-"""Record a real-data run: ``python -m stages.record <experiment> [<record>]``.
+"""Record a real-data run: ``python -m stages.tools.record <experiment> [<record>]``.
 
 After ``dvc repro train@<experiment>`` on real data (profile ``full``, a ``sources.*.path``),
 this writes ``reports/reproduction/<record>.json`` (``<record>`` defaults to the experiment; give

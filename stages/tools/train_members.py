@@ -1,6 +1,6 @@
 """Train an ensemble's missing or stale members side by side, then record them in DVC.
 
-    python -m stages.train_members gray28_tuned -j 2
+    python -m stages.tools.train_members gray28_tuned -j 2
 
 `dvc repro` runs stages one after another. This command runs the `train_member` stages of
 one ensemble that `dvc status` reports as changed, up to ``-j`` at a time, each with the very
@@ -75,10 +75,10 @@ def dvc_status(stages: list[str]) -> dict:
 
 
 def main(ensemble: str, *options: str) -> None:
-    """``python -m stages.train_members <ensemble> [-j N]``: train up to N members at once (default 2)."""
+    """``python -m stages.tools.train_members <ensemble> [-j N]``: train up to N members at once (default 2)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog=f"python -m stages.train_members {ensemble}")
+    parser = argparse.ArgumentParser(prog=f"python -m stages.tools.train_members {ensemble}")
     parser.add_argument("-j", "--jobs", type=int, default=2, help="members trained at once (default 2)")
     args = parser.parse_args(options)
     params = config.load()

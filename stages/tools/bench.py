@@ -1,4 +1,4 @@
-"""Benchmark: `python -m stages.bench` -> reports/bench.json and reports/bench.md.
+"""Benchmark: `python -m stages.tools.bench` -> reports/bench.json and reports/bench.md.
 
 Not part of `dvc repro`. Measures, in one run on this machine (ratios, since the
 machines are noisy; compare two implementations in the same run):
@@ -274,7 +274,7 @@ def knob_rate(setting: dict, steps: int = 15) -> float:
 def bench_knobs() -> list[dict]:
     rows, base = [], None
     for label, setting, env in KNOBS:
-        code = f"from stages.bench import knob_rate; print(knob_rate({setting!r}))"
+        code = f"from stages.tools.bench import knob_rate; print(knob_rate({setting!r}))"
         done = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, check=True
         )

@@ -1,6 +1,6 @@
 """Use a trained model on any image files:
 
-    python -m stages.predict <experiment> <image or folder>... [--top-k 3] [--out predictions]
+    python -m stages.tools.predict <experiment> <image or folder>... [--top-k 3] [--out predictions]
 
 Classification: prints the top-k classes with probabilities per image, and writes
 ``<out>/predictions.csv`` (file, top-k classes and probabilities, or the error).
@@ -251,12 +251,12 @@ def _segment(model, chunk: list[tuple[int, Path, np.ndarray]], names: dict[int, 
 
 
 def main(experiment: str, *options: str) -> None:
-    """``python -m stages.predict <experiment> <image or folder>... [--top-k K] [--out DIR]``: the top K
+    """``python -m stages.tools.predict <experiment> <image or folder>... [--top-k K] [--out DIR]``: the top K
     classes (default 3) per image into DIR/predictions.csv, or a mask overlay per image into DIR (default
     predictions/)."""
     paragraphs = (__doc__ or "").split("\n\n")  # description, usage example, details
     parser = argparse.ArgumentParser(
-        prog=f"python -m stages.predict {experiment}",
+        prog=f"python -m stages.tools.predict {experiment}",
         description=paragraphs[0].rstrip(":") + ".",
         epilog="\n\n".join(paragraphs[2:]),
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -1,6 +1,6 @@
 """Run one machine's share of a sweep as DVC experiments, then push them.
 
-    python -m stages.shard <index> <count> <name> [-S key=choice(...) ...] [--target STAGE ...]
+    python -m stages.tools.shard <index> <count> <name> [-S key=choice(...) ...] [--target STAGE ...]
 
 Every machine runs the same command with its own ``index`` (0 .. count-1; a Kubernetes Indexed
 Job's ``JOB_COMPLETION_INDEX``, a Slurm array's ``SLURM_ARRAY_TASK_ID``): the ``-S`` sweep is
@@ -9,7 +9,7 @@ goes to machine ``i % count`` and is named ``<name>-<i>``, so shards never clash
 machine's names are known in advance. Each run is a plain ``dvc exp run`` whose outputs then go
 to the default DVC remote (``dvc push``); at the end the shard's experiments go to the Git remote
 (``dvc exp push``). Anyone then collects every shard with
-``dvc exp pull <git remote> <names...>`` and compares with ``dvc exp show`` or ``stages.compare``.
+``dvc exp pull <git remote> <names...>`` and compares with ``dvc exp show`` or ``stages.tools.compare``.
 ``--threads N`` caps TensorFlow's thread pools, for several shards on one host.
 """
 
@@ -48,7 +48,7 @@ def dvc(*args: str, env: dict[str, str] | None = None) -> None:
 
 def main(index: str, count: str, name: str, *options: str) -> None:
     """Run machine <index> of <count>'s runs of the sweep, named <name>-<run>, then push them."""
-    parser = argparse.ArgumentParser(prog=f"python -m stages.shard {index} {count} {name}")
+    parser = argparse.ArgumentParser(prog=f"python -m stages.tools.shard {index} {count} {name}")
     parser.add_argument("-S", "--set-param", action="append", default=[], help="as dvc exp run -S (sweeps too)")
     parser.add_argument("--target", action="append", default=[], help="stages to run (default: all)")
     parser.add_argument("--remote", default="origin", help="Git remote to push to (default origin)")
