@@ -1,10 +1,10 @@
-"""Re-score trained models from their saved test predictions, without retraining them.
+"""Stage `evaluate@<experiment>`: score a trained model on the test split, from the predictions it saved.
 
-``train@<experiment>`` scores its model as its last step; after an edit to the scoring or the
-figures (stages/reporting/), this redraws them for the given experiments from
-``models/<experiment>/test_probs.npy`` (or ``test_masks.npy``). DVC then sees the new report
-files as changed outputs of ``train@<experiment>``: ``dvc commit train@<experiment>`` records
-them without a retraining. Example: ``python -m stages.evaluate objects8_cnn pets_unet3``
+``train@<experiment>`` leaves ``models/<experiment>/test_probs.npy`` (or ``test_masks.npy``); this stage
+turns them into the headline metrics (``reports/experiments/<experiment>/metrics.json``), the per-class
+report, the data of DVC's confusion plot and a panel of test images (stages/reporting/evaluation.py).
+It imports no TensorFlow, so an edit to the scoring or its figures re-scores every model in seconds
+and retrains none. Example: ``python -m stages.evaluate objects8_cnn``
 """
 
 from __future__ import annotations
@@ -12,17 +12,12 @@ from __future__ import annotations
 import sys
 
 from stages.core import config
-from stages.core.errors import ConfigError
 from stages.reporting.evaluation import evaluate, summary_line
 
 
-def main(*experiments: str) -> None:
-    """``python -m stages.evaluate <experiment> [<experiment> ...]``"""
-    if not experiments:
-        raise ConfigError("name one or more experiments of params.yaml")
-    params = config.load()
-    for name in experiments:
-        print(summary_line(name, evaluate(params, name)))
+def main(name: str) -> None:
+    """``python -m stages.evaluate <experiment>``"""
+    print(f"evaluate@{summary_line(name, evaluate(config.load(), name))}")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ dvclive. An interrupted run resumes from its last completed epoch unless the exp
 training/data.py Splits.train_from); the checkpoint is kept
 until the final model is written, so a failed write costs no epochs either. A checkpoint left by
 a run with other settings (anything but the epoch count) is discarded rather than resumed.
-The steps live in stages/training/; this file is the order they run in. Last, the model is
-scored on the test split (stages/reporting/evaluation.py): metrics, per-class report, figures.
+The steps live in stages/training/; this file is the order they run in. Last, the model's test
+predictions are saved beside it: the `evaluate@<experiment>` stage scores them (stages/evaluate.py), so
+an edit to the scoring or its figures re-scores without retraining.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from stages.core.cli import on_interrupt
 from stages.core.files import sha256
 from stages.core.machine import cpu_has_native_bf16
 from stages.core.paths import CHECKPOINTS, MODELS, PREPARED
-from stages.reporting.evaluation import evaluate, summary_line
 from stages.training.callbacks import claim_checkpoint, diverged, make_callbacks, resume_point
 from stages.training.data import Splits, load_splits, read_meta
 from stages.training.hardware import distribution_strategy, gpu_capability, precision_policy
@@ -263,8 +263,6 @@ def main(name: str, *options: str) -> None:
     with on_interrupt(lambda: interrupted(name, checkpoint_dir(name, args.out), exp.resume)):
         summary = train(params, name, seed=args.seed, out=args.out)
     print(f"train@{name}: done, {summary['epochs_run']} epochs in {summary['train_seconds']} s")
-    if args.out is None:  # an ensemble member is scored by its ensemble's vote instead
-        print(f"train@{summary_line(name, evaluate(params, name))}")
 
 
 if __name__ == "__main__":

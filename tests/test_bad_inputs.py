@@ -160,7 +160,6 @@ CASES = [
     ("no-params", ["evaluate", "tiny"], no_params, "params.yaml: not found"),
     ("bad-yaml", ["download", "cifar10"], bad_yaml, "not valid YAML"),
     ("usage", ["prepare", "a", "b"], None, "usage: python -m stages.prepare <name>"),
-    ("evaluate-nothing", ["evaluate"], None, "name one or more experiments of params.yaml"),
     (
         "train-inf-learning-rate",
         ["train", "tiny"],

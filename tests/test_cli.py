@@ -38,7 +38,7 @@ def test_stages_holds_the_dvc_stages_and_tools_the_user_tools():
     tools = {p.stem for p in (ROOT / "stages" / "tools").glob("*.py")} - {"__init__"}
     dvc_yaml = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
     run = {s.get("do", s)["cmd"].split()[2].removeprefix("stages.") for s in dvc_yaml["stages"].values()}
-    assert stages == run | {"evaluate"}  # evaluate: re-scores a trained model (a stage of its own next)
+    assert stages == run
     assert set(ENTRY_POINTS) == stages | {f"tools.{t}" for t in tools}
     assert {"train_members", "predict", "sweep", "bench", "record", "compare", "shard", "gpucheck"} == tools
 
@@ -85,6 +85,7 @@ def test_short_help_flag(module):
         ("extract", [], "usage: python -m stages.extract <name>"),
         ("prepare", [], "usage: python -m stages.prepare <name>"),
         ("ensemble", [], "usage: python -m stages.ensemble <name>"),
+        ("evaluate", [], "usage: python -m stages.evaluate <name>"),
         ("tools.train_members", [], "usage: python -m stages.tools.train_members <ensemble>"),
         ("tools.sweep", [], "usage: python -m stages.tools.sweep <experiment>"),
         ("train", [], "usage: python -m stages.train <name>"),

@@ -199,7 +199,7 @@ def test_mirror_serves_a_kaggle_source(tmp_path, natural_zip):
 
 
 def test_top_confusions_pick_the_largest_off_diagonal_cells():
-    from stages.reporting.plots import top_confusions
+    from stages.reporting.evaluation import top_confusions
 
     cm = np.array([[50, 9, 1], [0, 40, 3], [7, 0, 30]])
     top = top_confusions(cm, ["airplane", "flower", "car"])

@@ -135,10 +135,14 @@ def test_every_experiment_is_evaluated_and_the_reference_models_learn(reproduced
 def test_reports_say_the_data_is_generated(reproduced):
     scorecard = (reproduced / "reports/scorecard.md").read_text()
     assert "GENERATED SAMPLE DATA" in scorecard
-    assert (reproduced / "reports/figures/accuracy_vs_claimed.png").stat().st_size > 0
+    # the data of DVC's bar chart: every experiment reproduced, and beside it its report's claim if any
+    bars = (reproduced / "reports/plots/accuracy_vs_claimed.csv").read_text().splitlines()
+    assert bars[0] == "run,test_accuracy" and "cifar_gray_baseline: claimed,0.551" in bars
+    experiments = yaml.safe_load((reproduced / "params.yaml").read_text())["experiments"]
+    assert {row.split(": ")[0] for row in bars[1:] if ": reproduced," in row} == set(experiments)
     # track_test experiments: test accuracy after each epoch, against the wall time so far
     assert "cifar_rgb_fast" in (reproduced / "reports/time_to_accuracy.md").read_text()
-    assert (reproduced / "reports/figures/time_to_accuracy.png").stat().st_size > 0
+    assert "cifar_rgb_fast" in (reproduced / "reports/plots/time_to_accuracy.csv").read_text()
 
 
 #: How far the embedded default's accuracies and mean IoUs may move on another CPU kind or core count:
@@ -240,9 +244,21 @@ def stale_stages(repo: Path) -> dict[str, list]:
     }
 
 
+# every experiment's scoring stage: what an edit to the scoring or its figures re-runs, and nothing upstream
+SCORING = {f"evaluate@{name}" for name in yaml.safe_load((REPO / "params.yaml").read_text())["experiments"]}
+
+
 @pytest.mark.parametrize(
     ("path", "old", "new", "expected"),
     [
+        # a figure's code: every model is re-scored, none retrained (dvc status names no train@ stage)
+        (
+            "stages/reporting/plots.py",
+            '"""The figures',
+            '"""(edited) The figures',
+            SCORING | {"report", "reproduction"},
+        ),
+        ("stages/reporting/evaluation.py", '"""Scoring', '"""(edited) Scoring', SCORING),
         (
             "studies.yaml",
             "test_accuracy: 0.718",
@@ -366,8 +382,9 @@ def test_a_new_study_is_one_model_function_plus_params(reproduced):
             "stages/models/studies/toy.py",
             "studies.yaml",
         ]
-        out = sh("dvc", "repro", "train@toy_cnn", cwd=reproduced)
-        assert "Running stage 'train@toy_cnn'" in out and "Running stage 'prepare@" not in out
+        out = sh("dvc", "repro", "evaluate@toy_cnn", cwd=reproduced)
+        assert "Running stage 'train@toy_cnn'" in out and "Running stage 'evaluate@toy_cnn'" in out
+        assert "Running stage 'prepare@" not in out
         metrics = json.loads((reproduced / "reports/experiments/toy_cnn/metrics.json").read_text())
         assert metrics["parameters"] == 8 * 9 + 8 + 8 * 10 + 10  # conv (1 channel in), dense 10
         # the project's own layout checks (declared deps = imports, artifacts, no study in generic code)
@@ -405,7 +422,7 @@ def test_two_machines_run_their_shards_and_a_third_collects_them(reproduced, tmp
     git = ("git", "-c", "user.email=t@t", "-c", "user.name=t")
     sh(*git, "add", "-A", cwd=reproduced)
     sh(*git, "commit", "-qm", "results", "--allow-empty", cwd=reproduced)
-    bare, storage, target = tmp_path / "origin.git", tmp_path / "storage", "train@cifar_gray_baseline"
+    bare, storage, target = tmp_path / "origin.git", tmp_path / "storage", "evaluate@cifar_gray_baseline"
     sh("git", "clone", "-q", "--bare", str(reproduced), str(bare), cwd=tmp_path)
     setup = tmp_path / "setup"  # the project's maintainer: the remotes, and the data the sweep needs
     sh("git", "clone", "-q", str(bare), str(setup), cwd=tmp_path)

@@ -99,12 +99,14 @@ def train_to_end(root: Path) -> str:
 
 
 def outputs(root: Path) -> dict[str, object]:
-    """What a run leaves: test scores and predictions, the per-epoch logs, the final weights."""
+    """What a run leaves: its summary (epochs run, test loss...) and test predictions, the per-epoch logs, the
+    final weights. (The test scores are computed from the predictions by evaluate@, which trains nothing.)"""
     import keras
 
     live = root / "reports/experiments/tiny/train/plots/metrics"
     logs = {str(p.relative_to(live)): p.read_text() for p in sorted(live.rglob("*.tsv")) if p.name not in TIMES}
-    metrics = json.loads((root / "reports/experiments/tiny/metrics.json").read_text())
+    summary = json.loads((root / "models/tiny/summary.json").read_text())
+    metrics = {k: v for k, v in summary.items() if not k.endswith("_seconds")}
     weights = keras.models.load_model(root / "models/tiny/model.keras").get_weights()
     return {
         "metrics": metrics,

@@ -1,8 +1,9 @@
-"""Scoring a trained model on the test split: metrics, per-class report, confusion matrix, figures.
+"""Scoring a trained model on the test split: metrics, per-class report, confusion data, sample panels.
 
-`train@<experiment>` calls :func:`evaluate` as its last step, in the process that trained the model
-(a stage of its own cost a Python start-up and a dvc.lock rewrite per experiment);
-`python -m stages.evaluate` re-scores saved predictions without retraining.
+The `evaluate@<experiment>` stage (stages/evaluate.py) calls :func:`evaluate` on the test predictions
+that `train@<experiment>` saved. Its charts are drawn by DVC (`dvc plots`): the confusion matrix from
+``reports/plots/confusion/<experiment>.csv``, the learning curves from dvclive's logs; matplotlib draws
+only the panel of test images with their labels or masks, which no DVC template can.
 """
 
 from __future__ import annotations
@@ -36,6 +37,20 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[
     if len(classes) > top_k:
         out[f"test_top{top_k}_accuracy"] = float(skm.top_k_accuracy_score(y_true, probs, k=top_k, labels=labels))
     return out
+
+
+def top_confusions(cm: np.ndarray, classes: list[str], k: int = 3) -> list[dict]:
+    """The ``k`` largest off-diagonal cells (true class taken for predicted class), largest first."""
+    off = np.asarray(cm, dtype=np.int64).copy()
+    np.fill_diagonal(off, 0)
+    order = np.argsort(-off, axis=None, kind="stable")[:k]
+    totals = np.maximum(np.asarray(cm).sum(axis=1), 1)
+    pairs = [np.unravel_index(i, off.shape) for i in order]
+    return [
+        {"true": classes[t], "predicted": classes[p], "count": int(off[t, p]), "rate": float(off[t, p] / totals[t])}
+        for t, p in pairs
+        if off[t, p] > 0
+    ]
 
 
 def pixel_confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -92,9 +107,6 @@ def evaluate_segmentation(name: str, meta: dict, summary: dict, y_test: np.ndarr
     # a seeded sample of pixels for `dvc plots` (all pixels would be millions of rows)
     pick = np.random.default_rng(0).choice(y_test.size, size=min(20_000, y_test.size), replace=False)
     write_predictions(name, classes, y_test.ravel()[pick], masks.ravel()[pick])
-    title = f"{name}: pixel accuracy {result['test_accuracy']:.3f}, mean IoU {result['test_mean_iou']:.3f}{label}"
-    plots.confusion(cm, classes, title, out / "confusion.png")
-    plots.learning_curves(out / "train", f"{name}: learning curves{label}", out / "learning_curves.png")
     x_test = load_npy(PREPARED / meta["dataset"] / "x_test.npy", mmap=True)
     panels = PLOTS / "samples" / f"{name}.png"
     plots.segmentation_panels(x_test, y_test, masks, classes, f"{name}: test images{label}", panels)
@@ -179,15 +191,12 @@ def evaluate(params: config.Params, name: str) -> dict:
         y_test, y_pred, labels=list(range(len(classes))), target_names=classes, output_dict=True, zero_division=0
     )
     cm = skm.confusion_matrix(y_test, y_pred, labels=list(range(len(classes))))
-    title = f"{name}: test accuracy {result['test_accuracy']:.3f}{plots.data_label(meta['data'])}"
 
     write_outputs(name, result, summary, len(y_test))
-    top = plots.top_confusions(cm, classes)
+    top = top_confusions(cm, classes)
     write_json(out / "classification_report.json", {"data": meta["data"], "classes": report, "top_confusions": top})
     write_predictions(name, classes, y_test, y_pred)
-    plots.confusion(cm, classes, title, out / "confusion.png")
     label = plots.data_label(meta["data"])
-    plots.learning_curves(out / "train", f"{name}: learning curves{label}", out / "learning_curves.png")
     x_test = load_npy(PREPARED / exp.dataset / "x_test.npy", mmap=True)
     panels = PLOTS / "samples" / f"{name}.png"
     plots.prediction_panels(x_test, y_test, y_pred, classes, f"{name}: test images, true -> predicted{label}", panels)

@@ -1,4 +1,4 @@
-"""Report figures: learning curves and confusion matrices (matplotlib, written atomically)."""
+"""The figures DVC cannot draw (matplotlib, written atomically): test-image panels and the report's comparisons."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from stages.core.files import atomic_path  # noqa: E402
-from stages.core.live import read_live_metric  # noqa: E402
 
 
 def data_label(origin: str) -> str:
@@ -23,64 +22,6 @@ def save(fig: plt.Figure, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
-
-
-def learning_curves(live_dir: Path, title: str, path: Path) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, metric in zip(axes, ("loss", "accuracy")):
-        for prefix, style in (("train/", "-"), ("eval/", "--")):
-            series = read_live_metric(live_dir, f"{prefix}{metric}")
-            if series is not None:
-                ax.plot(
-                    series.index,
-                    series.to_numpy(),
-                    style,
-                    marker="o",
-                    label=prefix.rstrip("/").replace("eval", "validation"),
-                )
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(title)
-    save(fig, path)
-
-
-def top_confusions(cm: np.ndarray, classes: list[str], k: int = 3) -> list[dict]:
-    """The ``k`` largest off-diagonal cells (true class taken for predicted class), largest first."""
-    off = np.asarray(cm, dtype=np.int64).copy()
-    np.fill_diagonal(off, 0)
-    order = np.argsort(-off, axis=None, kind="stable")[:k]
-    totals = np.maximum(np.asarray(cm).sum(axis=1), 1)
-    pairs = [np.unravel_index(i, off.shape) for i in order]
-    return [
-        {"true": classes[t], "predicted": classes[p], "count": int(off[t, p]), "rate": float(off[t, p] / totals[t])}
-        for t, p in pairs
-        if off[t, p] > 0
-    ]
-
-
-def confusion(cm: np.ndarray, classes: list[str], title: str, path: Path, top: int = 3) -> None:
-    """Row-normalised confusion matrix; the ``top`` largest off-diagonal cells are framed in red
-    and listed (true -> predicted, count) under the figure."""
-    from sklearn.metrics import ConfusionMatrixDisplay
-
-    size = max(5.0, 0.55 * len(classes) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    rates = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    ConfusionMatrixDisplay(rates, display_labels=classes).plot(
-        ax=ax, cmap="Blues", values_format=".2f", colorbar=False, xticks_rotation=45
-    )
-    worst = top_confusions(cm, classes, top)
-    for c in worst:
-        t, p = classes.index(c["true"]), classes.index(c["predicted"])
-        ax.add_patch(plt.Rectangle((p - 0.5, t - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
-    if worst:
-        listed = "; ".join(f"{c['true']} -> {c['predicted']} ({c['count']})" for c in worst)
-        ax.text(0.5, -0.22, f"most confused (true -> predicted): {listed}", transform=ax.transAxes,
-                ha="center", va="top", fontsize=8, color="darkred", wrap=True)  # fmt: skip
-    ax.set_title(title)
-    save(fig, path)
 
 
 # Segmentation masks: one colour per class (pet, background, border in the pets study)

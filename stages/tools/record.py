@@ -1,6 +1,6 @@
 """Record a real-data run: ``python -m stages.tools.record <experiment> [<record>]``.
 
-After ``dvc repro train@<experiment>`` on real data (profile ``full``, a ``sources.*.path``),
+After ``dvc repro evaluate@<experiment>`` on real data (profile ``full``, a ``sources.*.path``),
 this writes ``reports/reproduction/<record>.json`` (``<record>`` defaults to the experiment; give
 another name for a second run of it, e.g. ``gray28_cnn1-5class``): the data's origin and sha256,
 official release or not, the commit and params it ran with, epochs run against the recipe's, the
@@ -41,11 +41,11 @@ def git(*args: str) -> str:
 
 
 def stale_stages(experiment: str) -> list[str]:
-    """The stages up to train@<experiment> whose outputs DVC says do not match code, data or params."""
+    """The stages up to evaluate@<experiment> whose outputs DVC says do not match code, data or params."""
     from dvc.repo import Repo
 
     with Repo(".") as repo:
-        return sorted(repo.status(targets=[f"train@{experiment}"], with_deps=True))
+        return sorted(repo.status(targets=[f"evaluate@{experiment}"], with_deps=True))
 
 
 def read_json(path: Path) -> dict:
@@ -157,7 +157,7 @@ def main(experiment: str, record: str = "") -> None:
         raise ConfigError(f"record name {record!r}: use letters, digits, '_', '-' and '.' only")
     stale = stale_stages(experiment)
     if stale:
-        raise DataError(f"{', '.join(stale)}: out of date; run `dvc repro train@{experiment}` first")
+        raise DataError(f"{', '.join(stale)}: out of date; run `dvc repro evaluate@{experiment}` first")
     out = RECORDS / f"{record}.json"
     write_json(out, build_record(params, experiment))
     print(f"record: {out}")
