@@ -256,7 +256,7 @@ SCORING = {f"evaluate@{name}" for name in yaml.safe_load((REPO / "params.yaml").
             "stages/reporting/plots.py",
             '"""The figures',
             '"""(edited) The figures',
-            SCORING | {"report", "reproduction"},
+            SCORING | {"reproduction"},
         ),
         ("stages/reporting/evaluation.py", '"""Scoring', '"""(edited) Scoring', SCORING),
         (
