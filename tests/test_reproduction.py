@@ -227,3 +227,27 @@ def test_a_record_names_its_data_as_a_clone_would_point_at_it(tmp_path, monkeypa
     for path in sorted(Path(REPO, "reports/reproduction").glob("*.json")):
         origin = json.loads(path.read_text())["data"]["origin"]
         assert not any(Path(p).is_absolute() for p in origin.removeprefix("local copy ").split(", ")), path.name
+
+
+def test_expected_time_scales_a_records_epochs_to_the_recipe_else_uses_the_bench():
+    params = config.load()
+    run = {
+        "experiment": "objects8_cnn",
+        "epochs": {"run": 2},
+        "train_seconds": 120.0,  # 60 s per epoch; the recipe's 10 epochs: 10 min
+        "data": {"dataset": "objects8", "counts": {"train": 36000}},
+        "machine": {"cpu": "X", "cores": 2},
+    }
+    records = {"objects8_cnn-2epochs": run}
+    assert reproduction.expected_time(params, records, {}, "objects8_cnn") == (
+        "10 min",
+        "record (2 epochs on 36000 images; X, 2 cores)",
+    )
+    bench = {"machine": "2 CPU cores", "training": [{"model": "objects8_resnet", "pipeline_images_per_s": 600}]}
+    # no record of objects8_resnet: its 18 epochs x the 36000 images a record of objects8 counted / 600 per s
+    assert reproduction.expected_time(params, records, bench, "objects8_resnet") == (
+        "18 min",
+        "bench (600 images/s on 2 CPU cores) x 36000 images",
+    )
+    assert reproduction.expected_time(params, {}, bench, "objects8_resnet")[0] == "not measured"
+    assert [reproduction.duration(s) for s in (50, 2100, 15_120)] == ["50 s", "35 min", "4 h 12 min"]
