@@ -120,15 +120,19 @@ def fetch_source(params: config.Params, name: str, dest: Path) -> dict:
         return copy_local(params, name, dest)
     mirror = Path(params.data.mirror).expanduser() if params.data.mirror else None
     if src.kaggle:
-        from stages.sources.kaggle import archive_name, kaggle_download
+        from stages.sources.kaggle import archive_name, check_archive, kaggle_download
 
         if mirror is None:
-            return {"origin": kaggle_download(src.kaggle, dest), "official": True}
-        local = mirror / archive_name(src.kaggle)  # the archive Kaggle's client would have downloaded
-        if not local.is_file():
-            raise DataError(f"mirror file {local} not found (data.mirror is set, so Kaggle is not asked)")
-        shutil.copyfile(local, dest / local.name)
-        return {"origin": f"mirror {mirror}", "official": True}
+            origin = kaggle_download(src.kaggle, dest, name)
+        else:
+            local = mirror / archive_name(src.kaggle)  # the archive Kaggle's client would have downloaded
+            if not local.is_file():
+                raise DataError(f"mirror file {local} not found (data.mirror is set, so Kaggle is not asked)")
+            shutil.copyfile(local, dest / local.name)
+            origin = f"mirror {mirror}"
+        pinned = src.files[0]
+        check_archive(name, src.kaggle, dest / archive_name(src.kaggle), pinned.size, pinned.sha256)
+        return {"origin": origin, "official": True}
     for f in src.files:
         download_file(params, f, dest, mirror)
     return {"origin": f"mirror {mirror}" if mirror else "downloaded from the official URLs", "official": True}

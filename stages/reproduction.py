@@ -6,7 +6,9 @@ from studies.yaml, or "no real-data record yet". Records of one run repeated at 
 params but the seed, same data, same epochs) share a row: their mean, spread and each seed's number.
 The summary table at the top (one row per study: the best claim, our best run of the study's own
 models, our best variant, each within its recipe's budget) is the one the README shows; a test keeps
-the two equal.
+the two equal. A last table gives each experiment's expected training time in the full profile on 2 CPU
+cores: from its record's seconds per epoch (times the recipe's epochs), else from the bench's measured
+training throughput (reports/bench.json: images per second times training images times epochs).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from stages.core.paths import RECORDS, REPORTS
 from stages.reporting import plots
 
 TABLE_START, TABLE_END = "<!-- reproduction summary: start -->", "<!-- reproduction summary: end -->"
+BENCH = REPORTS / "bench.json"
 
 
 def load_records(folder: Path = RECORDS) -> dict[str, dict]:
@@ -236,7 +239,58 @@ def markdown(params: config.Params, studies: config.Studies, records: dict[str, 
         }
     )
     out += ["Machines of the records: " + ("; ".join(machines) if machines else "none yet") + ".", ""]
+    out += time_table(params, records, json.loads(BENCH.read_text()) if BENCH.is_file() else {})
     return "\n".join(out)
+
+
+def duration(seconds: float) -> str:
+    """``4 h 12 min``, ``35 min``, ``50 s``."""
+    minutes = round(seconds / 60)
+    if seconds < 90:
+        return f"{round(seconds)} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+def expected_time(params: config.Params, records: dict[str, dict], bench: dict, experiment: str) -> tuple[str, str]:
+    """An experiment's expected training time at its full-profile epochs, and what the figure comes from: its
+    own record (seconds per epoch, on the record's training images; the record named after the experiment
+    first), else the bench's throughput for it times the training images a record of its dataset counted."""
+    epochs = config.experiment(params.model_copy(update={"profile": "full"}), experiment).epochs
+    dataset = params.experiments[experiment].dataset
+    own = sorted(
+        (r for r in records.values() if r["experiment"] == experiment), key=lambda r: r is not records.get(experiment)
+    )
+    if own:
+        r, machine = own[0], f"{own[0]['machine']['cpu']}, {own[0]['machine']['cores']} cores"
+        run, images = r["epochs"]["run"], r["data"]["counts"]["train"]
+        ran = f"{run} epoch{'s' if run != 1 else ''}"
+        return duration(r["train_seconds"] / run * epochs), f"record ({ran} on {images} images; {machine})"
+    speed = next((t["pipeline_images_per_s"] for t in bench.get("training", []) if t["model"] == experiment), None)
+    counts = next((r["data"]["counts"] for r in records.values() if r["data"]["dataset"] == dataset), None)
+    if speed and counts:
+        source = f"bench ({speed} images/s on {bench['machine']}) x {counts['train']} images"
+        return duration(counts["train"] * epochs / speed), source
+    return "not measured", "no record, no bench figure"
+
+
+def time_table(params: config.Params, records: dict[str, dict], bench: dict) -> list[str]:
+    """Each experiment's expected training time in the full profile (prepare and scoring add minutes)."""
+    out = [
+        "## Expected time, profile full, 2 CPU cores",
+        "",
+        "Training time at each experiment's own epochs (`dvc exp run -S profile=full train@<experiment>`), from",
+        "the records above (seconds per epoch, on as many training images as the record had: a subset's record",
+        "underestimates the whole set) or the bench (`reports/bench.json`); no GPU has been measured. Data",
+        "preparation adds minutes.",
+        "",
+        "| study | experiment | epochs | expected | from |",
+        "|---|---|---|---|---|",
+    ]
+    for name, exp in params.experiments.items():
+        expected, source = expected_time(params, records, bench, name)
+        epochs = config.experiment(params.model_copy(update={"profile": "full"}), name).epochs
+        out.append(f"| {exp.study} | {name} | {epochs} | {expected} | {source} |")
+    return [*out, ""]
 
 
 def curves(records: dict[str, dict]) -> list[str]:

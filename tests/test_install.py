@@ -34,12 +34,14 @@ INSTALLS = {
 }
 INSTALL_FILES = tuple(requirements for requirements, _ in INSTALLS.values())
 DEV = "requirements-dev.txt"
+REMOTES = "requirements-remotes.txt"  # DVC's cloud remotes (docs/models.md), on top of either install
 # each compiled file and its source, compiled with COMPILE (docs/install.md#the-pins); the sources of
 # requirements-gpu.txt and requirements-dev.txt read requirements.txt, so it comes first
 COMPILED = {
     "requirements.txt": "requirements.in",
     "requirements-gpu.txt": "requirements-gpu.in",
     DEV: "requirements-dev.in",
+    REMOTES: "requirements-remotes.in",
 }
 COMPILE = ("--universal", "--python-version", "3.11")
 # pure-Python packages that PyPI has only as source archives: pip builds them on any machine. Every other
@@ -88,10 +90,10 @@ def uv() -> str:
         pytest.fail("uv is not installed: pip install -r requirements-dev.txt")
     uv = find_uv_bin()
     # The index serves its pages without a cache lifetime, so uv asks again for each of the ~160 pages in
-    # every resolution (5-15 s each here). One universal resolution of all three files asks once for all;
+    # every resolution (5-15 s each here). One universal resolution of all four files asks once for all;
     # the pairs then resolve from uv's cache of those pages, going to the index only for what it lacks.
-    refresh = compile_(uv, "--universal", "--python-version", "3.11", *INSTALL_FILES, DEV, "-o", os.devnull)
-    assert refresh.returncode == 0, f"{' '.join(INSTALL_FILES)} {DEV}, resolved together:\n{refresh.stderr}"
+    refresh = compile_(uv, "--universal", "--python-version", "3.11", *INSTALL_FILES, DEV, REMOTES, "-o", os.devnull)
+    assert refresh.returncode == 0, f"{' '.join(INSTALL_FILES)} {DEV} {REMOTES}, resolved together:\n{refresh.stderr}"
     return uv
 
 
@@ -121,7 +123,8 @@ def pins(text: str) -> dict[str, str]:
 
 @pytest.mark.parametrize(("install", "machine", "python"), PAIRS, ids=["-".join(pair) for pair in PAIRS])
 def test_the_install_resolves_with_wheels(uv, install, machine, python, tmp_path):
-    """The install and the test tools together, as the README's two commands install them."""
+    """The install and the test tools together, as the README's two commands install them, with the cloud
+    remotes' extras (docs/models.md) on top."""
     requirements, _ = INSTALLS[install]
     wheels_only = ["--only-binary", ":all:", *(arg for name in SOURCE_ONLY for arg in ("--no-binary", name))]
     done = resolve(
@@ -130,15 +133,18 @@ def test_the_install_resolves_with_wheels(uv, install, machine, python, tmp_path
         *wheels_only,
         requirements,
         DEV,
+        REMOTES,
         "-o",
         tmp_path / "resolved.txt",
     )
-    assert done.returncode == 0, f"{requirements} + {DEV} on {machine}, Python {python}:\n{done.stderr}"
+    assert done.returncode == 0, f"{requirements} + {DEV} + {REMOTES} on {machine}, Python {python}:\n{done.stderr}"
     resolved = pins((tmp_path / "resolved.txt").read_text())
     assert [name for name in TENSORFLOWS if name in resolved] == [
         "tensorflow" if install == "gpu" or machine in ("macOS arm64", "Linux aarch64") else "tensorflow-cpu"
     ], f"{machine}, Python {python}: {install} install"
-    wanted = pins((REPO / requirements).read_text()) | pins((REPO / DEV).read_text())
+    wanted = {}
+    for pinned in (requirements, DEV, REMOTES):
+        wanted |= pins((REPO / pinned).read_text())
     assert {name: version for name, version in resolved.items() if wanted.get(name) != version} == {}
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from stages.core import config
 from stages.core.errors import DataError
+from stages.core.files import sha256
 from stages.prepare import split
 from stages.sources import fetch
 from stages.sources.formats import find_class_root, read_raw
@@ -162,10 +163,12 @@ def test_kaggle_without_credentials_says_what_to_set(tmp_path, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(DataError) as err:
-        kaggle_download("prasunroy/natural-images", tmp_path)
+        kaggle_download("prasunroy/natural-images", tmp_path, "natural_images")
     message = str(err.value)
     for needle in ("KAGGLE_USERNAME", "KAGGLE_KEY", "kaggle.json", str(tmp_path / "nowhere"), "natural-images.zip"):
         assert needle in message
+    # one line, naming the two ways around Kaggle as the -S settings to give
+    assert "\n" not in message and "-S sources.natural_images.path=" in message and "-S data.mirror=" in message
 
 
 def test_kaggle_without_the_client_says_pip_install(tmp_path, monkeypatch):
@@ -196,6 +199,39 @@ def test_mirror_serves_a_kaggle_source(tmp_path, natural_zip):
     dest.mkdir()
     assert fetch_source(params, "natural_images", dest)["origin"].startswith("mirror")
     assert (dest / "natural-images.zip").read_bytes() == natural_zip.read_bytes()
+
+
+def test_a_kaggle_archive_unlike_the_pinned_one_is_refused_in_one_line(tmp_path, natural_zip):
+    from stages.download import fetch_source
+    from stages.sources.kaggle import archive_name
+
+    assert (
+        archive_name("prasunroy/natural-images/1") == archive_name("prasunroy/natural-images") == "natural-images.zip"
+    )
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "natural-images.zip").write_bytes(natural_zip.read_bytes())
+    params = config.load()
+    source = params.sources["natural_images"]
+
+    def pinned(digest: str) -> config.Params:
+        files = [source.files[0].model_copy(update={"size": natural_zip.stat().st_size, "sha256": digest})]
+        return params.model_copy(
+            update={
+                "profile": "full",
+                "data": params.data.model_copy(update={"mirror": str(mirror)}),
+                "sources": {**params.sources, "natural_images": source.model_copy(update={"files": files})},
+            }
+        )
+
+    (tmp_path / "ok").mkdir()
+    assert fetch_source(pinned(sha256(natural_zip)), "natural_images", tmp_path / "ok")["official"] is True
+    (tmp_path / "changed").mkdir()
+    with pytest.raises(DataError) as err:
+        fetch_source(pinned("0" * 64), "natural_images", tmp_path / "changed")
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("Kaggle dataset prasunroy/natural-images: natural-images.zip")
+    assert "checksum mismatch" in message and "sources.natural_images.files' size and sha256" in message
 
 
 def test_top_confusions_pick_the_largest_off_diagonal_cells():

@@ -418,7 +418,8 @@ def test_second_repro_does_nothing_and_remote_round_trip(reproduced, tmp_path):
 
 def test_two_machines_run_their_shards_and_a_third_collects_them(reproduced, tmp_path):
     """A bare Git repo and a local-directory DVC remote; two clones act as two machines, each runs
-    its shard of a 2-run sweep and pushes it; a third clone pulls both and shows the whole table."""
+    its shard of a 2-run sweep and pushes it; a third clone pulls both, shows the whole table, picks
+    the best run by its test accuracy and gets that run's model from the DVC remote."""
     git = ("git", "-c", "user.email=t@t", "-c", "user.name=t")
     sh(*git, "add", "-A", cwd=reproduced)
     sh(*git, "commit", "-qm", "results", "--allow-empty", cwd=reproduced)
@@ -447,6 +448,36 @@ def test_two_machines_run_their_shards_and_a_third_collects_them(reproduced, tmp
     rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| sweep-")}
     assert set(rows) == {"sweep-0", "sweep-1"}, table
     assert "epochs=1" in rows["sweep-0"] and "epochs=2" in rows["sweep-1"], table
+    best, best_metrics = best_run(collector, "cifar_gray_baseline", "test_accuracy")
+    sh(
+        "dvc",
+        "get",
+        str(bare),
+        "models/cifar_gray_baseline",
+        "--rev",
+        best,
+        "-o",
+        str(tmp_path / "best"),
+        cwd=collector,
+    )
+    summary = json.loads((tmp_path / "best/summary.json").read_text())
+    assert summary["epochs_run"] == best_metrics["epochs_run"] == {"sweep-0": 1, "sweep-1": 2}[best], best
+    script = "import sys, keras; print('parameters', keras.models.load_model(sys.argv[1]).count_params())"
+    out = sh(sys.executable, "-I", "-c", script, str(tmp_path / "best/model.keras"), cwd=tmp_path)
+    assert f"parameters {best_metrics['parameters']}\n" in out, out
+
+
+def best_run(repo: Path, experiment: str, metric: str) -> tuple[str, dict]:
+    """The DVC experiment with the highest <metric> of <experiment>, and its metrics, as `dvc exp show` has them."""
+    shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=repo))
+    key = f"reports/experiments/{experiment}/metrics.json"
+    runs = {
+        run["name"]: run["revs"][0]["data"]["metrics"][key]["data"]
+        for baseline in shown
+        for run in baseline.get("experiments") or []
+    }
+    name = max(runs, key=lambda run: runs[run][metric])
+    return name, runs[name]
 
 
 def test_exp_run_with_one_changed_parameter_retrains_only_that_experiment(reproduced):

@@ -4,6 +4,7 @@ from them, and the README's copy of its summary."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -40,6 +41,9 @@ def test_committed_table_is_the_one_the_records_give():
         assert f"| {name} |" in text and reproduction.score(r) in text
 
 
+LOCKED_MODEL = {"path": "models/objects8_cnn", "hash": "md5", "md5": "0f" * 16 + ".dir", "size": 7, "nfiles": 4}
+
+
 @pytest.fixture
 def real_run(tmp_path, monkeypatch):
     """A git checkout holding the outputs one real-data run of objects8_cnn leaves."""
@@ -68,6 +72,7 @@ def real_run(tmp_path, monkeypatch):
             "flops": 252178944,
         },
         "reports/experiments/objects8_cnn/details.json": {"train_seconds": 120.0},
+        "dvc.lock": {"schema": "2.0", "stages": {"train@objects8_cnn": {"outs": [LOCKED_MODEL]}}},  # JSON is YAML
     }
     for path, content in files.items():
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -81,6 +86,45 @@ def test_record_of_a_shortened_run_is_partial_and_carries_its_provenance(real_ru
     assert r["data"]["official_release"] is False and r["data"]["sha256"] == {"x.tar.gz": "ab" * 32}
     assert len(r["commit"]) == 40 and r["metrics"]["test_accuracy"] == 0.75
     assert r["machine"]["cores"] >= 1 and r["params"]["experiment"]["epochs"] == 2
+
+
+def commit_as_experiment(name: str) -> str:
+    """What `dvc exp run -n <name>` leaves: a commit of the workspace's dvc.lock on HEAD, under
+    refs/exps/<HEAD[:2]>/<HEAD[2:]>/<name>."""
+
+    def git(*args: str, **env: str) -> str:
+        done = subprocess.run(["git", *args], check=True, capture_output=True, text=True, env={**os.environ, **env})
+        return done.stdout.strip()
+
+    index = {"GIT_INDEX_FILE": str(Path(".git/exp-index").resolve())}
+    git("add", "dvc.lock", **index)
+    tree = git("write-tree", **index)
+    commit = git("-c", "user.name=t", "-c", "user.email=t@t", "commit-tree", tree, "-p", "HEAD", "-m", name)
+    head = git("rev-parse", "HEAD")
+    git("update-ref", f"refs/exps/{head[:2]}/{head[2:]}/{name}", commit)
+    return commit
+
+
+def test_a_record_names_the_model_hash_and_the_dvc_experiment_that_made_it(real_run):
+    r = record.build_record(config.load(), "objects8_cnn")
+    assert r["model"] == {key: LOCKED_MODEL[key] for key in ("path", "md5", "size", "nfiles")}
+    assert r["dvc_experiment"] is None  # `dvc repro`: no experiment to publish
+    commit = commit_as_experiment("objects8-2epochs")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert record.build_record(config.load(), "objects8_cnn")["dvc_experiment"] == {
+        "name": "objects8-2epochs",
+        "ref": f"refs/exps/{head[:2]}/{head[2:]}/objects8-2epochs",
+        "commit": commit,
+    }
+    Path("dvc.lock").write_text(
+        json.dumps({"stages": {"train@objects8_cnn": {"outs": [{**LOCKED_MODEL, "md5": "1a" * 16}]}}})
+    )
+    assert record.build_record(config.load(), "objects8_cnn")["dvc_experiment"] is None  # another model: not that run
+    Path("dvc.lock").unlink()
+    with pytest.raises(
+        DataError, match=r"dvc.lock: no hash for models/objects8_cnn; run `dvc repro train@objects8_cnn`"
+    ):
+        record.build_record(config.load(), "objects8_cnn")
 
 
 def test_no_record_for_generated_data(real_run):
@@ -183,3 +227,27 @@ def test_a_record_names_its_data_as_a_clone_would_point_at_it(tmp_path, monkeypa
     for path in sorted(Path(REPO, "reports/reproduction").glob("*.json")):
         origin = json.loads(path.read_text())["data"]["origin"]
         assert not any(Path(p).is_absolute() for p in origin.removeprefix("local copy ").split(", ")), path.name
+
+
+def test_expected_time_scales_a_records_epochs_to_the_recipe_else_uses_the_bench():
+    params = config.load()
+    run = {
+        "experiment": "objects8_cnn",
+        "epochs": {"run": 2},
+        "train_seconds": 120.0,  # 60 s per epoch; the recipe's 10 epochs: 10 min
+        "data": {"dataset": "objects8", "counts": {"train": 36000}},
+        "machine": {"cpu": "X", "cores": 2},
+    }
+    records = {"objects8_cnn-2epochs": run}
+    assert reproduction.expected_time(params, records, {}, "objects8_cnn") == (
+        "10 min",
+        "record (2 epochs on 36000 images; X, 2 cores)",
+    )
+    bench = {"machine": "2 CPU cores", "training": [{"model": "objects8_resnet", "pipeline_images_per_s": 600}]}
+    # no record of objects8_resnet: its 18 epochs x the 36000 images a record of objects8 counted / 600 per s
+    assert reproduction.expected_time(params, records, bench, "objects8_resnet") == (
+        "18 min",
+        "bench (600 images/s on 2 CPU cores) x 36000 images",
+    )
+    assert reproduction.expected_time(params, {}, bench, "objects8_resnet")[0] == "not measured"
+    assert [reproduction.duration(s) for s in (50, 2100, 15_120)] == ["50 s", "35 min", "4 h 12 min"]

@@ -14,11 +14,24 @@ import os
 from pathlib import Path
 
 from stages.core.errors import DataError
+from stages.sources import fetch
 
 
 def archive_name(slug: str) -> str:
-    """The file Kaggle's client downloads for ``owner/dataset``: ``dataset.zip``."""
-    return f"{slug.rstrip('/').split('/')[-1]}.zip"
+    """The file Kaggle's client downloads for ``owner/dataset`` or ``owner/dataset/<version>``: ``dataset.zip``."""
+    return f"{slug.strip('/').split('/')[1]}.zip"
+
+
+def check_archive(source: str, slug: str, archive: Path, size: int | None, sha256: str | None) -> None:
+    """DataError in one line unless ``archive`` has the size and sha256 that ``sources.<source>.files`` pins:
+    a Kaggle dataset can be replaced under the same name, and the study's numbers are for the pinned one."""
+    try:
+        fetch.verify(archive, size=size, sha256=sha256)
+    except DataError as e:
+        raise DataError(
+            f"Kaggle dataset {slug}: {archive.name} is not the archive params.yaml pins ({e}); if Kaggle changed "
+            f"the dataset, check the new one and update sources.{source}.files' size and sha256"
+        ) from None
 
 
 def config_dir() -> Path:
@@ -38,21 +51,21 @@ def credentials_source() -> str | None:
     return None
 
 
-def check_credentials(slug: str) -> str:
+def check_credentials(slug: str, source_name: str = "<source>") -> str:
     source = credentials_source()
     if source is None:
         raise DataError(
             f"Kaggle dataset {slug}: no Kaggle credentials. Set KAGGLE_USERNAME and KAGGLE_KEY, or put "
             f"kaggle.json (from https://www.kaggle.com/settings, 'Create New Token') in {config_dir()} "
-            "(or set KAGGLE_CONFIG_DIR to its folder); or skip Kaggle: set the source's `path` to a local "
-            f"copy of {archive_name(slug)}, or data.mirror to a folder holding it"
+            f"(or set KAGGLE_CONFIG_DIR to its folder); or skip Kaggle: -S sources.{source_name}.path=<a local "
+            f"copy of {archive_name(slug)}>, or -S data.mirror=<a folder holding {archive_name(slug)}>"
         )
     return source
 
 
-def kaggle_download(slug: str, dest: Path) -> str:
-    """Download dataset ``slug`` (owner/name) as ``dest/<name>.zip``; return how it was obtained."""
-    source = check_credentials(slug)
+def kaggle_download(slug: str, dest: Path, source_name: str = "<source>") -> str:
+    """Download dataset ``slug`` (owner/name[/version]) as ``dest/<name>.zip``; return how it was obtained."""
+    source = check_credentials(slug, source_name)
     try:
         from kaggle.api.kaggle_api_extended import KaggleApi
     except ImportError:

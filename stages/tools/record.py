@@ -4,7 +4,9 @@ After ``dvc repro evaluate@<experiment>`` on real data (profile ``full``, a ``so
 this writes ``reports/reproduction/<record>.json`` (``<record>`` defaults to the experiment; give
 another name for a second run of it, e.g. ``gray28_cnn1-5class``): the data's origin and sha256,
 official release or not, the commit and params it ran with, epochs run against the recipe's, the
-test metrics, training seconds, the learning curve and the machine. Commit the file: the
+test metrics, training seconds, the learning curve, the machine, the DVC hash of ``models/<experiment>``
+and, for a ``dvc exp run``, the DVC experiment's name and Git ref (what ``dvc exp push`` publishes and
+``dvc get --rev <name>`` pulls: docs/models.md). Commit the file: the
 ``reproduction`` stage builds ``reports/reproduction.md`` from these records.  It refuses to write
 a record for outputs that DVC says are out of date, or for generated sample data.
 """
@@ -19,6 +21,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import yaml
 
 from stages.core import config
 from stages.core.errors import ConfigError, DataError
@@ -107,6 +111,39 @@ def project_relative(origin: str | None) -> str | None:
     return LOCAL_COPY + ", ".join(os.path.relpath(p) if os.path.isabs(p) else p for p in paths)
 
 
+def locked_model(lock_text: str, experiment: str) -> dict | None:
+    """models/<experiment> as a dvc.lock text records it: path, md5 (DVC's hash), size and file count."""
+    stage = (yaml.safe_load(lock_text) or {}).get("stages", {}).get(f"train@{experiment}", {})
+    out = next((o for o in stage.get("outs", []) if o.get("path") == f"{MODELS.as_posix()}/{experiment}"), None)
+    return {key: out[key] for key in ("path", "md5", "size", "nfiles") if key in out} if out else None
+
+
+def dvc_experiment(experiment: str, model_md5: str) -> dict | None:
+    """The DVC experiment (``dvc exp run`` on this commit) whose dvc.lock holds this model, newest first;
+    None for a run made with ``dvc repro``, which has no experiment ref to publish."""
+    head = git("rev-parse", "HEAD")
+    refs = git(
+        "for-each-ref",
+        "--sort=-committerdate",
+        "--format=%(objectname) %(refname)",
+        f"refs/exps/{head[:2]}/{head[2:]}/",
+    )
+    for line in refs.splitlines():
+        commit, ref = line.split(" ", 1)
+        model = locked_model(git("show", f"{commit}:dvc.lock"), experiment)
+        if model and model.get("md5") == model_md5:
+            return {"name": ref.rsplit("/", 1)[-1], "ref": ref, "commit": commit}
+    return None
+
+
+def model_and_experiment(experiment: str) -> tuple[dict, dict | None]:
+    lock = Path("dvc.lock")
+    model = locked_model(lock.read_text(), experiment) if lock.is_file() else None
+    if not model or "md5" not in model:
+        raise DataError(f"dvc.lock: no hash for {MODELS}/{experiment}; run `dvc repro train@{experiment}` first")
+    return model, dvc_experiment(experiment, model["md5"])
+
+
 def build_record(params: config.Params, experiment: str) -> dict:
     exp = params.experiments[experiment]
     ds = params.datasets[exp.dataset]
@@ -116,12 +153,15 @@ def build_record(params: config.Params, experiment: str) -> dict:
     summary = read_json(MODELS / experiment / "summary.json")
     meta = read_json(PREPARED / exp.dataset / "meta.json")
     recipe, budget = recipe_epochs(experiment), config.effective_epochs(params, exp)
+    model, dvc_exp = model_and_experiment(experiment)
     return {
         "experiment": experiment,
         "study": exp.study,
         "recorded": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "commit": git("rev-parse", "HEAD"),
         "code_changes": git("status", "--porcelain", "--", "stages", "dvc.yaml").splitlines(),
+        "dvc_experiment": dvc_exp,  # name, ref, commit: `dvc get <repo> models/<experiment> --rev <name>`
+        "model": model,
         "data": {
             "source": ds.source,
             "dataset": exp.dataset,
