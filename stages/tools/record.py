@@ -27,6 +27,7 @@ from stages.core.live import read_live_metric
 from stages.core.machine import machine
 from stages.core.paths import EXPERIMENT_REPORTS, MODELS, PREPARED, RAW, RECORDS
 from stages.download import MAX_LISTED_FILES
+from stages.training.settings import resolve
 
 LOCAL_COPY = "local copy "  # how download's provenance.json names a source's local files
 
@@ -108,23 +109,23 @@ def project_relative(origin: str | None) -> str | None:
 
 
 def build_record(params: config.Params, experiment: str) -> dict:
-    exp = params.experiments[experiment]
-    ds = params.datasets[exp.dataset]
+    run = resolve(params, experiment)  # what the run used: params.yaml's layers merged, the profile's caps applied
+    ds = params.datasets[run.dataset]
     provenance = read_json(RAW / ds.source / "provenance.json")
     if provenance.get("origin") == "generated sample data":
         raise DataError(f"{experiment}: trained on generated sample data; a record is for real data (profile full)")
     summary = read_json(MODELS / experiment / "summary.json")
-    meta = read_json(PREPARED / exp.dataset / "meta.json")
-    recipe, budget = recipe_epochs(experiment), config.effective_epochs(params, exp)
+    meta = read_json(PREPARED / run.dataset / "meta.json")
+    recipe, budget = recipe_epochs(experiment), run.epochs
     return {
         "experiment": experiment,
-        "study": exp.study,
+        "study": run.study,
         "recorded": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "commit": git("rev-parse", "HEAD"),
         "code_changes": git("status", "--porcelain", "--", "stages", "dvc.yaml").splitlines(),
         "data": {
             "source": ds.source,
-            "dataset": exp.dataset,
+            "dataset": run.dataset,
             "origin": project_relative(provenance.get("origin")),
             "official_release": provenance.get("official"),
             "sha256": provenance.get("sha256") or raw_sha256(RAW / ds.source),
@@ -135,7 +136,7 @@ def build_record(params: config.Params, experiment: str) -> dict:
         "params": {
             "profile": params.profile,
             "seed": params.seed,
-            "experiment": exp.model_dump(mode="json", exclude={"profiles"}),
+            "experiment": run.model_dump(mode="json"),
             "dataset": ds.model_dump(mode="json"),
         },
         "epochs": {"recipe": recipe, "budget": budget, "run": summary["epochs_run"]},
