@@ -2,10 +2,11 @@
 
 params.yaml sets an experiment in four layers: its study's ``study_defaults`` entry, the experiment, the
 experiment's override for the active profile, and the profile's caps (and ``accelerator`` for
-precision). :func:`resolve` merges them into a flat, frozen :class:`Run`; training, ``record`` and the
-resume check read that and nothing else of the experiment. Its validators also hold the checks that
-need the model registry (the model exists for the study and takes every ``model_args`` key), so that
-every error is one line naming params.yaml and the key of the layer that set the value.
+precision). :func:`resolve` merges them into a flat, frozen :class:`Run`; training, its resume check, and
+the ``record`` and ``compare`` tools read that and nothing else of the experiment. Its validators also
+hold the checks that need the model registry (the model exists for the study and takes every
+``model_args`` key), so that every error is one line naming params.yaml and the key of the layer that set
+the value.
 """
 
 from __future__ import annotations
