@@ -15,7 +15,6 @@ from stages.core import config
 from stages.core.cli import run
 from stages.core.errors import ConfigError
 from stages.reporting.experiments import DETAILS, Row, exp_rows, git_repo, metric, read_at, run_name, studies_of, text
-from stages.training.settings import resolve
 
 FLAGS = ("--all", "--all-params")
 
@@ -48,6 +47,8 @@ def dotted(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def run_settings(params: config.Params, name: str) -> dict[str, Any]:
     """What a run of experiment ``name`` used at a revision (its resolved run), as dotted keys; {} where the
     revision has no such experiment."""
+    from stages.training.settings import resolve  # the model registry: Keras, so not for --help
+
     if name not in params.experiments:
         return {}
     return dotted(resolve(params, name).model_dump(mode="json", exclude={"experiment"}))

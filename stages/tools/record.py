@@ -27,7 +27,6 @@ from stages.core.live import read_live_metric
 from stages.core.machine import machine
 from stages.core.paths import EXPERIMENT_REPORTS, MODELS, PREPARED, RAW, RECORDS
 from stages.download import MAX_LISTED_FILES
-from stages.training.settings import resolve
 
 LOCAL_COPY = "local copy "  # how download's provenance.json names a source's local files
 
@@ -109,6 +108,8 @@ def project_relative(origin: str | None) -> str | None:
 
 
 def build_record(params: config.Params, experiment: str) -> dict:
+    from stages.training.settings import resolve  # the model registry: Keras, so not for --help
+
     run = resolve(params, experiment)  # what the run used: params.yaml's layers merged, the profile's caps applied
     ds = params.datasets[run.dataset]
     provenance = read_json(RAW / ds.source / "provenance.json")
