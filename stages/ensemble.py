@@ -48,7 +48,7 @@ def majority_vote(votes: np.ndarray, num_classes: int, probs: np.ndarray | None 
 
 def ensemble(params: config.Params, name: str) -> dict:
     ens = config.lookup(params.ensembles, name, "ensemble")
-    exp = config.experiment(params, ens.experiment)
+    exp = params.experiments[ens.experiment]  # checked by the schema: an ensemble names an experiment
     prepared = PREPARED / exp.dataset
     for path in (prepared / "meta.json", prepared / "y_test.npy"):
         if not path.is_file():

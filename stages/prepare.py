@@ -143,9 +143,9 @@ def prepare(params: config.Params, name: str) -> dict:
             raise ConfigError(f"{where}.test_fraction: source {ds.source} has no test set, set a fraction > 0")
         split_test = _split_or_refuse(x_train, y_train, ds.test_fraction, params.seed, f"{where}.test_fraction")
         x_train, x_test, y_train, y_test = split_test
-    limit = params.active.max_train_examples
+    limit = params.active.max_trainval_examples
     if limit and len(x_train) > limit:
-        fraction, setting = 1 - limit / len(x_train), f"params.yaml: profiles.{params.profile}.max_train_examples"
+        fraction, setting = 1 - limit / len(x_train), f"params.yaml: profiles.{params.profile}.max_trainval_examples"
         x_train, _, y_train, _ = _split_or_refuse(x_train, y_train, fraction, params.seed, setting)
     split_val = _split_or_refuse(x_train, y_train, ds.val_fraction, params.seed, f"{where}.val_fraction")
     x_train, x_val, y_train, y_val = split_val

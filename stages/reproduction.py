@@ -255,7 +255,7 @@ def expected_time(params: config.Params, records: dict[str, dict], bench: dict, 
     """An experiment's expected training time at its full-profile epochs, and what the figure comes from: its
     own record (seconds per epoch, on the record's training images; the record named after the experiment
     first), else the bench's throughput for it times the training images a record of its dataset counted."""
-    epochs = config.experiment(params.model_copy(update={"profile": "full"}), experiment).epochs
+    epochs = config.run_settings(params.model_copy(update={"profile": "full"}), experiment)["epochs"]
     dataset = params.experiments[experiment].dataset
     own = sorted(
         (r for r in records.values() if r["experiment"] == experiment), key=lambda r: r is not records.get(experiment)
@@ -288,7 +288,7 @@ def time_table(params: config.Params, records: dict[str, dict], bench: dict) -> 
     ]
     for name, exp in params.experiments.items():
         expected, source = expected_time(params, records, bench, name)
-        epochs = config.experiment(params.model_copy(update={"profile": "full"}), name).epochs
+        epochs = config.run_settings(params.model_copy(update={"profile": "full"}), name)["epochs"]
         out.append(f"| {exp.study} | {name} | {epochs} | {expected} | {source} |")
     return [*out, ""]
 

@@ -1,6 +1,6 @@
 """Stage `train@<experiment>`: the one training loop for every study, classification and segmentation.
 
-Reads the experiment's hyperparameters from params.yaml, builds its model from the
+Reads the experiment as resolved from params.yaml (training/settings.py), builds its model from the
 registry, feeds the prepared arrays through tf.data, and logs every epoch with
 dvclive. An interrupted run resumes from its last completed epoch unless the experiment sets
 ``resume: false``, and computes what an uninterrupted run does (training/callbacks.py ResumableBackup,
@@ -23,7 +23,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from stages import models
 from stages.core import config
 from stages.core.cli import on_interrupt
 from stages.core.files import sha256
@@ -42,43 +41,29 @@ from stages.training.recipe import (
     set_batchnorm_momentum,
     unfreeze_last_layers,
 )
+from stages.training.settings import Run, resolve
 
 
-def compile_model(
-    model: keras.Model,
-    params: config.Params,
-    exp: config.Experiment,
-    optimizer: config.Optimizer,
-    epochs: int,
-    splits: Splits,
-) -> None:
+def compile_model(model: keras.Model, run: Run, optimizer: config.Optimizer, epochs: int, splits: Splits) -> None:
     """Compile for one training phase of ``epochs`` (the learning-rate schedule spans the phase)."""
     # segmentation: pixel accuracy (the pets study's metric), named as the classifiers' accuracy
     metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy") if splits.segmentation else "accuracy"
     model.compile(
         optimizer=make_optimizer(optimizer, epochs, splits.steps_per_epoch),
-        loss=make_loss(exp, splits.one_hot),
+        loss=make_loss(run, splits.one_hot),
         metrics=[metric],
-        jit_compile=params.accelerator.jit_compile,
-        run_eagerly=exp.run_eagerly,
+        jit_compile=run.jit_compile,
+        run_eagerly=run.run_eagerly,
     )
 
 
 def fit(
-    model: keras.Model,
-    exp: config.Experiment,
-    name: str,
-    splits: Splits,
-    *,
-    first: int,
-    last: int,
-    backup: str,
-    run: str | None,
+    model: keras.Model, run: Run, splits: Splits, *, first: int, last: int, backup: str, out_run: str | None
 ) -> int:
     """Epochs ``first`` to ``last`` (one training phase), or from where its backup left off; returns the
     epoch count reached."""
-    tracked = splits.test if exp.track_test else None
-    done, stopped = resume_point(CHECKPOINTS / (run or name) / backup)
+    tracked = splits.test if run.track_test else None
+    done, stopped = resume_point(CHECKPOINTS / (out_run or run.experiment) / backup)
     start = max(first, done)
     if stopped:  # early stopping ended the phase at its backup: nothing more to train
         last = start
@@ -90,9 +75,8 @@ def fit(
         initial_epoch=first,
         epochs=last,
         callbacks=make_callbacks(
-            exp,
-            name,
-            run=run,
+            run,
+            out_run=out_run,
             test_ds=tracked,
             backup=backup,
             first_step=start,
@@ -108,38 +92,32 @@ def fit(
 def fine_tune(
     model: keras.Model,
     strategy: tf.distribute.Strategy,
-    params: config.Params,
-    exp: config.Experiment,
-    name: str,
+    run: Run,
     splits: Splits,
     *,
     first: int,
     resume: bool,
-    run: str | None,
+    out_run: str | None,
 ) -> tuple[int, int]:
     """The second phase of a transfer-learning recipe: unfreeze the base's last layers, train on at a lower
     rate. Returns the epoch count reached and the phase's epochs."""
-    phase = exp.fine_tune
-    more = min(phase.epochs, params.active.max_epochs or phase.epochs)
+    phase, name = run.fine_tune, run.experiment
+    more = phase.epochs
     with strategy.scope():
         base = unfreeze_last_layers(model, phase.trainable_layers)
-        compile_model(
-            model, params, exp, exp.optimizer.model_copy(update={"learning_rate": phase.learning_rate}), more, splits
-        )
+        compile_model(model, run, run.optimizer.model_copy(update={"learning_rate": phase.learning_rate}), more, splits)
     print(
         f"train@{name}: fine-tuning the last {phase.trainable_layers} layers of {base.name} for {more} "
         f"epochs at learning rate {phase.learning_rate}" + (" (resuming)" if resume else "")
     )
-    return fit(model, exp, name, splits, first=first, last=first + more, backup="backup_fine_tune", run=run), more
+    return fit(model, run, splits, first=first, last=first + more, backup="backup_fine_tune", out_run=out_run), more
 
 
-def test_outputs(
-    model: keras.Model, exp: config.Experiment, splits: Splits, name: str, target: Path
-) -> tuple[dict, dict]:
+def test_outputs(model: keras.Model, run: Run, splits: Splits, target: Path) -> tuple[dict, dict]:
     """The test split's predictions, kept in the model folder: scoring (and re-scoring) needs only them."""
-    probs, seconds = predict_test(model, splits.test, exp.tta_flip, exp.tta_shift)
+    probs, seconds = predict_test(model, splits.test, run.tta_flip, run.tta_shift)
     if not np.isfinite(probs).all():  # weights ruined in the last steps, unseen by the loss checks (no val split)
-        raise diverged(name, target, "the trained model's test predictions are not finite")
+        raise diverged(run.experiment, target, "the trained model's test predictions are not finite")
     if not splits.segmentation:
         return {"test_probs.npy": probs}, {"test_seconds": round(seconds, 3)}
     # per-pixel probabilities are too big to keep: the predicted masks instead
@@ -150,16 +128,14 @@ def test_outputs(
     }
 
 
-def run_settings(params: config.Params, exp: config.Experiment, batch_size: int, seed: int, policy: str) -> dict:
-    """What an interrupted run's checkpoint must have been made with to be resumed: all but the epoch count.
-    (``exp`` already holds the active profile's overrides; its raw ``profiles`` would count their epochs.)"""
+def run_settings(run: Run, policy: str) -> dict:
+    """What an interrupted run's checkpoint must have been made with to be resumed: the resolved run but its
+    epoch count (so that a finished or stopped run can be extended), the dtype policy that its precision
+    setting gave on this machine, and the prepared data."""
     return {
-        "experiment": exp.model_dump(exclude={"epochs", "profiles"}),
-        "batch_size": batch_size,
-        "seed": seed,
+        "run": run.model_dump(mode="json", exclude={"epochs"}),
         "precision": policy,
-        "batchnorm_momentum": params.active.batchnorm_momentum,
-        "data": sha256(PREPARED / exp.dataset / "meta.json"),  # the prepared dataset
+        "data": sha256(PREPARED / run.dataset / "meta.json"),  # the prepared dataset
         "backup": "ResumableBackup",  # Keras' BackupAndRestore's, of earlier versions, lacks what resumes exactly
     }
 
@@ -178,69 +154,67 @@ def interrupted(name: str, ckpt_dir: Path, resume: bool) -> str:
     return f"train@{name} stopped; the checkpoint in {ckpt_dir}/ is kept, run again to resume"
 
 
-def train(params: config.Params, name: str, *, seed: int | None = None, out: Path | None = None) -> dict:
-    """Train experiment ``name``; ``seed``/``out`` retrain it as another run (an ensemble member)
-    into ``out`` (under models/), logging to the same path under reports/."""
-    exp = config.experiment(params, name)
-    run = str(Path(out).relative_to(MODELS)) if out is not None else None
-    seed = seed if seed is not None else params.seed if exp.seed is None else exp.seed
-    keras.utils.set_random_seed(seed)
+def train(run: Run, *, out: Path | None = None) -> dict:
+    """Train resolved experiment ``run``; ``out`` (under models/) holds another run of it (an ensemble member,
+    resolved with its own seed), logging to the same path under reports/."""
+    name = run.experiment
+    out_run = str(Path(out).relative_to(MODELS)) if out is not None else None
+    keras.utils.set_random_seed(run.seed)
     # the same inputs give the same weights, so re-running unchanged code reproduces the metrics exactly
     tf.config.experimental.enable_op_determinism()
-    meta = read_meta(exp.dataset)
-    policy = precision_policy(config.precision_setting(params, exp), gpu_capability(), cpu_has_native_bf16())
+    meta = read_meta(run.dataset)
+    policy = precision_policy(run.mixed_precision, gpu_capability(), cpu_has_native_bf16())
     keras.mixed_precision.set_global_policy(policy)
     strategy = distribution_strategy()
     with strategy.scope():  # before any data is read: a bad model_args value stops here
-        model = build_model(name, exp, meta["image_shape"], len(meta["classes"]))
+        model = build_model(run, meta["image_shape"], len(meta["classes"]))
     target, ckpt_dir = Path(out or MODELS / name), checkpoint_dir(name, out)
     check_writable(target.parent, ckpt_dir.parent)
-    epochs, batch_size = config.effective_epochs(params, exp), config.effective_batch_size(params, exp)
-    splits = load_splits(exp, meta, batch_size, seed)
-    if not exp.resume:
+    splits = load_splits(run, meta)
+    if not run.resume:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
-    claim_checkpoint(ckpt_dir, run_settings(params, exp, batch_size, seed, policy), f"train@{name}")
+    claim_checkpoint(ckpt_dir, run_settings(run, policy), f"train@{name}")
     backed_up = resume_point(ckpt_dir / "backup")[0]  # phase 1's epochs that a killed run left
     in_fine_tune = resume_point(ckpt_dir / "backup_fine_tune")[0] > 0
     with strategy.scope():
-        if params.active.batchnorm_momentum:
-            set_batchnorm_momentum(model, params.active.batchnorm_momentum)
+        if run.batchnorm_momentum:
+            set_batchnorm_momentum(model, run.batchnorm_momentum)
         adapt_to_training_images(model, splits.x_train)
-        compile_model(model, params, exp, exp.optimizer, epochs, splits)
+        compile_model(model, run, run.optimizer, run.epochs, splits)
     print(
-        f"train@{name}: {exp.model} ({model.count_params():,} parameters) on {exp.dataset} "
-        f"{meta['counts']}, {epochs} epochs, batch {batch_size}"
+        f"train@{name}: {run.model} ({model.count_params():,} parameters) on {run.dataset} "
+        f"{meta['counts']}, {run.epochs} epochs, batch {run.batch_size}"
         + ("" if policy == "float32" else f", {policy}")
-        + (f", first {len(splits.x_train)} train images" if exp.max_train_examples else "")
+        + (f", first {len(splits.x_train)} train images" if run.max_train_examples else "")
         + (" (resuming)" if backed_up else "")
     )
-    start = time.perf_counter()
-    if exp.fine_tune and in_fine_tune:  # a run killed in phase 2 goes straight back to it
+    start, epochs = time.perf_counter(), run.epochs
+    if run.fine_tune and in_fine_tune:  # a run killed in phase 2 goes straight back to it
         epochs_run = backed_up  # where phase 1 ended (early stopping: before its last epoch)
     else:
-        epochs_run = fit(model, exp, name, splits, first=0, last=epochs, backup="backup", run=run)
-    if exp.fine_tune:
+        epochs_run = fit(model, run, splits, first=0, last=epochs, backup="backup", out_run=out_run)
+    if run.fine_tune:
         epochs_run, more = fine_tune(
-            model, strategy, params, exp, name, splits, first=epochs_run, resume=in_fine_tune, run=run
+            model, strategy, run, splits, first=epochs_run, resume=in_fine_tune, out_run=out_run
         )
         epochs += more
     seconds = time.perf_counter() - start
-    if exp.callbacks.checkpoint and (ckpt_dir / "best.keras").is_file():
+    if run.callbacks.checkpoint and (ckpt_dir / "best.keras").is_file():
         model = keras.models.load_model(ckpt_dir / "best.keras")  # the study kept the best epoch, not the last
-    outputs, test_summary = test_outputs(model, exp, splits, name, target)
+    outputs, test_summary = test_outputs(model, run, splits, target)
     summary = {
-        "model": exp.model,
+        "model": run.model,
         **model_size(model),
         "epochs_run": epochs_run,
         "epochs_requested": epochs,
-        "batch_size": batch_size,
-        "seed": seed,
+        "batch_size": run.batch_size,
+        "seed": run.seed,
         "train_seconds": round(seconds, 2),
         **test_summary,
         "data": meta["data"],
         "classes": meta["classes"],
     }
-    write_model(target, model, outputs, summary, model_card(name, exp, meta, summary, splits.y_test, outputs))
+    write_model(target, model, outputs, summary, model_card(run, meta, summary, splits.y_test, outputs))
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # only now: a failed write above leaves the run resumable
     return summary
 
@@ -258,10 +232,9 @@ def main(name: str, *options: str) -> None:
     if args.out is not None and not args.out.is_relative_to(MODELS):
         raise config.ConfigError(f"--out {args.out}: must be a folder under {MODELS}/")
     params = config.load()
-    exp = config.experiment(params, name)
-    models.check_experiment(name, exp)
-    with on_interrupt(lambda: interrupted(name, checkpoint_dir(name, args.out), exp.resume)):
-        summary = train(params, name, seed=args.seed, out=args.out)
+    run = resolve(params, name, seed=args.seed)
+    with on_interrupt(lambda: interrupted(name, checkpoint_dir(name, args.out), run.resume)):
+        summary = train(run, out=args.out)
     print(f"train@{name}: done, {summary['epochs_run']} epochs in {summary['train_seconds']} s")
 
 

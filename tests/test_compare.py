@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 import stages.tools.compare as compare_module
 from stages.core.cli import run
@@ -16,12 +17,23 @@ from stages.reporting import experiments
 REPO = Path(__file__).resolve().parents[1]
 DVC = str(Path(sys.executable).parent / "dvc")
 
-PARAMS = """\
-experiments:
-  objects8_cnn: {study: objects8, dataset: objects8, model: cnn, epochs: 3, batch_size: 32}
-  objects8_resnet: {study: objects8, dataset: objects8, model: resnet, epochs: 5, batch_size: 64}
-  pets_unet: {study: pets, dataset: pets, model: unet, epochs: 4, batch_size: 8}
+# the project's params.yaml (compare resolves each revision's runs) with three small experiments, profile full
+# (no caps: a run's epochs are the experiment's)
+EXPERIMENTS = """\
+objects8_cnn: {study: objects8, dataset: objects8, model: objects8_cnn, epochs: 3, batch_size: 32}
+objects8_resnet: {study: objects8, dataset: objects8, model: resnet_fast, epochs: 5, batch_size: 64}
+pets_unet: {study: pets, dataset: pets_dogs, model: pets_unet, epochs: 4, batch_size: 8}
 """
+PARAMS = yaml.safe_dump(
+    {
+        **yaml.safe_load((REPO / "params.yaml").read_text()),
+        "profile": "full",
+        "experiments": yaml.safe_load(EXPERIMENTS),
+        "ensembles": {},
+        "ensemble_members": {},
+    },
+    sort_keys=False,
+)
 STUDIES = """\
 studies:
   objects8: {title: "Object recognition, 8 classes", report: seeds/000}
@@ -149,7 +161,11 @@ def test_segmentation_study_shows_mean_iou(compare):
 
 def test_all_params_lists_every_parameter(compare):
     rows = _rows(compare("objects8", "--all-params")[1])[1:]
-    assert rows[0][2] == "study=objects8 dataset=objects8 model=cnn epochs=3 batch_size=32"
+    assert rows[0][2].startswith("study=objects8 dataset=objects8 model=objects8_cnn epochs=3 batch_size=32 ")
+    # the run's settings that params.yaml leaves to the layers and defaults too
+    assert {"seed=42", "mixed_precision=auto", "optimizer.learning_rate=0.001", "resume=True"} <= set(
+        rows[0][2].split()
+    )
 
 
 def test_unknown_study_is_one_line_with_a_suggestion(compare):

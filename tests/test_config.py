@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import models
 from stages.core import config
 from stages.core.errors import ConfigError
+from stages.training.settings import resolve
+from tests.test_settings import resolve_all
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -90,7 +91,7 @@ def test_repository_params_are_valid():
 )
 def test_bad_params_name_the_parameter(tmp_path, mutate, expected):
     with pytest.raises(ConfigError) as err:
-        models.check(config.load(write(tmp_path, mutate)))
+        resolve_all(config.load(write(tmp_path, mutate)))
     message = str(err.value)
     assert expected in message
     assert "\n" not in message
@@ -99,14 +100,14 @@ def test_bad_params_name_the_parameter(tmp_path, mutate, expected):
 def test_unknown_experiment_suggests_the_closest():
     params = config.load(REPO_PARAMS)
     with pytest.raises(ConfigError, match="did you mean 'objects8_cnn'"):
-        config.experiment(params, "objects8_cn")
+        resolve(params, "objects8_cn")
 
 
 def test_embedded_profile_caps_epochs(tmp_path):
     params = config.load(write(tmp_path, lambda d: d["profiles"]["embedded"].update(max_epochs=2)))
-    assert config.effective_epochs(params, params.experiments["objects8_cnn"]) == 2
+    assert resolve(params, "objects8_cnn").epochs == 2
     full = config.load(write(tmp_path, lambda d: d.update(profile="full")))
-    assert config.effective_epochs(full, full.experiments["objects8_cnn"]) == 10
+    assert resolve(full, "objects8_cnn").epochs == 10
 
 
 def test_invalid_yaml_is_reported_with_the_file(tmp_path):
@@ -165,9 +166,9 @@ def test_yaml_integers_still_load_as_integers(tmp_path):
             lambda d: d["data"].update(download_timeout=-math.inf),
             "data.download_timeout: Input should be a finite number (got -inf)",
         ),
-        (  # an experiment's settings merged from its study's defaults are checked as its own
+        (  # an experiment's settings merged from its study's defaults are checked, named where they were set
             lambda d: d["study_defaults"].update(objects8={"optimizer": {"name": "adam", "learning_rate": math.inf}}),
-            "experiments.objects8_cnn.optimizer.learning_rate: Input should be a finite number (got inf)",
+            "study_defaults.objects8.optimizer.learning_rate: Input should be a finite number (got inf)",
         ),
         (lambda d: d.update(seed=2**32), "seed: Input should be less than or equal to 4294967295 (got 4294967296)"),
         (lambda d: d.update(seed=-1), "seed: Input should be greater than or equal to 0 (got -1)"),
@@ -253,17 +254,15 @@ def test_the_embedded_default_computes_in_float32_and_the_full_profile_as_each_e
     """bfloat16 would make the embedded numbers depend on the CPU kind (native on AMX / AVX512_BF16 only)."""
     embedded = config.load()
     assert embedded.profile == "embedded"
-    assert {config.precision_setting(embedded, config.experiment(embedded, n)) for n in embedded.experiments} == {
-        "float32"
-    }
+    assert {resolve(embedded, n).mixed_precision for n in embedded.experiments} == {"float32"}
     full = embedded.model_copy(update={"profile": "full"})
-    assert config.precision_setting(full, config.experiment(full, "cifar_rgb_fast")) == "auto_cpu_bf16"
-    assert config.precision_setting(full, config.experiment(full, "objects8_cnn")) == "auto"
+    assert resolve(full, "cifar_rgb_fast").mixed_precision == "auto_cpu_bf16"
+    assert resolve(full, "objects8_cnn").mixed_precision == "auto"
 
 
 def test_a_profile_override_sets_the_learning_rate_and_keeps_the_rest_of_the_optimizer():
     params = config.load()
-    exp = config.experiment(params, "objects8_resnet")
+    exp = resolve(params, "objects8_resnet")
     assert exp.optimizer.learning_rate == 0.01 and exp.optimizer.schedule == "onecycle"
-    full = config.experiment(params.model_copy(update={"profile": "full"}), "objects8_resnet")
+    full = resolve(params.model_copy(update={"profile": "full"}), "objects8_resnet")
     assert full.optimizer.learning_rate == 0.05

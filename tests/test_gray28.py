@@ -179,10 +179,12 @@ def test_timing_table_from_fake_files(tmp_path, monkeypatch):
 
 def test_embedded_profile_shrinks_the_big_models():
     params = config.load()
-    exp = config.experiment(params.model_copy(update={"profile": "embedded"}), "gray28_vgg19")
+    from stages.training.settings import resolve
+
+    exp = resolve(params.model_copy(update={"profile": "embedded"}), "gray28_vgg19")
     assert exp.model_args == {"input_size": 32, "weights": None} and exp.max_train_examples == 100
     assert exp.epochs == 1
-    full = config.experiment(params.model_copy(update={"profile": "full"}), "gray28_vgg19")
+    full = resolve(params.model_copy(update={"profile": "full"}), "gray28_vgg19")
     assert full.model_args["weights"] == "imagenet" and full.model_args["input_size"] == 150
     assert full.max_train_examples is None and full.epochs == 40
 

@@ -104,7 +104,9 @@ def test_params_declare_the_study():
     ds = params.datasets["natural_images"]
     assert ds.image_size == [50, 50] and ds.test_fraction > 0 and ds.val_fraction > 0
     assert params.sources["natural_images"].kaggle == "prasunroy/natural-images"
-    transfer = config.experiment(params.model_copy(update={"profile": "full"}), "cifar_rgb_transfer")
+    from stages.training.settings import resolve
+
+    transfer = resolve(params.model_copy(update={"profile": "full"}), "cifar_rgb_transfer")
     assert (transfer.batch_size, transfer.epochs, transfer.model_args["input_size"]) == (256, 4, 299)
 
 

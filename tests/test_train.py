@@ -228,8 +228,16 @@ def test_failed_final_write_keeps_the_run_resumable_and_its_best_model(tmp_path)
 
 def test_a_checkpoint_made_with_other_settings_is_not_resumed(tmp_path):
     """Resuming after a settings change would carry weights trained under the old settings into the run."""
+    from stages.core import config
+    from stages.training.settings import resolve
+
     make_project(tmp_path, n=200, epochs=2)
     assert run_train_failing_write(tmp_path).returncode == 1  # leaves checkpoints/tiny after 2 epochs
+    # what the checkpoint was made with: the resolved run (all but its epochs), nothing else of params.yaml
+    recorded = json.loads((tmp_path / "checkpoints/tiny/settings.json").read_text())
+    run = resolve(config.load(tmp_path / "params.yaml"), "tiny")
+    assert recorded["run"] == run.model_dump(mode="json", exclude={"epochs"})
+    assert set(recorded) == {"run", "precision", "data", "backup"}
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     params["experiments"]["tiny"]["batch_size"] //= 2
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -258,12 +266,20 @@ def test_bad_model_argument_value_is_a_config_error():
     from stages.core import config
     from stages.core.errors import ConfigError
     from stages.training.recipe import build_model
+    from stages.training.settings import resolve
 
-    exp = config.Experiment(
-        study="cifar_gray", dataset="d", model="cifar_gray_tuned", model_args={"dropout": 7}, epochs=1, batch_size=1
-    )
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["experiments"]["x"] = {
+        "study": "cifar_gray",
+        "dataset": "cifar10_gray",
+        "model": "cifar_gray_tuned",
+        "model_args": {"dropout": 7},  # a value the builder refuses: its name is one the registry lists
+        "epochs": 1,
+        "batch_size": 1,
+    }
+    run = resolve(config.parse(yaml.safe_dump(params)), "x")
     with pytest.raises(ConfigError, match=r"^params\.yaml: experiments\.x\.model_args: ") as err:
-        build_model("x", exp, [32, 32, 1], 2)
+        build_model(run, [32, 32, 1], 2)
     assert "\n" not in str(err.value)
 
 
@@ -426,10 +442,8 @@ from stages import train
 # what distribution_strategy() returns on a machine with two GPUs, on two logical CPU devices
 train.distribution_strategy = lambda: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 from stages.core import config
-from stages import models
-params = config.load()
-models.check_experiment("tiny", config.experiment(params, "tiny"))
-summary = train.train(params, "tiny")
+from stages.training.settings import resolve
+summary = train.train(resolve(config.load(), "tiny"))
 print("replicas", train.distribution_strategy().num_replicas_in_sync, "epochs", summary["epochs_run"])
 """
 
@@ -619,6 +633,7 @@ def test_a_model_with_non_finite_predictions_is_not_written(tmp_path):
     from stages.core.errors import PipelineError
     from stages.train import test_outputs
     from stages.training.data import Splits
+    from stages.training.settings import resolve
 
     model = _dense_model()
     model.layers[0].kernel.assign(np.full((2, 2), np.nan, np.float32))
@@ -635,7 +650,7 @@ def test_a_model_with_non_finite_predictions_is_not_written(tmp_path):
         segmentation=False,
         reshuffled=lambda: test,
     )
-    exp = config.Experiment(study="s", dataset="d", model="m", epochs=1, batch_size=2)
+    run = resolve(config.load(REPO / "params.yaml"), "cifar_gray_baseline")
     with pytest.raises(PipelineError, match="test predictions are not finite; stopped, nothing written"):
-        test_outputs(model, exp, splits, "tiny", Path("models/tiny"))
+        test_outputs(model, run, splits, Path("models/tiny"))
     assert not (tmp_path / "models").exists()

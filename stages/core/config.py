@@ -39,10 +39,16 @@ class Strict(BaseModel):
 Precision = Literal["auto", "auto_cpu_bf16", "float32", "mixed_float16", "mixed_bfloat16"]
 
 
+# sparse_crossentropy_dice: segmentation, cross-entropy plus a soft Dice term (mean over classes)
+Loss = Literal["sparse_categorical_crossentropy", "categorical_crossentropy", "sparse_crossentropy_dice"]
+
+
 class Profile(Strict):
     max_epochs: StrictInt | None = Field(default=None, gt=0)
     max_batch_size: StrictInt | None = Field(default=None, gt=0)
-    max_train_examples: StrictInt | None = Field(default=None, gt=0)
+    # prepare: a stratified sample of at most this many of a source's training images, before the
+    # validation split (train and validation together); an experiment's max_train_examples is a later slice
+    max_trainval_examples: StrictInt | None = Field(default=None, gt=0)
     batchnorm_momentum: StrictFloat | None = Field(default=None, gt=0, lt=1)
     # over every experiment's and the accelerator's setting: the embedded default computes in float32 on
     # every machine, so that its numbers agree across CPU kinds (bfloat16 is a speed choice of real runs)
@@ -188,10 +194,7 @@ class Experiment(Strict):
     epochs: StrictInt = Field(gt=0)
     batch_size: StrictInt = Field(gt=0)
     optimizer: Optimizer = Optimizer()
-    # sparse_crossentropy_dice: segmentation, cross-entropy plus a soft Dice term (mean over classes)
-    loss: Literal["sparse_categorical_crossentropy", "categorical_crossentropy", "sparse_crossentropy_dice"] = (
-        "sparse_categorical_crossentropy"
-    )
+    loss: Loss = "sparse_categorical_crossentropy"
     label_smoothing: StrictFloat = Field(default=0.0, ge=0, lt=1)
     tta_flip: bool = False  # test predictions averaged with those of the mirrored images (masks mirrored back)
     # multi-crop test-time augmentation (airbench94's): half the weight on the images as they are, a quarter
@@ -332,9 +335,31 @@ def did_you_mean(value: str, known: Any) -> str:
     return f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(map(str, known))})"
 
 
-def _format_error(err: ValidationError, path: Path) -> str:
+def _holds(raw: Any, keys: tuple) -> bool:
+    """Whether the raw mapping ``raw`` holds a value under the nested ``keys``."""
+    for key in keys:
+        if not isinstance(raw, Mapping) or key not in raw:
+            return False
+        raw = raw[key]
+    return True
+
+
+def _origin(loc: tuple, raw: Any) -> tuple:
+    """Where in params.yaml the value at ``loc`` was set: an experiment's keys are merged over its study's
+    ``study_defaults`` entry before validation, so a study default's bad value is named as that default."""
+    if len(loc) < 3 or loc[0] != "experiments" or not isinstance(raw, Mapping):
+        return loc
+    exp = (raw.get("experiments") or {}).get(loc[1])
+    if not isinstance(exp, Mapping) or _holds(exp, loc[2:]):
+        return loc
+    study = exp.get("study")
+    defaults = (raw.get("study_defaults") or {}).get(study) if isinstance(study, str) else None
+    return ("study_defaults", study, *loc[2:]) if _holds(defaults, loc[2:]) else loc
+
+
+def _format_error(err: ValidationError, path: Path, raw: Any) -> str:
     first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    where = ".".join(str(p) for p in _origin(first["loc"], raw)) or "(top level)"
     if first["type"] == "extra_forbidden":
         known = _known_keys(first["loc"])
         return f"{path}: unknown key {where}{did_you_mean(first['loc'][-1], known) if known else ''}"
@@ -366,7 +391,8 @@ def _known_keys(loc: tuple) -> list[str]:
 def load(path: str | Path = PARAMS_FILE) -> Params:
     """Read and validate params.yaml; raise ConfigError with a one-line message.
 
-    Model names and arguments are checked by :func:`stages.models.check` (it imports Keras, seconds).
+    What needs the model registry (model names and arguments; it imports Keras, seconds) is checked when
+    an experiment is resolved into a run (:func:`stages.training.settings.resolve`).
     """
     path = Path(path)
     try:
@@ -385,7 +411,7 @@ def parse(text: str, source: str | Path = PARAMS_FILE) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_error(exc, Path(source))) from None
+        raise ConfigError(_format_error(exc, Path(source), raw)) from None
 
 
 T = TypeVar("T")
@@ -396,42 +422,6 @@ def lookup(table: Mapping[str, T], name: str, what: str) -> T:
     if name not in table:
         raise ConfigError(f"{PARAMS_FILE}: unknown {what} {name!r}{did_you_mean(name, table)}")
     return table[name]
-
-
-def experiment(params: Params, name: str) -> Experiment:
-    exp = lookup(params.experiments, name, "experiment")
-    override = exp.profiles.get(params.profile)
-    if override is None:
-        return exp
-    return exp.model_copy(
-        update={
-            "model_args": {**exp.model_args, **override.model_args},
-            "max_train_examples": override.max_train_examples or exp.max_train_examples,
-            "epochs": override.epochs or exp.epochs,
-            "batch_size": override.batch_size or exp.batch_size,
-            "optimizer": exp.optimizer.model_copy(
-                update={"learning_rate": override.learning_rate or exp.optimizer.learning_rate}
-            ),
-            "run_eagerly": exp.run_eagerly if override.run_eagerly is None else override.run_eagerly,
-        }
-    )
-
-
-def precision_setting(params: Params, exp: Experiment) -> Precision:
-    """``mixed_precision`` as a run uses it: the active profile's, else the experiment's, else the accelerator's."""
-    return params.active.mixed_precision or exp.mixed_precision or params.accelerator.mixed_precision
-
-
-def effective_epochs(params: Params, exp: Experiment) -> int:
-    """The study's epochs, capped by the active profile (the embedded default trains briefly)."""
-    cap = params.active.max_epochs
-    return min(exp.epochs, cap) if cap else exp.epochs
-
-
-def effective_batch_size(params: Params, exp: Experiment) -> int:
-    """The study's batch size, capped by the active profile (few images still give enough steps)."""
-    cap = params.active.max_batch_size
-    return min(exp.batch_size, cap) if cap else exp.batch_size
 
 
 class StudyInfo(Strict):
@@ -488,3 +478,37 @@ def claimed(studies: Studies, name: str) -> dict[str, float]:
     """The report's claimed numbers for experiment ``name`` ({} for the project's own variants)."""
     notes = studies.experiments.get(name)
     return notes.claimed if notes else {}
+
+
+def _capped(value: int, cap: int | None) -> int:
+    return min(value, cap) if cap else value
+
+
+def run_settings(params: Params, name: str, *, seed: int | None = None) -> dict[str, Any]:
+    """The settings experiment ``name`` runs with under the active profile: study defaults, the experiment,
+    its override for the profile and the profile's caps merged, in this one place. Unchecked: the
+    training package's ``resolve`` validates them into its ``Run`` (model arguments need the registry)."""
+    exp = lookup(params.experiments, name, "experiment")
+    caps, over = params.active, exp.profiles.get(params.profile, ExperimentOverride())
+    fine_tune = exp.fine_tune
+    if fine_tune is not None:
+        fine_tune = fine_tune.model_copy(update={"epochs": _capped(fine_tune.epochs, caps.max_epochs)})
+    settings = {
+        **exp.model_dump(exclude={"profiles", "optimizer", "callbacks", "fine_tune"}),
+        "experiment": name,
+        "model_args": {**exp.model_args, **over.model_args},
+        "epochs": _capped(over.epochs or exp.epochs, caps.max_epochs),
+        "batch_size": _capped(over.batch_size or exp.batch_size, caps.max_batch_size),
+        "max_train_examples": over.max_train_examples or exp.max_train_examples,
+        "optimizer": exp.optimizer.model_copy(
+            update={"learning_rate": over.learning_rate or exp.optimizer.learning_rate}
+        ),
+        "callbacks": exp.callbacks,
+        "fine_tune": fine_tune,
+        "seed": seed if seed is not None else params.seed if exp.seed is None else exp.seed,
+        "run_eagerly": exp.run_eagerly if over.run_eagerly is None else over.run_eagerly,
+        "mixed_precision": caps.mixed_precision or exp.mixed_precision or params.accelerator.mixed_precision,
+        "jit_compile": params.accelerator.jit_compile,
+        "batchnorm_momentum": caps.batchnorm_momentum,
+    }
+    return settings

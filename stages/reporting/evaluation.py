@@ -170,7 +170,7 @@ def check_outputs(array: np.ndarray, y_test: np.ndarray, num_classes: int, path:
 
 
 def evaluate(params: config.Params, name: str) -> dict:
-    exp = config.experiment(params, name)
+    exp = config.lookup(params.experiments, name, "experiment")
     prepared = PREPARED / exp.dataset
     meta = read_json(prepared / "meta.json", f"prepare@{exp.dataset}")
     summary = read_json(MODELS / name / "summary.json", f"train@{name}")

@@ -248,12 +248,13 @@ def knob_rate(setting: dict, steps: int = 15) -> float:
     from stages.training.callbacks import Lookahead
     from stages.training.hardware import precision_policy
     from stages.training.recipe import make_optimizer
+    from stages.training.settings import resolve
 
     as_trained = precision_policy("auto_cpu_bf16", None, cpu_has_native_bf16())  # cifar_rgb_fast's, on a CPU
     keras.mixed_precision.set_global_policy(setting.get("policy", as_trained))
     batch = setting.get("batch", 256)
     x, y = shape_dataset(batch // 10 + 1, 10, 32, 3, 0)
-    recipe = config.experiment(config.load(), "cifar_rgb_airbench") if setting.get("recipe") else None
+    recipe = resolve(config.load(), "cifar_rgb_airbench") if setting.get("recipe") else None
     model_args = {"activation": setting.get("activation", "relu"), **setting.get("model_args", {})}
     if recipe:
         model_args = recipe.model_args

@@ -1,41 +1,71 @@
-"""Compare DVC experiments study by study: one Markdown table per study, from `dvc.api.exp_show()`."""
+"""Compare DVC experiments study by study: one Markdown table per study, from `dvc.api.exp_show()` and each
+revision's resolved runs (stages/training/settings.py: what each run used)."""
 
 from __future__ import annotations
 
 import difflib
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 import yaml
 
+from stages.core import config
 from stages.core.cli import run
 from stages.core.errors import ConfigError
-from stages.reporting.experiments import (
-    DETAILS,
-    Row,
-    exp_rows,
-    experiment_params,
-    git_repo,
-    metric,
-    read_at,
-    run_name,
-    studies_of,
-    text,
-)
+from stages.reporting.experiments import DETAILS, Row, exp_rows, git_repo, metric, read_at, run_name, studies_of, text
 
 FLAGS = ("--all", "--all-params")
 
 
-def study_table(rows: list[Row], study: str, claims: dict[str, Any], all_rows: bool, all_params: bool) -> str:
-    """A study's Markdown table: a line per (project experiment, revision); repeated results only if all_rows."""
+def params_at(rev: str) -> config.Params:
+    """params.yaml at a revision (the workspace's on disk), validated."""
+    from scmrepo.exceptions import SCMError
+
+    root, scm, subdir = git_repo()
+    where = config.PARAMS_FILE if rev == "workspace" else f"{rev}:{config.PARAMS_FILE}"
+    try:
+        if rev == "workspace":
+            return config.load(root / config.PARAMS_FILE)
+        return config.parse(scm.get_fs(rev).read_text(str(subdir / config.PARAMS_FILE)), where)
+    except (OSError, SCMError) as exc:
+        raise ConfigError(f"{where}: cannot read it ({exc})") from None
+
+
+def dotted(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as dotted keys (``optimizer.learning_rate``); unset (None) and empty ones left out."""
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, Mapping):
+            out |= dotted(value, f"{prefix}{key}.")
+        elif value is not None:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def run_settings(params: config.Params, name: str) -> dict[str, Any]:
+    """What a run of experiment ``name`` used at a revision (its resolved run), as dotted keys; {} where the
+    revision has no such experiment."""
+    from stages.training.settings import resolve  # the model registry: Keras, so not for --help
+
+    if name not in params.experiments:
+        return {}
+    return dotted(resolve(params, name).model_dump(mode="json", exclude={"experiment"}))
+
+
+def study_table(
+    rows: list[Row], revisions: dict[str, config.Params], study: str, claims: dict, all_rows: bool, all_params: bool
+) -> str:
+    """A study's Markdown table: a line per (project experiment, revision); repeated results only if all_rows.
+    ``revisions``: each row's params.yaml, by its ``rev``."""
     names = dict.fromkeys(n for row in rows for n, s in studies_of(row).items() if s == study)
     records = []
     for name in names:
-        base, seen = experiment_params(rows[0], name), set()
+        base, seen = run_settings(revisions[rows[0]["rev"]], name), set()
         claimed = ((claims.get(name) or {}).get("claimed") or {}).get("test_accuracy")
         for row in rows:
-            params = experiment_params(row, name)
+            params = run_settings(revisions[row["rev"]], name)
             if params.get("study") != study:
                 continue
             metrics = {k: metric(row, name, k) for k in ("test_accuracy", "test_mean_iou")}
@@ -44,7 +74,7 @@ def study_table(rows: list[Row], study: str, claims: dict[str, Any], all_rows: b
                 continue
             seen.add(key)
             changed = {k: v for k, v in params.items() if all_params or base.get(k) != v}
-            changed |= dict.fromkeys((k for k in base if k not in params), "-")  # removed from params.yaml
+            changed |= dict.fromkeys((k for k in base if k not in params), "-")  # unset at this revision
             records.append(
                 {
                     "run": run_name(row),
@@ -71,12 +101,13 @@ def main(*args: str) -> None:
     usage: python -m stages.tools.compare [STUDY ...] [--all] [--all-params]
 
     A row per project experiment of the study (all studies unless some are named) and revision: the DVC
-    experiment's name (or the baseline's branch or rev, or `workspace`), the parameters that differ from
-    the baseline (key=- where removed), test accuracy (and mean IoU for segmentation), training seconds
+    experiment's name (or the baseline's branch or rev, or `workspace`), the settings of its resolved run
+    (params.yaml's layers merged, the profile's caps applied) that differ from the baseline's (key=- where
+    unset), test accuracy (and mean IoU for segmentation), training seconds
     and the accuracy the study's report claims (studies.yaml). Repeated results are left out.
 
       --all         every row, repeated results included
-      --all-params  every parameter of the project experiment, not only those that differ
+      --all-params  every setting of the run, not only those that differ
     """
     unknown = [a for a in args if a.startswith("-") and a not in FLAGS]
     if unknown:
@@ -95,10 +126,12 @@ def main(*args: str) -> None:
             close = difflib.get_close_matches(study, known, n=1)
             hint = f"; did you mean {close[0]}?" if close else f" (known: {', '.join(known)})"
             raise ConfigError(f"unknown study {study!r}{hint}")
+    revisions = {row["rev"]: params_at(row["rev"]) for row in rows}
     for study in wanted:
         info = studies.get(study) or {}
         title = (f": {info['title']}" if "title" in info else "") + (f" ({info['report']})" if "report" in info else "")
-        print(f"## {study}{title}\n\n{study_table(rows, study, claims, '--all' in args, '--all-params' in args)}\n")
+        table = study_table(rows, revisions, study, claims, "--all" in args, "--all-params" in args)
+        print(f"## {study}{title}\n\n{table}\n")
 
 
 if __name__ == "__main__":

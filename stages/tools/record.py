@@ -145,18 +145,20 @@ def model_and_experiment(experiment: str) -> tuple[dict, dict | None]:
 
 
 def build_record(params: config.Params, experiment: str) -> dict:
-    exp = params.experiments[experiment]
-    ds = params.datasets[exp.dataset]
+    from stages.training.settings import resolve  # the model registry: Keras, so not for --help
+
+    run = resolve(params, experiment)  # what the run used: params.yaml's layers merged, the profile's caps applied
+    ds = params.datasets[run.dataset]
     provenance = read_json(RAW / ds.source / "provenance.json")
     if provenance.get("origin") == "generated sample data":
         raise DataError(f"{experiment}: trained on generated sample data; a record is for real data (profile full)")
     summary = read_json(MODELS / experiment / "summary.json")
-    meta = read_json(PREPARED / exp.dataset / "meta.json")
-    recipe, budget = recipe_epochs(experiment), config.effective_epochs(params, exp)
+    meta = read_json(PREPARED / run.dataset / "meta.json")
+    recipe, budget = recipe_epochs(experiment), run.epochs
     model, dvc_exp = model_and_experiment(experiment)
     return {
         "experiment": experiment,
-        "study": exp.study,
+        "study": run.study,
         "recorded": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "commit": git("rev-parse", "HEAD"),
         "code_changes": git("status", "--porcelain", "--", "stages", "dvc.yaml").splitlines(),
@@ -164,7 +166,7 @@ def build_record(params: config.Params, experiment: str) -> dict:
         "model": model,
         "data": {
             "source": ds.source,
-            "dataset": exp.dataset,
+            "dataset": run.dataset,
             "origin": project_relative(provenance.get("origin")),
             "official_release": provenance.get("official"),
             "sha256": provenance.get("sha256") or raw_sha256(RAW / ds.source),
@@ -175,7 +177,7 @@ def build_record(params: config.Params, experiment: str) -> dict:
         "params": {
             "profile": params.profile,
             "seed": params.seed,
-            "experiment": exp.model_dump(mode="json", exclude={"profiles"}),
+            "experiment": run.model_dump(mode="json"),
             "dataset": ds.model_dump(mode="json"),
         },
         "epochs": {"recipe": recipe, "budget": budget, "run": summary["epochs_run"]},

@@ -24,6 +24,8 @@ from stages.core.paths import EXPERIMENT_REPORTS as REPORTS
 if TYPE_CHECKING:
     from dvclive import Live
 
+    from stages.training.settings import Run
+
 
 def claim_checkpoint(ckpt_dir: Path, settings: dict, label: str) -> None:
     """Keep an interrupted run's checkpoint only if it was made with these ``settings``, else discard it:
@@ -300,10 +302,9 @@ def best_so_far(live_dir: Path, monitor: str) -> float | None:
 
 
 def make_callbacks(
-    exp: config.Experiment,
-    name: str,
+    run: Run,
     *,
-    run: str | None = None,
+    out_run: str | None = None,
     test_ds: tf.data.Dataset | None = None,
     backup: str = "backup",
     first_step: int = 0,
@@ -315,21 +316,23 @@ def make_callbacks(
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
-    # ``run``: another run of the experiment (an ensemble member), with its own state and logs
-    ckpt_dir, live_dir = CHECKPOINTS / (run or name), (paths.REPORTS / run if run else REPORTS / name) / "train"
+    # ``out_run``: another run of the experiment (an ensemble member), with its own state and logs
+    name = run.experiment
+    ckpt_dir = CHECKPOINTS / (out_run or name)
+    live_dir = (paths.REPORTS / out_run if out_run else REPORTS / name) / "train"
     resuming = first_step > 0
     if resuming:
         trim_live_log(live_dir, first_step)
     live = Live(dir=str(live_dir), resume=resuming, save_dvc_exp=False, dvcyaml=None, report=None)
     live.step = first_step  # dvclive's own resume goes on from its last logged step (and repeats a step 0)
     # first: a loss gone non-finite stops the epoch before the backup or the best checkpoint saves its weights
-    cbs: list[keras.callbacks.Callback] = [StopOnNonFiniteLoss(name, paths.MODELS / (run or name)), EpochTimer()]
-    if exp.optimizer.lookahead:  # first: the epoch's last copy-back comes before the backup and the scores
-        cbs.insert(0, Lookahead(exp.optimizer.lookahead, steps_per_epoch, total_steps))
+    cbs: list[keras.callbacks.Callback] = [StopOnNonFiniteLoss(name, paths.MODELS / (out_run or name)), EpochTimer()]
+    if run.optimizer.lookahead:  # first: the epoch's last copy-back comes before the backup and the scores
+        cbs.insert(0, Lookahead(run.optimizer.lookahead, steps_per_epoch, total_steps))
     if test_ds is not None:  # before DVCLiveCallback, which closes the step
         cbs.append(TestTracker(test_ds, live))
-    if exp.callbacks.checkpoint:
-        monitor = exp.callbacks.checkpoint.monitor
+    if run.callbacks.checkpoint:
+        monitor = run.callbacks.checkpoint.monitor
         cbs.append(
             keras.callbacks.ModelCheckpoint(
                 str(ckpt_dir / "best.keras"),
@@ -338,11 +341,11 @@ def make_callbacks(
                 initial_value_threshold=best_so_far(live_dir, monitor) if resuming else None,
             )
         )
-    if exp.callbacks.reduce_lr:
-        r = exp.callbacks.reduce_lr
+    if run.callbacks.reduce_lr:
+        r = run.callbacks.reduce_lr
         cbs.append(ReduceLROnPlateau(monitor=r.monitor, factor=r.factor, patience=r.patience, min_lr=r.min_lr))
-    if exp.callbacks.early_stopping:
-        e = exp.callbacks.early_stopping
+    if run.callbacks.early_stopping:
+        e = run.callbacks.early_stopping
         cbs.append(EarlyStopping(monitor=e.monitor, patience=e.patience, restore_best_weights=e.restore_best_weights))
     cbs.append(DVCLiveCallback(live=live))
     # last (see ResumableBackup); it outlives fit: train() removes it once the final model is written

@@ -17,7 +17,7 @@ from stages.core.files import load_npy
 from stages.core.paths import PREPARED
 
 if TYPE_CHECKING:
-    from stages.core.config import Experiment
+    from stages.training.settings import Run
 
 
 def load_split(dataset: str, part: str) -> tuple[np.ndarray, np.ndarray]:
@@ -167,16 +167,17 @@ class Splits:
         return at_epoch(self.reshuffled(), epoch), None
 
 
-def load_splits(exp: Experiment, meta: dict, batch_size: int, seed: int) -> Splits:
+def load_splits(run: Run, meta: dict) -> Splits:
     """train (seeded reshuffles; segmentation flips with ``augment``), val and test pipelines."""
-    x_train, y_train = load_split(exp.dataset, "train")
-    if exp.max_train_examples:  # prepared train images are already in seeded random order
-        x_train, y_train = x_train[: exp.max_train_examples], y_train[: exp.max_train_examples]
-    x_val, y_val = load_split(exp.dataset, "val")
-    x_test, y_test = load_split(exp.dataset, "test")
-    one_hot = len(meta["classes"]) if exp.loss == "categorical_crossentropy" else None
+    batch_size, seed = run.batch_size, run.seed
+    x_train, y_train = load_split(run.dataset, "train")
+    if run.max_train_examples:  # prepared train images are already in seeded random order
+        x_train, y_train = x_train[: run.max_train_examples], y_train[: run.max_train_examples]
+    x_val, y_val = load_split(run.dataset, "val")
+    x_test, y_test = load_split(run.dataset, "test")
+    one_hot = len(meta["classes"]) if run.loss == "categorical_crossentropy" else None
     segmentation = meta.get("task") == "segmentation"
-    augment_seed = seed if segmentation and exp.augment else None
+    augment_seed = seed if segmentation and run.augment else None
     reshuffled = functools.partial(
         make_dataset,
         x_train,
@@ -185,7 +186,7 @@ def load_splits(exp: Experiment, meta: dict, batch_size: int, seed: int) -> Spli
         shuffle_seed=seed,
         num_classes=one_hot,
         augment_seed=augment_seed,
-        augment_zoom=exp.augment_zoom,
+        augment_zoom=run.augment_zoom,
         cached=tf.data.Dataset.from_tensor_slices((x_train, y_train)).cache(),
     )
     return Splits(
@@ -199,6 +200,6 @@ def load_splits(exp: Experiment, meta: dict, batch_size: int, seed: int) -> Spli
         segmentation=segmentation,
         reshuffled=reshuffled,
         train_epochs=functools.partial(alternating_flip_epochs, x_train, y_train, batch_size, seed, num_classes=one_hot)
-        if exp.alternating_flip
+        if run.alternating_flip
         else None,
     )

@@ -6,14 +6,17 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from stages.core import config
 from stages.core.files import OutputError, atomic_path, save_npy, write_json, write_text
 from stages.models.flops import model_flops
+
+if TYPE_CHECKING:
+    from stages.training.settings import Run
 
 
 def check_writable(*folders: Path) -> None:
@@ -83,7 +86,7 @@ def write_model(target: Path, model: keras.Model, outputs: dict[str, np.ndarray]
         write_text(tmp / "README.md", card)
 
 
-def model_card(name: str, exp: config.Experiment, meta: dict, summary: dict, y_test: np.ndarray, outputs: dict) -> str:
+def model_card(run: Run, meta: dict, summary: dict, y_test: np.ndarray, outputs: dict) -> str:
     """A short Markdown card that travels with the shared model: what it is, the data it saw, how it scored."""
     if "test_probs.npy" in outputs:
         score = f"test accuracy {float((outputs['test_probs.npy'].argmax(axis=1) == y_test).mean()):.4f}"
@@ -96,10 +99,10 @@ def model_card(name: str, exp: config.Experiment, meta: dict, summary: dict, y_t
         else ""
     )
     return (
-        f"# {name}\n{caveat}\n"
-        f"- study `{exp.study}`, model `{exp.model}` {exp.model_args or ''}: {summary['parameters']:,} parameters, "
+        f"# {run.experiment}\n{caveat}\n"
+        f"- study `{run.study}`, model `{run.model}` {run.model_args or ''}: {summary['parameters']:,} parameters, "
         f"{summary['flops'] or 0:,} FLOPs per image\n"
-        f"- data: {meta['data']}; prepared set `{exp.dataset}` {meta['counts']}; input {meta['image_shape']}, "
+        f"- data: {meta['data']}; prepared set `{run.dataset}` {meta['counts']}; input {meta['image_shape']}, "
         "raw 0..255 pixels (scaling is inside the model)\n"
         f"- classes: {', '.join(map(str, meta['classes']))}\n"
         f"- trained {summary['epochs_run']} of {summary['epochs_requested']} epochs, batch {summary['batch_size']}, "

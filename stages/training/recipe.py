@@ -11,18 +11,19 @@ from stages.core import config
 from stages.models import build
 from stages.models.blocks import WHITEN_LAYER
 from stages.training.losses import SparseCrossentropyDice
+from stages.training.settings import Run
 
 WHITEN_IMAGES = 5000  # training images whose patch covariance sets the whitening stem (airbench94's count)
 
 
-def build_model(name: str, exp: config.Experiment, input_shape: list[int], num_classes: int) -> keras.Model:
-    """The experiment's model; a builder's ValueError or TypeError (a bad ``model_args`` value,
+def build_model(run: Run, input_shape: list[int], num_classes: int) -> keras.Model:
+    """The run's model; a builder's ValueError or TypeError (a bad ``model_args`` value,
     e.g. ``dropout: 7``) becomes a ConfigError naming the parameter."""
     try:
-        return build(exp.model, input_shape, num_classes, **exp.model_args)
+        return build(run.model, input_shape, num_classes, **run.model_args)
     except (ValueError, TypeError) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise config.ConfigError(f"{config.PARAMS_FILE}: experiments.{name}.model_args: {reason}") from None
+        raise config.ConfigError(f"{config.PARAMS_FILE}: experiments.{run.experiment}.model_args: {reason}") from None
 
 
 class Triangle(keras.optimizers.schedules.LearningRateSchedule):
@@ -100,11 +101,11 @@ def make_optimizer(opt: config.Optimizer, epochs: int, steps_per_epoch: int) -> 
     ](**kwargs)
 
 
-def make_loss(exp: config.Experiment, one_hot: int | None) -> keras.losses.Loss:
-    if exp.loss == "sparse_crossentropy_dice":
+def make_loss(run: Run, one_hot: int | None) -> keras.losses.Loss:
+    if run.loss == "sparse_crossentropy_dice":
         return SparseCrossentropyDice()
     if one_hot:
-        return keras.losses.CategoricalCrossentropy(label_smoothing=exp.label_smoothing)
+        return keras.losses.CategoricalCrossentropy(label_smoothing=run.label_smoothing)
     return keras.losses.SparseCategoricalCrossentropy()
 
 
