@@ -81,13 +81,36 @@ class RemoteFile(Strict):
         return PurePosixPath(urlparse(self.urls[0]).path).name
 
 
+# the raw layouts `prepare` reads (stages/sources/formats.py has a reader for each; a test checks they agree)
+Format = Literal["cifar_python", "oxford_pets", "mnist_idx", "label_csv", "split_image_folder", "image_folder"]
+
+
 class Source(Strict):
     files: list[RemoteFile] = Field(min_length=1)
+    format: Format  # the layout of the official files, or of the local copy in `path`
     # a local copy: one file, a list of files, or a folder (the archives, or already extracted)
     path: str | list[str] | None = None
     kaggle: str | None = None  # a Kaggle dataset slug, downloaded with Kaggle's client
-    generator: str  # which embedded generator makes sample data in the same format
-    generated: dict[str, Any] = {}
+    generator: str  # which embedded generator makes sample data
+    generated: dict[str, Any] = {}  # its options; `format:` when it makes another layout than `format`
+
+    @model_validator(mode="before")
+    @classmethod
+    def _format_stated(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and "format" not in raw:
+            raise ValueError(f"no format: set format to one of {', '.join(get_args(Format))}")
+        return raw
+
+    @model_validator(mode="after")
+    def _generated_format(self) -> Source:
+        fmt = self.generated.get("format", self.format)
+        if fmt not in get_args(Format):
+            raise ValueError(f"generated.format: unknown format {fmt!r}{did_you_mean(fmt, get_args(Format))}")
+        return self
+
+    def layout(self, profile: str) -> Format:
+        """The format a run reads: the generator's when the embedded profile generated the data."""
+        return self.generated.get("format", self.format) if profile == "embedded" else self.format
 
 
 class Dataset(Strict):

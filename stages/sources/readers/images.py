@@ -38,6 +38,7 @@ import warnings
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 # Must come before the first ``import cv2`` of the process (OpenCV reads it at load time).
@@ -781,6 +782,53 @@ def _class_dirs(root: Path) -> tuple[list[str], list[Path]]:
     return names, loose
 
 
+@dataclass
+class ImageFolder:
+    """The files of ``root/<class>/**``, listed in label then name order; :meth:`decode` reads them."""
+
+    root: Path
+    classes: list[str]
+    files: list[Path]
+    labels: list[int]
+    loose: list[Path]  # files directly under root: in no class
+
+    def decode(
+        self,
+        size: tuple[int, int] | None,
+        *,
+        color: str = "rgb",
+        workers: int | None = None,
+        interpolation: int = cv2.INTER_AREA,
+        progress: str | None = None,
+    ) -> dict:
+        """The images decoded (straight to ``size``: see :func:`read_image_files`), as :func:`read_image_folder`
+        returns them; DataError naming the folder when none decodes."""
+        x, ok, skipped = read_image_files(
+            self.files, size, color=color, workers=workers, interpolation=interpolation, progress=progress
+        )
+        rel = [p.relative_to(self.root).as_posix() for p in self.files]
+        skipped_rel = _relative_skipped(self.root, self.files, rel, self.loose, skipped)
+        if not ok:
+            first = f"; first: {skipped_rel[0][0]}: {skipped_rel[0][1]}" if skipped_rel else ""
+            raise DataError(f"{self.root}: no readable images ({len(self.files)} files tried{first})")
+        return {
+            "x": x,
+            "y": np.asarray(self.labels, dtype=np.int64)[ok],
+            "classes": list(self.classes),
+            "files": [rel[i] for i in ok],
+            "skipped": skipped_rel,
+        }
+
+
+def list_image_folder(root: str | os.PathLike, classes: Sequence[str] | None = None) -> ImageFolder:
+    """The class folders and files under ``root`` (see :func:`read_image_folder`), none decoded yet."""
+    root = Path(root)
+    found, loose = _class_dirs(root)
+    classes = _folder_classes(root, found, classes)
+    files, labels = _class_files(root, classes)
+    return ImageFolder(root, classes, files, labels, loose)
+
+
 def read_image_folder(
     root: str | os.PathLike,
     size: tuple[int, int] | None,
@@ -803,25 +851,9 @@ def read_image_folder(
     when it is missing, has no class folders, or no image in it decodes. ``progress``: see
     :func:`read_image_files`.
     """
-    root = Path(root)
-    found, loose = _class_dirs(root)
-    classes = _folder_classes(root, found, classes)
-    files, labels = _class_files(root, classes)
-    x, ok, skipped = read_image_files(
-        files, size, color=color, workers=workers, interpolation=interpolation, progress=progress
+    return list_image_folder(root, classes).decode(
+        size, color=color, workers=workers, interpolation=interpolation, progress=progress
     )
-    rel = [p.relative_to(root).as_posix() for p in files]
-    skipped_rel = _relative_skipped(root, files, rel, loose, skipped)
-    if not ok:
-        first = f"; first: {skipped_rel[0][0]}: {skipped_rel[0][1]}" if skipped_rel else ""
-        raise DataError(f"{root}: no readable images ({len(files)} files tried{first})")
-    return {
-        "x": x,
-        "y": np.asarray(labels, dtype=np.int64)[ok],
-        "classes": list(classes),
-        "files": [rel[i] for i in ok],
-        "skipped": skipped_rel,
-    }
 
 
 def _folder_classes(root: Path, found: list[str], classes: Sequence[str] | None) -> list[str]:
@@ -887,6 +919,64 @@ def _find_split_base(root: Path) -> Path:
     raise DataError(f"{root}: several folders hold train/ and test/ ({names}); point at one of them")
 
 
+@dataclass
+class SplitImageFolder:
+    """``train/<class>/*`` and ``test/<class>/*`` under ``base``, listed; :meth:`decode` reads them."""
+
+    base: Path
+    train: ImageFolder
+    test: ImageFolder
+
+    def decode(
+        self,
+        size: tuple[int, int] | None,
+        *,
+        color: str = "rgb",
+        workers: int | None = None,
+        interpolation: int = cv2.INTER_AREA,
+        progress: str | None = None,
+    ) -> dict:
+        """Both splits decoded, as :func:`read_split_image_folder` returns them."""
+        kw = {"color": color, "workers": workers, "interpolation": interpolation}
+        labels = {part: None if progress is None else f"{progress} {part}" for part in ("train", "test")}
+        train = self.train.decode(size, progress=labels["train"], **kw)
+        test = self.test.decode(size, progress=labels["test"], **kw)
+        if train["x"].shape[1:] != test["x"].shape[1:]:
+            raise DataError(
+                f"{self.test.root}: test images are {test['x'].shape[1:]}, train images {train['x'].shape[1:]}; "
+                "give a size"
+            )
+        skipped = [(f"train/{p}", r) for p, r in train["skipped"]] + [(f"test/{p}", r) for p, r in test["skipped"]]
+        return {
+            "x_train": train["x"],
+            "y_train": train["y"],
+            "x_test": test["x"],
+            "y_test": test["y"],
+            "classes": train["classes"],
+            "files_train": train["files"],
+            "files_test": test["files"],
+            "skipped": skipped,
+        }
+
+
+def list_split_image_folder(root: str | os.PathLike, classes: Sequence[str] | None = None) -> SplitImageFolder:
+    """The train and test files under ``root`` (see :func:`read_split_image_folder`), none decoded yet;
+    DataError when the test classes are not the train classes."""
+    base = _find_split_base(Path(root))
+    train_dir, test_dir = base / "train", base / "test"
+    train_classes, _ = _class_dirs(train_dir)
+    test_classes, _ = _class_dirs(test_dir)
+    if classes is None and sorted(test_classes) != sorted(train_classes):
+        only_train = sorted(set(train_classes) - set(test_classes))
+        only_test = sorted(set(test_classes) - set(train_classes))
+        raise DataError(
+            f"{test_dir}: test classes differ from train's (only in train: {only_train or 'none'},"
+            f" only in test: {only_test or 'none'})"
+        )
+    train = list_image_folder(train_dir, classes)
+    return SplitImageFolder(base, train, list_image_folder(test_dir, train.classes))
+
+
 def read_split_image_folder(
     root: str | os.PathLike,
     size: tuple[int, int] | None,
@@ -905,32 +995,6 @@ def read_split_image_folder(
     classes must be the train classes (DataError otherwise). ``progress``: a label, as for
     :func:`read_image_files`, suffixed with `` train`` and `` test``.
     """
-    base = _find_split_base(Path(root))
-    train_dir, test_dir = base / "train", base / "test"
-    train_classes, _ = _class_dirs(train_dir)
-    test_classes, _ = _class_dirs(test_dir)
-    if classes is None and sorted(test_classes) != sorted(train_classes):
-        only_train = sorted(set(train_classes) - set(test_classes))
-        only_test = sorted(set(test_classes) - set(train_classes))
-        raise DataError(
-            f"{test_dir}: test classes differ from train's (only in train: {only_train or 'none'},"
-            f" only in test: {only_test or 'none'})"
-        )
-    kw = {"color": color, "workers": workers, "interpolation": interpolation}
-    labels = {part: None if progress is None else f"{progress} {part}" for part in ("train", "test")}
-    train = read_image_folder(train_dir, size, classes=classes, progress=labels["train"], **kw)
-    test = read_image_folder(test_dir, size, classes=train["classes"], progress=labels["test"], **kw)
-    if train["x"].shape[1:] != test["x"].shape[1:]:
-        raise DataError(
-            f"{test_dir}: test images are {test['x'].shape[1:]}, train images {train['x'].shape[1:]}; give a size"
-        )
-    return {
-        "x_train": train["x"],
-        "y_train": train["y"],
-        "x_test": test["x"],
-        "y_test": test["y"],
-        "classes": train["classes"],
-        "files_train": train["files"],
-        "files_test": test["files"],
-        "skipped": [(f"train/{p}", r) for p, r in train["skipped"]] + [(f"test/{p}", r) for p, r in test["skipped"]],
-    }
+    return list_split_image_folder(root, classes).decode(
+        size, color=color, workers=workers, interpolation=interpolation, progress=progress
+    )
