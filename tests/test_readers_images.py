@@ -158,6 +158,16 @@ def test_decode_grayscale_and_rgba_sources_become_three_channels():
     assert (decode_image(encode(rgba, ".png"), None) == [255, 0, 0]).all()
 
 
+def test_16_bit_pngs_come_back_as_8_bits():
+    """OpenCV's own conversion (no IMREAD_ANYDEPTH), which the reader relies on: the high byte of each value."""
+    rgb16 = np.zeros((2, 3, 3), np.uint16)
+    rgb16[..., 0] = 0xABCD  # red
+    color = decode_image(encode(rgb16, ".png"), None)
+    assert color.dtype == np.uint8 and (color == [0xAB, 0, 0]).all()
+    gray = decode_image(encode(np.full((2, 3), 0x1234, np.uint16), ".png"), None, color="gray")
+    assert gray.dtype == np.uint8 and gray.shape == (2, 3, 1) and (gray == 0x12).all()
+
+
 def test_decode_cmyk_jpeg():
     data = cmyk_jpeg()
     if data is None:

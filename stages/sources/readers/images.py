@@ -1,6 +1,6 @@
 """Decode folders of image files (JPEG, PNG, ...) into uint8 arrays, skipping bad files.
 
-Layouts read here:
+Layouts read here (each listed first, by ``list_*``, then decoded at the size the caller gives):
 
 * ``root/<class>/<file>`` (:func:`read_image_folder`), class = folder name;
 * ``root/[top/]train/<class>/*`` + ``root/[top/]test/<class>/*`` (:func:`read_split_image_folder`),
@@ -59,10 +59,14 @@ __all__ = [
     "MAX_IMAGE_PIXELS",
     "DecodeBudget",
     "ImageError",
+    "ImageFolder",
+    "SplitImageFolder",
     "decode_cost",
     "decode_image",
     "image_dims",
     "image_file_dims",
+    "list_image_folder",
+    "list_split_image_folder",
     "open_image",
     "read_image_files",
     "read_image_folder",
@@ -86,7 +90,6 @@ MAX_FILE_BYTES = 256 * 2**20
 # EXIF orientation is ignored: TensorFlow's decode_jpeg / Keras' image_dataset_from_directory and
 # load_img do not apply it either, and the studies reproduced here trained on unrotated pixels.
 _ORIENT = cv2.IMREAD_IGNORE_ORIENTATION
-_RGB_FLAG = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.11 decodes straight to RGB
 _CHANNELS = {"rgb": 3, "gray": 1, "grayscale": 1}
 
 # SOFn markers carry the frame size; C4 (DHT), C8 (JPG) and CC (DAC) are not frame headers.
@@ -544,7 +547,7 @@ def _decode(
     elif channels == 1:
         flags = cv2.IMREAD_GRAYSCALE | _ORIENT
     else:
-        flags = (_RGB_FLAG if _RGB_FLAG is not None else cv2.IMREAD_COLOR) | _ORIENT
+        flags = cv2.IMREAD_COLOR_RGB | _ORIENT  # OpenCV >= 4.11 (pinned: 5.0) decodes straight to RGB
     try:
         img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     except cv2.error as exc:
@@ -562,12 +565,11 @@ def _finish(
     img: np.ndarray, size: tuple[int, int] | None, channels: int, reduction: int, interpolation: int
 ) -> np.ndarray:
     """A decoded image as uint8 H x W x ``channels`` RGB (or gray) of ``size``."""
-    if img.dtype != np.uint8:  # IMREAD_COLOR/GRAYSCALE give 8 bits; be safe against odd codecs
-        img = cv2.convertScaleAbs(img)
+    # 8 bits always: without IMREAD_ANYDEPTH OpenCV converts 16-bit images to 8 (a test holds it to that)
     if channels == 3:
         if img.ndim == 2:
             img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-        elif _RGB_FLAG is None or reduction > 1:
+        elif reduction > 1:  # the reduced modes decode to BGR
             img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     if size is not None and img.shape[:2] != tuple(size):
         img = cv2.resize(img, (int(size[1]), int(size[0])), interpolation=interpolation)
