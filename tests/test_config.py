@@ -50,6 +50,11 @@ def test_repository_params_are_valid():
         (lambda d: d.update(profile="fast"), "profile"),
         (lambda d: d["datasets"]["objects8"].update(source="cifar100"), "unknown source 'cifar100'"),
         (lambda d: d["datasets"]["objects8"].update(val_fraction=1.5), "datasets.objects8.val_fraction"),
+        (lambda d: d["datasets"]["natural_images"].update(image_size=[50, 0]), "datasets.natural_images.image_size.1"),
+        (
+            lambda d: d["datasets"]["natural_images"].pop("image_size"),
+            "datasets.natural_images.image_size: source natural_images (image_folder) holds photos of any size",
+        ),
         (
             lambda d: d["experiments"]["gray28_tuned"].update(optimizer={"name": "adam", "schedule": "cosine"}),
             "experiments.gray28_tuned: callbacks.reduce_lr and optimizer.schedule 'cosine' both set the learning rate",

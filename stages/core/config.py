@@ -117,7 +117,7 @@ class Dataset(Strict):
     source: str
     task: Literal["classification", "segmentation"] = "classification"
     color: Literal["rgb", "gray"] = "rgb"
-    image_size: list[StrictInt] | None = Field(default=None, min_length=2, max_length=2)
+    image_size: list[Annotated[StrictInt, Field(gt=0)]] | None = Field(default=None, min_length=2, max_length=2)
     classes: list[StrictInt] | None = None  # keep (and renumber) these source classes
     class_map: dict[StrictInt, StrictInt] | None = None  # or map source class -> study class
     pth: str | None = None  # a .pth file (a pickle, read without executing it) replaces the source
@@ -320,6 +320,18 @@ class Params(Strict):
             for field, value in (("experiment", ens.experiment), ("study", exp.study), ("dataset", exp.dataset)):
                 _check_same(getattr(member, field), value, f"{where}.{field}")
             _check_same(key, f"{member.ensemble}-{member.seed}", f"{where}: the key")
+        return self
+
+    @model_validator(mode="after")
+    def _sizes_where_images_vary(self) -> Params:
+        """Photos differ in size: a dataset of an image-folder or pets source states the size to decode them to."""
+        for name, ds in self.datasets.items():
+            src = self.sources.get(ds.source)  # an unknown one: _names_exist says so
+            fmt = src and src.layout(self.profile)
+            if ds.image_size is None and ds.pth is None and fmt in ("image_folder", "oxford_pets"):
+                raise ValueError(
+                    f"datasets.{name}.image_size: source {ds.source} ({fmt}) holds photos of any size; set one"
+                )
         return self
 
     def seeds(self, ensemble: str) -> list[int]:
