@@ -61,7 +61,8 @@ def _cifar_python(root: Path, options: Mapping[str, Any]) -> RawData:
     """``cifar-10-batches-py/`` (the official archive, extracted): the class names are its own."""
     from stages.sources.readers.cifar import BATCHES_DIR, read_cifar_python
 
-    x_train, y_train, x_test, y_test, classes = read_cifar_python(sorted(root.rglob(BATCHES_DIR))[0])
+    folder = next(p for p in sorted(root.rglob(BATCHES_DIR)) if p.is_dir())  # there: FORMATS' check found it
+    x_train, y_train, x_test, y_test, classes = read_cifar_python(folder)
     return RawData(x_train, y_train, x_test, y_test, list(classes))
 
 

@@ -1,9 +1,9 @@
 """Decode folders of image files (JPEG, PNG, ...) into uint8 arrays, skipping bad files.
 
-Layouts read here (each listed first, by ``list_*``, then decoded at the size the caller gives):
+Layouts read here (each listed first, then decoded by the listing's ``decode`` at the caller's size):
 
-* ``root/<class>/<file>`` (:func:`read_image_folder`), class = folder name;
-* ``root/[top/]train/<class>/*`` + ``root/[top/]test/<class>/*`` (:func:`read_split_image_folder`),
+* ``root/<class>/<file>`` (:func:`list_image_folder`), class = folder name;
+* ``root/[top/]train/<class>/*`` + ``root/[top/]test/<class>/*`` (:func:`list_split_image_folder`),
   which is how the CIFAR-10 JPEG copies are laid out.
 
 Decoding is OpenCV's (``cv2.imdecode``), run in a thread pool: OpenCV releases the GIL while it
@@ -69,8 +69,6 @@ __all__ = [
     "list_split_image_folder",
     "open_image",
     "read_image_files",
-    "read_image_folder",
-    "read_split_image_folder",
 ]
 
 
@@ -803,8 +801,10 @@ class ImageFolder:
         interpolation: int = cv2.INTER_AREA,
         progress: str | None = None,
     ) -> dict:
-        """The images decoded (straight to ``size``: see :func:`read_image_files`), as :func:`read_image_folder`
-        returns them; DataError naming the folder when none decodes."""
+        """The images decoded (straight to ``size``: see :func:`read_image_files`): ``{"x": uint8 N x H x W x C,
+        "y": int64 N, "classes": [...], "files": [relative paths of the images kept], "skipped": [(relative
+        path, reason)]}``, the loose files in ``root`` among the skipped. DataError naming the folder when no
+        image decodes. ``progress``: see :func:`read_image_files`."""
         x, ok, skipped = read_image_files(
             self.files, size, color=color, workers=workers, interpolation=interpolation, progress=progress
         )
@@ -823,39 +823,19 @@ class ImageFolder:
 
 
 def list_image_folder(root: str | os.PathLike, classes: Sequence[str] | None = None) -> ImageFolder:
-    """The class folders and files under ``root`` (see :func:`read_image_folder`), none decoded yet."""
+    """``root/<class>/**/<file>``, one class per sub-folder, listed (:meth:`ImageFolder.decode` reads them).
+
+    Classes are the folder names, sorted, unless ``classes`` gives their order (then the folders
+    must be exactly those). Every file is listed, in name order: files that do not decode
+    (``Thumbs.db``, ``.DS_Store``, corrupt images) and files lying directly in ``root`` end in the
+    decode's ``skipped`` with a reason. Hidden folders and ``__MACOSX`` are not classes. DataError
+    naming ``root`` when it is missing or has no class folders.
+    """
     root = Path(root)
     found, loose = _class_dirs(root)
     classes = _folder_classes(root, found, classes)
     files, labels = _class_files(root, classes)
     return ImageFolder(root, classes, files, labels, loose)
-
-
-def read_image_folder(
-    root: str | os.PathLike,
-    size: tuple[int, int] | None,
-    *,
-    color: str = "rgb",
-    classes: Sequence[str] | None = None,
-    workers: int | None = None,
-    interpolation: int = cv2.INTER_AREA,
-    progress: str | None = None,
-) -> dict:
-    """Read ``root/<class>/**/<file>``: one class per sub-folder.
-
-    Classes are the folder names, sorted, unless ``classes`` gives their order (then the folders
-    must be exactly those). Every file is attempted, in name order; files that do not decode
-    (``Thumbs.db``, ``.DS_Store``, corrupt images) and files lying directly in ``root`` end in
-    ``skipped`` with a reason. Hidden folders and ``__MACOSX`` are not classes.
-
-    Returns ``{"x": uint8 N x H x W x C, "y": int64 N, "classes": [...], "files": [relative paths
-    of the images kept], "skipped": [(relative path, reason)]}``. Raises DataError naming ``root``
-    when it is missing, has no class folders, or no image in it decodes. ``progress``: see
-    :func:`read_image_files`.
-    """
-    return list_image_folder(root, classes).decode(
-        size, color=color, workers=workers, interpolation=interpolation, progress=progress
-    )
 
 
 def _folder_classes(root: Path, found: list[str], classes: Sequence[str] | None) -> list[str]:
@@ -938,7 +918,9 @@ class SplitImageFolder:
         interpolation: int = cv2.INTER_AREA,
         progress: str | None = None,
     ) -> dict:
-        """Both splits decoded, as :func:`read_split_image_folder` returns them."""
+        """Both splits decoded: ``{"x_train", "y_train", "x_test", "y_test", "classes", "files_train",
+        "files_test", "skipped"}``, skipped paths relative to :attr:`base`. ``progress``: a label, as for
+        :func:`read_image_files`, suffixed with `` train`` and `` test``."""
         kw = {"color": color, "workers": workers, "interpolation": interpolation}
         labels = {part: None if progress is None else f"{progress} {part}" for part in ("train", "test")}
         train = self.train.decode(size, progress=labels["train"], **kw)
@@ -962,8 +944,9 @@ class SplitImageFolder:
 
 
 def list_split_image_folder(root: str | os.PathLike, classes: Sequence[str] | None = None) -> SplitImageFolder:
-    """The train and test files under ``root`` (see :func:`read_split_image_folder`), none decoded yet;
-    DataError when the test classes are not the train classes."""
+    """``root/train/<class>/*`` and ``root/test/<class>/*`` (or the same under the single sub-folder of
+    ``root`` that holds train/ and test/, e.g. ``cifar10-jpeg/``), listed; DataError when the test
+    classes are not the train classes."""
     base = _find_split_base(Path(root))
     train_dir, test_dir = base / "train", base / "test"
     train_classes, _ = _class_dirs(train_dir)
@@ -977,26 +960,3 @@ def list_split_image_folder(root: str | os.PathLike, classes: Sequence[str] | No
         )
     train = list_image_folder(train_dir, classes)
     return SplitImageFolder(base, train, list_image_folder(test_dir, train.classes))
-
-
-def read_split_image_folder(
-    root: str | os.PathLike,
-    size: tuple[int, int] | None,
-    *,
-    color: str = "rgb",
-    classes: Sequence[str] | None = None,
-    workers: int | None = None,
-    interpolation: int = cv2.INTER_AREA,
-    progress: str | None = None,
-) -> dict:
-    """Read ``root/train/<class>/*`` and ``root/test/<class>/*`` (or the same under the single
-    sub-folder of ``root`` that holds train/ and test/, e.g. ``cifar10-jpeg/``).
-
-    Returns ``{"x_train", "y_train", "x_test", "y_test", "classes", "files_train", "files_test",
-    "skipped"}``; skipped paths are relative to the folder holding train/ and test/. The test
-    classes must be the train classes (DataError otherwise). ``progress``: a label, as for
-    :func:`read_image_files`, suffixed with `` train`` and `` test``.
-    """
-    return list_split_image_folder(root, classes).decode(
-        size, color=color, workers=workers, interpolation=interpolation, progress=progress
-    )
