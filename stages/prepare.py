@@ -19,7 +19,7 @@ from stages.core import config
 from stages.core.errors import ConfigError, DataError
 from stages.core.files import atomic_path, save_npy, write_json
 from stages.core.paths import EXTRACTED, PREPARED, RAW
-from stages.sources.formats import RawData, read_raw
+from stages.sources.formats import RawData, decoded, read_raw
 
 #: Skipped files that meta.json names; beyond them, only their count (``skipped_total``). Real data
 #: skips a few dozen at most (the pets archive's unlisted images, Thumbs.db files); a copy whose lists
@@ -110,6 +110,8 @@ def _refuse_empty(
 
 
 def load_source(params: config.Params, name: str) -> RawData:
+    """The dataset's source as arrays: its .pth file, else its extracted folder read in the source's format,
+    encoded images decoded at the dataset's image_size (RGB; colour and any other resizing: :func:`prepare`)."""
     ds = params.datasets[name]
     if ds.pth:
         from stages.sources.readers.pth import load_pth
@@ -119,8 +121,9 @@ def load_source(params: config.Params, name: str) -> RawData:
         if not names:
             names = [str(c) for c in range(int(d["y_train"].max()) + 1)]
         return RawData(d["x_train"], d["y_train"], d["x_test"], d["y_test"], names)
-    _, raw = read_raw(EXTRACTED / ds.source, tuple(ds.image_size) if ds.image_size else None, ds.color, ds.options)
-    return raw
+    fmt = params.sources[ds.source].layout(params.profile)
+    raw = read_raw(EXTRACTED / ds.source, fmt, ds.options, f"params.yaml: sources.{ds.source}.format")
+    return decoded(raw, tuple(ds.image_size) if ds.image_size else None)
 
 
 def prepare(params: config.Params, name: str) -> dict:

@@ -2,6 +2,7 @@
 
 import math
 import re
+import typing
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,11 @@ def test_repository_params_are_valid():
         (lambda d: d.update(profile="fast"), "profile"),
         (lambda d: d["datasets"]["objects8"].update(source="cifar100"), "unknown source 'cifar100'"),
         (lambda d: d["datasets"]["objects8"].update(val_fraction=1.5), "datasets.objects8.val_fraction"),
+        (lambda d: d["datasets"]["natural_images"].update(image_size=[50, 0]), "datasets.natural_images.image_size.1"),
+        (
+            lambda d: d["datasets"]["natural_images"].pop("image_size"),
+            "datasets.natural_images.image_size: source natural_images (image_folder) holds photos of any size",
+        ),
         (
             lambda d: d["experiments"]["gray28_tuned"].update(optimizer={"name": "adam", "schedule": "cosine"}),
             "experiments.gray28_tuned: callbacks.reduce_lr and optimizer.schedule 'cosine' both set the learning rate",
@@ -266,3 +272,33 @@ def test_a_profile_override_sets_the_learning_rate_and_keeps_the_rest_of_the_opt
     assert exp.optimizer.learning_rate == 0.01 and exp.optimizer.schedule == "onecycle"
     full = resolve(params.model_copy(update={"profile": "full"}), "objects8_resnet")
     assert full.optimizer.learning_rate == 0.05
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda d: d["sources"]["cifar10"].update(format="cifar_jpeg"), "sources.cifar10.format: Input should be"),
+        (lambda d: d["sources"]["cifar10"].pop("format"), "sources.cifar10: no format: set format to one of"),
+        (
+            lambda d: d["sources"]["fashion_mnist"]["generated"].update(format="csv"),
+            "sources.fashion_mnist: generated.format: unknown format 'csv'",
+        ),
+    ],
+)
+def test_a_source_states_a_known_format(tmp_path, mutate, expected):
+    with pytest.raises(ConfigError) as err:
+        config.load(write(tmp_path, mutate))
+    message = str(err.value)
+    assert expected in message and "\n" not in message
+    if "unknown format" not in message:  # pydantic lists the choices
+        assert all(name in message for name in typing.get_args(config.Format))
+
+
+def test_every_format_has_a_reader_and_the_embedded_profile_reads_what_the_generator_makes():
+    from stages.sources.formats import FORMATS
+
+    assert set(FORMATS) == set(typing.get_args(config.Format))
+    params = config.load(REPO_PARAMS)
+    fashion = params.sources["fashion_mnist"]
+    assert (fashion.layout("embedded"), fashion.layout("full")) == ("label_csv", "mnist_idx")
+    assert params.sources["cifar10"].layout("embedded") == "cifar_python"

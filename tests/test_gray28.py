@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from stages.core import config
-from stages.core.errors import ConfigError
+from stages.core.errors import ConfigError, DataError
 from stages.ensemble import majority_vote
 from stages.models import weights
 from stages.prepare import select_classes
@@ -78,8 +78,9 @@ def test_csv_generator_round_trips_through_detection(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["test.csv", "train.csv"]
     assert tmp_path.joinpath("train.csv").read_text().startswith("label,pixel0,")
     assert tmp_path.joinpath("test.csv").read_text().startswith("pixel0,")
-    layout, raw = read_raw(tmp_path, options={"class_names": list("abcde")})
-    assert layout == "label_csv"
+    raw = read_raw(tmp_path, "label_csv", options={"class_names": list("abcde")})
+    with pytest.raises(DataError, match=r"not in the mnist_idx layout \(expected train-images-idx3-ubyte"):
+        read_raw(tmp_path, "mnist_idx")
     assert raw.x_train.shape == (15, 28, 28, 1) and raw.x_train.dtype == np.uint8
     assert sorted(np.bincount(raw.y_train)) == [3] * 5
     assert raw.x_test is None and raw.y_test is None  # an unlabelled test.csv cannot be scored
@@ -88,7 +89,7 @@ def test_csv_generator_round_trips_through_detection(tmp_path):
 
 def test_labelled_test_csv_is_the_test_set(tmp_path):
     GENERATORS["fashion_mnist"](tmp_path, {"train_per_class": 2, "test_per_class": 2, "test_labels": True}, seed=1)
-    _, raw = read_raw(tmp_path)
+    raw = read_raw(tmp_path, "label_csv")
     assert raw.x_test.shape == (20, 28, 28, 1) and sorted(set(raw.y_test)) == list(range(10))
     assert raw.classes == [str(i) for i in range(10)]
 
@@ -99,11 +100,12 @@ def test_idx_generator_round_trips_through_detection(tmp_path):
 
     raw_dir, extracted = tmp_path / "raw", tmp_path / "extracted"
     raw_dir.mkdir()
-    GENERATORS["fashion_mnist"](raw_dir, {"train_per_class": 2, "test_per_class": 1, "format": "idx"}, seed=2)
+    GENERATORS["fashion_mnist"](raw_dir, {"train_per_class": 2, "test_per_class": 1, "format": "mnist_idx"}, seed=2)
     for f in raw_dir.iterdir():  # as stage extract does: each .gz to a folder of its own
         extract(f, extracted / archive_stem(f.name))
-    layout, raw = read_raw(extracted)
-    assert layout == "mnist_idx"
+    raw = read_raw(extracted, "mnist_idx")
+    with pytest.raises(DataError, match=r"not in the label_csv layout \(expected train.csv"):
+        read_raw(extracted, "label_csv")
     assert raw.x_train.shape == (20, 28, 28, 1) and raw.x_test.shape == (10, 28, 28, 1)
     assert sorted(set(raw.y_test)) == list(range(10))
 
@@ -116,7 +118,7 @@ def test_fashion_mnist_real_files_are_read(shared_datasets, tmp_path):
 
     for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
         shutil.copyfile(folder / name, tmp_path / name.replace("t10k", "train"))
-    _, raw = read_raw(tmp_path)
+    raw = read_raw(tmp_path, "mnist_idx")
     assert raw.x_train.shape == (10_000, 28, 28, 1) and np.bincount(raw.y_train).tolist() == [1000] * 10
 
 

@@ -13,7 +13,7 @@ from stages.core.errors import DataError
 from stages.core.files import sha256
 from stages.prepare import split
 from stages.sources import fetch
-from stages.sources.formats import find_class_root, read_raw
+from stages.sources.formats import decoded, find_class_root, read_raw
 from stages.sources.generate import GENERATORS, NATURAL_CLASSES
 
 RESNET50_PARAMS = 23_653_256  # the report's model summary (Figure 2.5.1.1)
@@ -49,10 +49,9 @@ def test_generator_writes_the_kaggle_layout(natural_zip):
     assert (again / "natural-images.zip").read_bytes() == natural_zip.read_bytes()  # deterministic
 
 
-def test_image_folder_is_detected_and_read_with_bad_files_listed(extracted):
+def test_image_folder_is_found_and_read_with_bad_files_listed(extracted):
     assert find_class_root(extracted).name == "natural_images"  # two levels down
-    layout, raw = read_raw(extracted, (50, 50))
-    assert layout == "image_folder"
+    raw = decoded(read_raw(extracted, "image_folder"), (50, 50))
     assert raw.classes == NATURAL_CLASSES
     assert raw.x_train.shape == (8 * 6, 50, 50, 3) and raw.x_train.dtype == np.uint8
     assert raw.x_test is None  # prepare splits one off with test_fraction
@@ -65,10 +64,13 @@ def test_image_folder_is_detected_and_read_with_bad_files_listed(extracted):
     assert all(reason for reason in skipped.values())
 
 
-def test_more_specific_layouts_still_win(tmp_path):
+def test_the_stated_format_is_read_and_another_layout_refused_in_one_line(tmp_path):
     GENERATORS["cifar10"](tmp_path, {"train_per_class": 1, "test_per_class": 1}, seed=0)
     fetch.extract(next(tmp_path.glob("*.tar.gz")), tmp_path / "x", max_bytes=10**9)
-    assert read_raw(tmp_path / "x")[0] == "cifar_python"
+    assert read_raw(tmp_path / "x", "cifar_python").x_train.shape == (10, 32, 32, 3)
+    expected = r"x: not in the image_folder layout \(expected <class>/<images>: .*needs sources.cifar10.format set"
+    with pytest.raises(DataError, match=expected):
+        read_raw(tmp_path / "x", "image_folder", setting="sources.cifar10.format")
     empty = tmp_path / "empty" / "one"
     empty.mkdir(parents=True)
     (empty / "readme.txt").write_text("no images")
@@ -255,6 +257,6 @@ def test_real_natural_images_mirror_is_read(shared_datasets, tmp_path):
     with zipfile.ZipFile(archive) as zf:  # a few classes' first files only: keep the test quick
         picks = [n for n in zf.namelist() if n.split("/")[-1].endswith(("_0000.jpg", "_0001.jpg", "Thumbs.db"))]
         zf.extractall(tmp_path, members=picks)
-    layout, raw = read_raw(tmp_path, (50, 50))
-    assert layout == "image_folder" and len(raw.classes) == 8
+    raw = decoded(read_raw(tmp_path, "image_folder"), (50, 50))
+    assert len(raw.classes) == 8
     assert any(f.endswith("Thumbs.db") for f, _ in raw.skipped)

@@ -22,9 +22,9 @@ from stages.sources.readers import images
 from stages.sources.readers.images import (
     ImageError,
     decode_image,
+    list_image_folder,
+    list_split_image_folder,
     read_image_files,
-    read_image_folder,
-    read_split_image_folder,
 )
 from stages.tools.bench import plain_loop_read
 
@@ -156,6 +156,16 @@ def test_decode_grayscale_and_rgba_sources_become_three_channels():
     rgba[..., 0] = 255
     rgba[..., 3] = 0  # fully transparent: alpha is dropped, colour kept
     assert (decode_image(encode(rgba, ".png"), None) == [255, 0, 0]).all()
+
+
+def test_16_bit_pngs_come_back_as_8_bits():
+    """OpenCV's own conversion (no IMREAD_ANYDEPTH), which the reader relies on: the high byte of each value."""
+    rgb16 = np.zeros((2, 3, 3), np.uint16)
+    rgb16[..., 0] = 0xABCD  # red
+    color = decode_image(encode(rgb16, ".png"), None)
+    assert color.dtype == np.uint8 and (color == [0xAB, 0, 0]).all()
+    gray = decode_image(encode(np.full((2, 3), 0x1234, np.uint16), ".png"), None, color="gray")
+    assert gray.dtype == np.uint8 and gray.shape == (2, 3, 1) and (gray == 0x12).all()
 
 
 def test_decode_cmyk_jpeg():
@@ -327,7 +337,7 @@ def test_opencv_thread_setting_is_restored(tmp_path: Path):
 
 
 def test_read_image_folder(folder: Path):
-    out = read_image_folder(folder, (8, 8), workers=2)
+    out = list_image_folder(folder).decode((8, 8), workers=2)
     has_cmyk = (folder / "cat" / "e_cmyk.jpg").exists()
     cat_files = ["a_red.png", "b_gray.png", "c_rgba.png", "d_odd.jpg"] + (["e_cmyk.jpg"] if has_cmyk else [])
     expected_files = [f"cat/{f}" for f in cat_files] + [
@@ -371,42 +381,42 @@ def test_read_image_folder(folder: Path):
     diff = np.abs(xp.astype(int) - out["x"].astype(int))
     pngs = [i for i, f in enumerate(out["files"]) if f.endswith(".png")]
     assert diff[pngs].max() == 0 and diff.mean() < 2
-    seq = read_image_folder(folder, (8, 8), workers=1)
+    seq = list_image_folder(folder).decode((8, 8), workers=1)
     np.testing.assert_array_equal(seq["x"], out["x"])
     assert seq["files"] == out["files"] and seq["skipped"] == out["skipped"]
 
 
 def test_read_image_folder_given_class_order(folder: Path):
-    out = read_image_folder(folder, (4, 4), classes=["zebra", "dog", "cat"], color="gray")
+    out = list_image_folder(folder, classes=["zebra", "dog", "cat"]).decode((4, 4), color="gray")
     assert out["classes"] == ["zebra", "dog", "cat"]
     assert out["files"][0] == "zebra/a_stripes.bmp"
     labels = dict(zip(out["files"], out["y"].tolist(), strict=True))
     assert labels["zebra/a_stripes.bmp"] == 0 and labels["dog/a_blue.jpg"] == 1 and labels["cat/a_red.png"] == 2
     assert out["x"].shape[1:] == (4, 4, 1)
     with pytest.raises(DataError, match="missing: \\['bird'\\]"):
-        read_image_folder(folder, (4, 4), classes=["cat", "dog", "zebra", "bird"])
+        list_image_folder(folder, classes=["cat", "dog", "zebra", "bird"]).decode((4, 4))
     with pytest.raises(DataError, match="unexpected: \\['zebra'\\]"):
-        read_image_folder(folder, (4, 4), classes=["cat", "dog"])
+        list_image_folder(folder, classes=["cat", "dog"]).decode((4, 4))
 
 
 def test_read_image_folder_ignores_hidden_and_macosx_folders(folder: Path):
     (folder / ".ipynb_checkpoints").mkdir()
     (folder / "__MACOSX" / "cat").mkdir(parents=True)
     (folder / "__MACOSX" / "cat" / "._a_red.png").write_bytes(b"\x00\x05\x16\x07junk")
-    assert read_image_folder(folder, (4, 4))["classes"] == ["cat", "dog", "zebra"]
+    assert list_image_folder(folder).decode((4, 4))["classes"] == ["cat", "dog", "zebra"]
 
 
 def test_read_image_folder_errors(tmp_path: Path):
     with pytest.raises(DataError, match="nowhere.*not found"):
-        read_image_folder(tmp_path / "nowhere", (4, 4))
+        list_image_folder(tmp_path / "nowhere").decode((4, 4))
     (tmp_path / "flat").mkdir()
     (tmp_path / "flat" / "a.png").write_bytes(encode(noisy(4, 4, 0), ".png"))
     with pytest.raises(DataError, match="flat: no class folders"):
-        read_image_folder(tmp_path / "flat", (4, 4))
+        list_image_folder(tmp_path / "flat").decode((4, 4))
     (tmp_path / "bad" / "cls").mkdir(parents=True)
     (tmp_path / "bad" / "cls" / "x.jpg").write_bytes(b"")
     with pytest.raises(DataError, match="bad: no readable images.*cls/x.jpg: empty file"):
-        read_image_folder(tmp_path / "bad", (4, 4))
+        list_image_folder(tmp_path / "bad").decode((4, 4))
 
 
 def make_split(base: Path, train: dict[str, int], test: dict[str, int]) -> None:
@@ -424,13 +434,13 @@ def test_read_split_image_folder_finds_single_top_folder(tmp_path: Path):
     base = tmp_path / "cifar10-jpeg"
     make_split(base, {"airplane": 3, "cat": 2}, {"airplane": 1, "cat": 2})
     (base / "train" / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff")
-    out = read_split_image_folder(tmp_path, (32, 32), workers=2)
+    out = list_split_image_folder(tmp_path).decode((32, 32), workers=2)
     assert out["classes"] == ["airplane", "cat"]
     assert out["x_train"].shape == (5, 32, 32, 3) and out["x_test"].shape == (3, 32, 32, 3)
     assert out["y_train"].tolist() == [0, 0, 0, 1, 1] and out["y_test"].tolist() == [0, 1, 1]
     assert out["files_test"] == ["airplane/0000.jpg", "cat/0000.jpg", "cat/0001.jpg"]
     assert [p for p, _ in out["skipped"]] == ["train/cat/broken.jpg"]
-    same = read_split_image_folder(base, (32, 32), workers=1)
+    same = list_split_image_folder(base).decode((32, 32), workers=1)
     np.testing.assert_array_equal(same["x_train"], out["x_train"])
     np.testing.assert_array_equal(same["x_test"], out["x_test"])
 
@@ -441,14 +451,14 @@ def test_read_split_image_folder_errors(tmp_path: Path):
         DataError,
         match="test classes differ.*only in train: \\['dog'\\].*only in test: \\['frog'\\]",
     ):
-        read_split_image_folder(tmp_path / "a", (8, 8))
+        list_split_image_folder(tmp_path / "a").decode((8, 8))
     make_split(tmp_path / "b" / "one", {"cat": 1}, {"cat": 1})
     make_split(tmp_path / "b" / "two", {"cat": 1}, {"cat": 1})
     with pytest.raises(DataError, match="several folders"):
-        read_split_image_folder(tmp_path / "b", (8, 8))
+        list_split_image_folder(tmp_path / "b").decode((8, 8))
     (tmp_path / "c" / "train").mkdir(parents=True)
     with pytest.raises(DataError, match="no train/ and test/"):
-        read_split_image_folder(tmp_path / "c", (8, 8))
+        list_split_image_folder(tmp_path / "c").decode((8, 8))
 
 
 # --------------------------------------------------------------------------- fuzz

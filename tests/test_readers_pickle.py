@@ -12,6 +12,7 @@ import io
 import json
 import os
 import pickle
+import re
 import struct
 import tracemalloc
 import zipfile
@@ -459,6 +460,24 @@ def test_zip_missing_or_short_storage_entry(tmp_path):
     _rezip(good, tmp_path / "short.pth", drop=("bad/data/1",), add=[("bad/data/1", short)])
     with pytest.raises(DataError, match="holds 24 bytes, expected 32"):
         load_pth(tmp_path / "short.pth")
+
+
+def test_zip_storage_entry_cut_or_altered_behind_a_right_header(tmp_path):
+    """The header says 32 bytes and the entry holds fewer, or other bytes: zipfile's own checks refuse it."""
+    good = _write_dict(tmp_path)
+    data = bytearray(good.read_bytes())
+    with zipfile.ZipFile(good) as zf:
+        info = zf.getinfo("bad/data/1")
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26 : info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len  # the entry's bytes, after its local header
+    altered = tmp_path / "altered.pth"
+    altered.write_bytes(data[:start] + bytes(b ^ 0xFF for b in data[start : start + 4]) + data[start + 4 :])
+    cut = tmp_path / "cut.pth"  # 8 bytes gone from the entry, the central directory moved along: stored size 32
+    cut.write_bytes(data[: start + 24] + data[start + 32 :])
+    for path, reason in ((altered, "BadZipFile: Bad CRC-32"), (cut, "BadZipFile")):
+        with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: .*{reason}") as err:
+            load_pth(path)
+        assert "\n" not in str(err.value)
 
 
 # ------------------------------------------------------------------------ fixtures

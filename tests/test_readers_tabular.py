@@ -315,11 +315,11 @@ def test_negative_labels_stop_the_dataset_read_naming_file_and_line_or_item(tmp_
     ]
     (csv_dir / "train.csv").write_text("\n".join(rows) + "\n")
     with pytest.raises(DataError, match=r"train\.csv: line 4: column 1: negative label -2"):
-        read_raw(csv_dir)
+        read_raw(csv_dir, "label_csv")
     write_idx(idx_dir / "train-images-idx3-ubyte.gz", np.zeros((3, 28, 28), np.uint8))
     write_idx(idx_dir / "train-labels-idx1-ubyte.gz", np.array([0, -1, 2], np.int8))
     with pytest.raises(DataError, match=r"train-labels-idx1-ubyte\.gz: label -1 at item 1 is negative"):
-        read_raw(idx_dir)
+        read_raw(idx_dir, "mnist_idx")
 
 
 # --------------------------------------------------------------------------- fuzz

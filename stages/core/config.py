@@ -87,20 +87,43 @@ class RemoteFile(Strict):
         return PurePosixPath(urlparse(self.urls[0]).path).name
 
 
+# the raw layouts `prepare` reads (stages/sources/formats.py has a reader for each; a test checks they agree)
+Format = Literal["cifar_python", "oxford_pets", "mnist_idx", "label_csv", "split_image_folder", "image_folder"]
+
+
 class Source(Strict):
     files: list[RemoteFile] = Field(min_length=1)
+    format: Format  # the layout of the official files, or of the local copy in `path`
     # a local copy: one file, a list of files, or a folder (the archives, or already extracted)
     path: str | list[str] | None = None
     kaggle: str | None = None  # a Kaggle dataset slug, downloaded with Kaggle's client
-    generator: str  # which embedded generator makes sample data in the same format
-    generated: dict[str, Any] = {}
+    generator: str  # which embedded generator makes sample data
+    generated: dict[str, Any] = {}  # its options; `format:` when it makes another layout than `format`
+
+    @model_validator(mode="before")
+    @classmethod
+    def _format_stated(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and "format" not in raw:
+            raise ValueError(f"no format: set format to one of {', '.join(get_args(Format))}")
+        return raw
+
+    @model_validator(mode="after")
+    def _generated_format(self) -> Source:
+        fmt = self.generated.get("format", self.format)
+        if fmt not in get_args(Format):
+            raise ValueError(f"generated.format: unknown format {fmt!r}{did_you_mean(fmt, get_args(Format))}")
+        return self
+
+    def layout(self, profile: str) -> Format:
+        """The format a run reads: the generator's when the embedded profile generated the data."""
+        return self.generated.get("format", self.format) if profile == "embedded" else self.format
 
 
 class Dataset(Strict):
     source: str
     task: Literal["classification", "segmentation"] = "classification"
     color: Literal["rgb", "gray"] = "rgb"
-    image_size: list[StrictInt] | None = Field(default=None, min_length=2, max_length=2)
+    image_size: list[Annotated[StrictInt, Field(gt=0)]] | None = Field(default=None, min_length=2, max_length=2)
     classes: list[StrictInt] | None = None  # keep (and renumber) these source classes
     class_map: dict[StrictInt, StrictInt] | None = None  # or map source class -> study class
     pth: str | None = None  # a .pth file (a pickle, read without executing it) replaces the source
@@ -300,6 +323,18 @@ class Params(Strict):
             for field, value in (("experiment", ens.experiment), ("study", exp.study), ("dataset", exp.dataset)):
                 _check_same(getattr(member, field), value, f"{where}.{field}")
             _check_same(key, f"{member.ensemble}-{member.seed}", f"{where}: the key")
+        return self
+
+    @model_validator(mode="after")
+    def _sizes_where_images_vary(self) -> Params:
+        """Photos differ in size: a dataset of an image-folder or pets source states the size to decode them to."""
+        for name, ds in self.datasets.items():
+            src = self.sources.get(ds.source)  # an unknown one: _names_exist says so
+            fmt = src and src.layout(self.profile)
+            if ds.image_size is None and ds.pth is None and fmt in ("image_folder", "oxford_pets"):
+                raise ValueError(
+                    f"datasets.{name}.image_size: source {ds.source} ({fmt}) holds photos of any size; set one"
+                )
         return self
 
     def seeds(self, ensemble: str) -> list[int]:

@@ -1,16 +1,19 @@
-"""The dataset registry: recognise a source's extracted layout and read it into arrays.
+"""The raw formats: read a source's extracted folder, in the layout params.yaml states, into arrays.
 
-Each raw format is one entry of FORMATS: a test that recognises the extracted
-folder and a reader returning a :class:`RawData`. `prepare` then applies the
-dataset's own settings (classes, colour, size, splits) the same way for all.
+Each format of :data:`FORMATS` (``sources.<name>.format`` in params.yaml) has a reader with one
+signature, ``read(root, options) -> RawData | EncodedImages``, that only reads: no resizing, no
+colour conversion. Formats that store pixel arrays (CIFAR's batches, IDX, CSV) return them as
+stored; formats of encoded image files (JPEG/PNG folders, the pets) return the files found, which
+`prepare` decodes straight to the dataset's size (libjpeg then shrinks a JPEG in the DCT domain, a
+fraction of the cost of decoding it whole). Class subsets, colour, size and splits are `prepare`'s.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,40 +30,15 @@ class RawData:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
 
 
-def _find(root: Path, pattern: str) -> Path | None:
-    hits = sorted(root.rglob(pattern))
-    return hits[0] if hits else None
+@dataclass
+class EncodedImages:
+    """Image files a reader found, not decoded: ``decode(size)`` reads them at ``size`` (height, width;
+    None: as stored), RGB, with the files that do not decode skipped and listed."""
+
+    decode: Callable[[tuple[int, int] | None], RawData]
 
 
-def _cifar_python(root: Path, size: tuple[int, int] | None, color: str) -> RawData:
-    from stages.sources.generate import CIFAR10_CLASSES
-    from stages.sources.readers.cifar import read_cifar_python
-
-    folder = _find(root, "cifar-10-batches-py")
-    x_train, y_train, x_test, y_test, classes = read_cifar_python(folder)
-    return RawData(x_train, y_train, x_test, y_test, list(classes) or CIFAR10_CLASSES)
-
-
-def _split_image_folder(root: Path, size: tuple[int, int] | None, color: str) -> RawData:
-    from stages.sources.readers.images import read_split_image_folder
-
-    out = read_split_image_folder(_split_base(root), size or (32, 32), color="rgb", progress="decode")
-    return RawData(out["x_train"], out["y_train"], out["x_test"], out["y_test"], out["classes"], out["skipped"])
-
-
-def _pets(root: Path, size: tuple[int, int] | None, color: str, options: dict | None = None) -> RawData:
-    """Oxford-IIIT Pet images + trimaps (segmentation); ``options.species``: dog (default), cat or all."""
-    from stages.sources.readers.pets import CLASSES, read_pets
-
-    species = (options or {}).get("species", "dog")
-    x_train, y_train, x_test, y_test, skipped = read_pets(root, size or (96, 96), species=species)
-    return RawData(x_train, y_train, x_test, y_test, list(CLASSES), skipped)
-
-
-def _is_pets(root: Path) -> bool:
-    from stages.sources.readers.pets import find_layout
-
-    return find_layout(root) is not None
+Reader = Callable[[Path, Mapping[str, Any]], "RawData | EncodedImages"]
 
 
 def _find_file(root: Path, *patterns: str) -> Path | None:
@@ -68,9 +46,9 @@ def _find_file(root: Path, *patterns: str) -> Path | None:
     return hits[0] if hits else None
 
 
-def _class_names(y: np.ndarray, options: dict | None) -> list[str]:
+def _class_names(y: np.ndarray, options: Mapping[str, Any]) -> list[str]:
     """``options.class_names`` (params.yaml), else the label numbers as names."""
-    names = (options or {}).get("class_names")
+    names = options.get("class_names")
     count = int(y.max()) + 1 if len(y) else 0
     if names:
         if len(names) < count:
@@ -79,7 +57,16 @@ def _class_names(y: np.ndarray, options: dict | None) -> list[str]:
     return [str(i) for i in range(count)]
 
 
-def _mnist_idx(root: Path, size: tuple[int, int] | None, color: str, options: dict | None = None) -> RawData:
+def _cifar_python(root: Path, options: Mapping[str, Any]) -> RawData:
+    """``cifar-10-batches-py/`` (the official archive, extracted): the class names are its own."""
+    from stages.sources.readers.cifar import BATCHES_DIR, read_cifar_python
+
+    folder = next(p for p in sorted(root.rglob(BATCHES_DIR)) if p.is_dir())  # there: FORMATS' check found it
+    x_train, y_train, x_test, y_test, classes = read_cifar_python(folder)
+    return RawData(x_train, y_train, x_test, y_test, list(classes))
+
+
+def _mnist_idx(root: Path, options: Mapping[str, Any]) -> RawData:
     """MNIST-family IDX files (Fashion-MNIST's official names; ``-idx3-ubyte`` or ``.idx3-ubyte``)."""
     from stages.sources.readers.tabular import read_idx
 
@@ -102,7 +89,7 @@ def _mnist_idx(root: Path, size: tuple[int, int] | None, color: str, options: di
     return RawData(x_train, y_train, x_test, y_test, _class_names(y_train, options))
 
 
-def _label_csv(root: Path, size: tuple[int, int] | None, color: str, options: dict | None = None) -> RawData:
+def _label_csv(root: Path, options: Mapping[str, Any]) -> RawData:
     """Kaggle pixel CSVs: ``train.csv`` (label + pixels) and ``test.csv`` (labelled or not).
 
     An unlabelled test.csv (a competition's) cannot be scored: the dataset's ``test_fraction``
@@ -131,6 +118,18 @@ def _split_base(root: Path) -> Path | None:
     return next((p.parent for p in sorted(root.rglob("train")) if p.is_dir() and (p.parent / "test").is_dir()), None)
 
 
+def _split_image_folder(root: Path, options: Mapping[str, Any]) -> EncodedImages:
+    from stages.sources.readers.images import list_split_image_folder
+
+    files = list_split_image_folder(_split_base(root))
+
+    def decode(size: tuple[int, int] | None) -> RawData:
+        out = files.decode(size, progress="decode")
+        return RawData(out["x_train"], out["y_train"], out["x_test"], out["y_test"], out["classes"], out["skipped"])
+
+    return EncodedImages(decode)
+
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 
 
@@ -157,41 +156,96 @@ def find_class_root(root: Path, max_depth: int = 4) -> Path | None:
     return None
 
 
-def _image_folder(root: Path, size: tuple[int, int] | None, color: str) -> RawData:
+def _image_folder(root: Path, options: Mapping[str, Any]) -> EncodedImages:
     """``<class>/<image files>`` (class = folder name, any format OpenCV reads; no test split:
     the dataset's ``test_fraction`` makes one). Stray and corrupt files are skipped and listed."""
-    from stages.sources.readers.images import read_image_folder
+    from stages.sources.readers.images import list_image_folder
 
     base = find_class_root(root)
-    out = read_image_folder(base, size, color="rgb", progress=f"decode {base.name}")
-    prefix = base.relative_to(root).as_posix()
-    skipped = [(f"{prefix}/{f}" if prefix != "." else f, reason) for f, reason in out["skipped"]]
-    return RawData(out["x"], out["y"], None, None, out["classes"], skipped)
+    files, prefix = list_image_folder(base), base.relative_to(root).as_posix()
+
+    def decode(size: tuple[int, int] | None) -> RawData:
+        out = files.decode(size, progress=f"decode {base.name}")
+        skipped = [(f"{prefix}/{f}" if prefix != "." else f, reason) for f, reason in out["skipped"]]
+        return RawData(out["x"], out["y"], None, None, out["classes"], skipped)
+
+    return EncodedImages(decode)
 
 
-# First match wins: order from most to least specific layout.
-FORMATS: list[tuple[str, Callable[[Path], bool], Callable[..., RawData]]] = [
-    ("cifar_python", lambda root: _find(root, "cifar-10-batches-py") is not None, _cifar_python),
-    ("oxford_pets", _is_pets, _pets),
-    ("mnist_idx", lambda root: _find_file(root, "train-images?idx3-ubyte*") is not None, _mnist_idx),
-    ("label_csv", lambda root: _find_file(root, "train.csv") is not None, _label_csv),
-    ("split_image_folder", lambda root: _split_base(root) is not None, _split_image_folder),
-    ("image_folder", lambda root: find_class_root(root) is not None, _image_folder),  # the least specific
-]
+def _pets(root: Path, options: Mapping[str, Any]) -> EncodedImages:
+    """Oxford-IIIT Pet images + trimaps (segmentation); ``options.species``: dog (default), cat or all."""
+    from stages.sources.readers.pets import CLASSES, list_pets
+
+    files = list_pets(root, species=options.get("species", "dog"))
+
+    def decode(size: tuple[int, int] | None) -> RawData:
+        x_train, y_train, x_test, y_test, skipped = files.decode(size)
+        return RawData(x_train, y_train, x_test, y_test, list(CLASSES), skipped)
+
+    return EncodedImages(decode)
+
+
+def _is_pets(root: Path) -> bool:
+    from stages.sources.readers.pets import find_layout
+
+    return find_layout(root) is not None
+
+
+@dataclass(frozen=True)
+class RawFormat:
+    layout: str  # what a folder in this format holds, for the error when it does not
+    found: Callable[[Path], bool]  # whether ``root`` holds this layout
+    read: Reader
+
+
+FORMATS: dict[str, RawFormat] = {
+    "cifar_python": RawFormat(
+        "cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta)",
+        lambda root: any(p.is_dir() for p in root.rglob("cifar-10-batches-py")),
+        _cifar_python,
+    ),
+    "oxford_pets": RawFormat("images/*.jpg and annotations/trimaps/*.png", _is_pets, _pets),
+    "mnist_idx": RawFormat(
+        "train-images-idx3-ubyte and train-labels-idx1-ubyte (t10k-* for a test set; .gz or not)",
+        lambda root: _find_file(root, "train-images?idx3-ubyte*") is not None,
+        _mnist_idx,
+    ),
+    "label_csv": RawFormat(
+        "train.csv (label, then pixel columns) and optionally test.csv",
+        lambda root: _find_file(root, "train.csv") is not None,
+        _label_csv,
+    ),
+    "split_image_folder": RawFormat(
+        "train/<class>/<images> and test/<class>/<images>",
+        lambda root: _split_base(root) is not None,
+        _split_image_folder,
+    ),
+    "image_folder": RawFormat(
+        "<class>/<images>: at least two class folders holding images",
+        lambda root: find_class_root(root) is not None,
+        _image_folder,
+    ),
+}
 
 
 def read_raw(
-    root: Path, size: tuple[int, int] | None = None, color: str = "rgb", options: dict | None = None
-) -> tuple[str, RawData]:
-    """Detect the layout under ``root`` (an extracted source) and read it.
-
-    ``options`` (a dataset's ``options:`` in params.yaml) go to readers that take them.
-    """
+    root: Path, fmt: str, options: Mapping[str, Any] | None = None, setting: str = "the source's format"
+) -> RawData | EncodedImages:
+    """Read ``root`` (an extracted source) as format ``fmt``; ``options``: the dataset's ``options:``;
+    ``setting``: where ``fmt`` was set, for the error when ``root`` is in another layout."""
     if not root.is_dir():
         raise DataError(f"{root}: extracted data not found (run `dvc repro` from the start)")
-    for name, recognise, reader in FORMATS:
-        if recognise(root):
-            takes_options = options and "options" in inspect.signature(reader).parameters
-            return name, reader(root, size, color, **({"options": options} if takes_options else {}))
-    known = ", ".join(name for name, _, _ in FORMATS)
-    raise DataError(f"{root}: no known dataset layout found (expected one of: {known})")
+    known = FORMATS.get(fmt)
+    if known is None:
+        raise DataError(f"{setting}: unknown format {fmt!r} (known: {', '.join(FORMATS)})")
+    if not known.found(root):
+        raise DataError(
+            f"{root}: not in the {fmt} layout (expected {known.layout}); "
+            f"a copy in another layout needs {setting} set to it (known: {', '.join(FORMATS)})"
+        )
+    return known.read(root, options or {})
+
+
+def decoded(raw: RawData | EncodedImages, size: tuple[int, int] | None) -> RawData:
+    """``raw``'s pixels: encoded images decoded at ``size`` (height, width), arrays as they are."""
+    return raw.decode(size) if isinstance(raw, EncodedImages) else raw

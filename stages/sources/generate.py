@@ -24,10 +24,10 @@ import numpy as np
 
 from stages.core.files import atomic_path
 from stages.sources.readers.cifar import BATCHES_DIR
+from stages.sources.readers.cifar import CLASSES as CIFAR10_CLASSES
 from stages.sources.synthetic import shape_dataset
 
 GENERATORS: dict[str, Callable[..., None]] = {}
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 def generator(fn: Callable[..., None]) -> Callable[..., None]:
@@ -330,25 +330,25 @@ def write_label_csv(
 def fashion_mnist(dest: Path, options: dict[str, Any], seed: int) -> None:
     """Generated 28x28 grayscale images of ``classes`` classes in the study's competition form.
 
-    ``format: csv`` (default): Kaggle's ``train.csv`` (label + 784 pixels, with header) and
-    ``test.csv`` (pixels only, unless ``test_labels: true``). ``format: idx``: the four
-    gzip IDX files under Fashion-MNIST's official names.
+    ``format: label_csv`` (default): Kaggle's ``train.csv`` (label + 784 pixels, with header) and
+    ``test.csv`` (pixels only, unless ``test_labels: true``). ``format: mnist_idx``: the four
+    gzip IDX files under Fashion-MNIST's official names (the format names of params.yaml's sources).
     """
     classes = int(options.get("classes", 10))
     train_n, test_n = int(options.get("train_per_class", 100)), int(options.get("test_per_class", 10))
     x_train, y_train = shape_dataset(train_n, classes, 28, 1, seed)
     x_test, y_test = shape_dataset(test_n, classes, 28, 1, seed + 1)
     x_train, x_test = x_train[..., 0], x_test[..., 0]
-    fmt = options.get("format", "csv")
-    if fmt == "csv":
+    fmt = options.get("format", "label_csv")
+    if fmt == "label_csv":
         write_label_csv(dest / "train.csv", x_train, y_train)
         write_label_csv(dest / "test.csv", x_test, y_test if options.get("test_labels", False) else None)
-    elif fmt == "idx":
+    elif fmt == "mnist_idx":
         arrays = {"train_images": x_train, "train_labels": y_train, "test_images": x_test, "test_labels": y_test}
         for key, name in FASHION_MNIST_FILES.items():
             write_idx(dest / name, arrays[key].astype("uint8"))
     else:
-        raise ValueError(f"fashion_mnist generator: format must be csv or idx, got {fmt!r}")
+        raise ValueError(f"fashion_mnist generator: format must be label_csv or mnist_idx, got {fmt!r}")
 
 
 # --- pets (seeds/000 part 1): the Oxford-IIIT Pet archives ------------------------------------

@@ -21,9 +21,11 @@ import numpy as np
 from stages.core.errors import DataError
 from stages.sources.readers.safe_pickle import safe_load
 
-__all__ = ["BATCHES_DIR", "read_cifar_python"]
+__all__ = ["BATCHES_DIR", "CLASSES", "read_cifar_python"]
 
 BATCHES_DIR = "cifar-10-batches-py"
+#: CIFAR-10's class names in label order, as its batches.meta lists them (the reader takes the file's own)
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 _SIDE, _CHANNELS = 32, 3
 _ROW = _SIDE * _SIDE * _CHANNELS  # 3072
 

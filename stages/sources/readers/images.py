@@ -1,9 +1,9 @@
 """Decode folders of image files (JPEG, PNG, ...) into uint8 arrays, skipping bad files.
 
-Layouts read here:
+Layouts read here (each listed first, then decoded by the listing's ``decode`` at the caller's size):
 
-* ``root/<class>/<file>`` (:func:`read_image_folder`), class = folder name;
-* ``root/[top/]train/<class>/*`` + ``root/[top/]test/<class>/*`` (:func:`read_split_image_folder`),
+* ``root/<class>/<file>`` (:func:`list_image_folder`), class = folder name;
+* ``root/[top/]train/<class>/*`` + ``root/[top/]test/<class>/*`` (:func:`list_split_image_folder`),
   which is how the CIFAR-10 JPEG copies are laid out.
 
 Decoding is OpenCV's (``cv2.imdecode``), run in a thread pool: OpenCV releases the GIL while it
@@ -38,6 +38,7 @@ import warnings
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 # Must come before the first ``import cv2`` of the process (OpenCV reads it at load time).
@@ -58,14 +59,16 @@ __all__ = [
     "MAX_IMAGE_PIXELS",
     "DecodeBudget",
     "ImageError",
+    "ImageFolder",
+    "SplitImageFolder",
     "decode_cost",
     "decode_image",
     "image_dims",
     "image_file_dims",
+    "list_image_folder",
+    "list_split_image_folder",
     "open_image",
     "read_image_files",
-    "read_image_folder",
-    "read_split_image_folder",
 ]
 
 
@@ -85,7 +88,6 @@ MAX_FILE_BYTES = 256 * 2**20
 # EXIF orientation is ignored: TensorFlow's decode_jpeg / Keras' image_dataset_from_directory and
 # load_img do not apply it either, and the studies reproduced here trained on unrotated pixels.
 _ORIENT = cv2.IMREAD_IGNORE_ORIENTATION
-_RGB_FLAG = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.11 decodes straight to RGB
 _CHANNELS = {"rgb": 3, "gray": 1, "grayscale": 1}
 
 # SOFn markers carry the frame size; C4 (DHT), C8 (JPG) and CC (DAC) are not frame headers.
@@ -543,7 +545,7 @@ def _decode(
     elif channels == 1:
         flags = cv2.IMREAD_GRAYSCALE | _ORIENT
     else:
-        flags = (_RGB_FLAG if _RGB_FLAG is not None else cv2.IMREAD_COLOR) | _ORIENT
+        flags = cv2.IMREAD_COLOR_RGB | _ORIENT  # OpenCV >= 4.11 (pinned: 5.0) decodes straight to RGB
     try:
         img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     except cv2.error as exc:
@@ -561,12 +563,11 @@ def _finish(
     img: np.ndarray, size: tuple[int, int] | None, channels: int, reduction: int, interpolation: int
 ) -> np.ndarray:
     """A decoded image as uint8 H x W x ``channels`` RGB (or gray) of ``size``."""
-    if img.dtype != np.uint8:  # IMREAD_COLOR/GRAYSCALE give 8 bits; be safe against odd codecs
-        img = cv2.convertScaleAbs(img)
+    # 8 bits always: without IMREAD_ANYDEPTH OpenCV converts 16-bit images to 8 (a test holds it to that)
     if channels == 3:
         if img.ndim == 2:
             img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-        elif _RGB_FLAG is None or reduction > 1:
+        elif reduction > 1:  # the reduced modes decode to BGR
             img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     if size is not None and img.shape[:2] != tuple(size):
         img = cv2.resize(img, (int(size[1]), int(size[0])), interpolation=interpolation)
@@ -781,47 +782,60 @@ def _class_dirs(root: Path) -> tuple[list[str], list[Path]]:
     return names, loose
 
 
-def read_image_folder(
-    root: str | os.PathLike,
-    size: tuple[int, int] | None,
-    *,
-    color: str = "rgb",
-    classes: Sequence[str] | None = None,
-    workers: int | None = None,
-    interpolation: int = cv2.INTER_AREA,
-    progress: str | None = None,
-) -> dict:
-    """Read ``root/<class>/**/<file>``: one class per sub-folder.
+@dataclass
+class ImageFolder:
+    """The files of ``root/<class>/**``, listed in label then name order; :meth:`decode` reads them."""
+
+    root: Path
+    classes: list[str]
+    files: list[Path]
+    labels: list[int]
+    loose: list[Path]  # files directly under root: in no class
+
+    def decode(
+        self,
+        size: tuple[int, int] | None,
+        *,
+        color: str = "rgb",
+        workers: int | None = None,
+        interpolation: int = cv2.INTER_AREA,
+        progress: str | None = None,
+    ) -> dict:
+        """The images decoded (straight to ``size``: see :func:`read_image_files`): ``{"x": uint8 N x H x W x C,
+        "y": int64 N, "classes": [...], "files": [relative paths of the images kept], "skipped": [(relative
+        path, reason)]}``, the loose files in ``root`` among the skipped. DataError naming the folder when no
+        image decodes. ``progress``: see :func:`read_image_files`."""
+        x, ok, skipped = read_image_files(
+            self.files, size, color=color, workers=workers, interpolation=interpolation, progress=progress
+        )
+        rel = [p.relative_to(self.root).as_posix() for p in self.files]
+        skipped_rel = _relative_skipped(self.root, self.files, rel, self.loose, skipped)
+        if not ok:
+            first = f"; first: {skipped_rel[0][0]}: {skipped_rel[0][1]}" if skipped_rel else ""
+            raise DataError(f"{self.root}: no readable images ({len(self.files)} files tried{first})")
+        return {
+            "x": x,
+            "y": np.asarray(self.labels, dtype=np.int64)[ok],
+            "classes": list(self.classes),
+            "files": [rel[i] for i in ok],
+            "skipped": skipped_rel,
+        }
+
+
+def list_image_folder(root: str | os.PathLike, classes: Sequence[str] | None = None) -> ImageFolder:
+    """``root/<class>/**/<file>``, one class per sub-folder, listed (:meth:`ImageFolder.decode` reads them).
 
     Classes are the folder names, sorted, unless ``classes`` gives their order (then the folders
-    must be exactly those). Every file is attempted, in name order; files that do not decode
-    (``Thumbs.db``, ``.DS_Store``, corrupt images) and files lying directly in ``root`` end in
-    ``skipped`` with a reason. Hidden folders and ``__MACOSX`` are not classes.
-
-    Returns ``{"x": uint8 N x H x W x C, "y": int64 N, "classes": [...], "files": [relative paths
-    of the images kept], "skipped": [(relative path, reason)]}``. Raises DataError naming ``root``
-    when it is missing, has no class folders, or no image in it decodes. ``progress``: see
-    :func:`read_image_files`.
+    must be exactly those). Every file is listed, in name order: files that do not decode
+    (``Thumbs.db``, ``.DS_Store``, corrupt images) and files lying directly in ``root`` end in the
+    decode's ``skipped`` with a reason. Hidden folders and ``__MACOSX`` are not classes. DataError
+    naming ``root`` when it is missing or has no class folders.
     """
     root = Path(root)
     found, loose = _class_dirs(root)
     classes = _folder_classes(root, found, classes)
     files, labels = _class_files(root, classes)
-    x, ok, skipped = read_image_files(
-        files, size, color=color, workers=workers, interpolation=interpolation, progress=progress
-    )
-    rel = [p.relative_to(root).as_posix() for p in files]
-    skipped_rel = _relative_skipped(root, files, rel, loose, skipped)
-    if not ok:
-        first = f"; first: {skipped_rel[0][0]}: {skipped_rel[0][1]}" if skipped_rel else ""
-        raise DataError(f"{root}: no readable images ({len(files)} files tried{first})")
-    return {
-        "x": x,
-        "y": np.asarray(labels, dtype=np.int64)[ok],
-        "classes": list(classes),
-        "files": [rel[i] for i in ok],
-        "skipped": skipped_rel,
-    }
+    return ImageFolder(root, classes, files, labels, loose)
 
 
 def _folder_classes(root: Path, found: list[str], classes: Sequence[str] | None) -> list[str]:
@@ -887,24 +901,52 @@ def _find_split_base(root: Path) -> Path:
     raise DataError(f"{root}: several folders hold train/ and test/ ({names}); point at one of them")
 
 
-def read_split_image_folder(
-    root: str | os.PathLike,
-    size: tuple[int, int] | None,
-    *,
-    color: str = "rgb",
-    classes: Sequence[str] | None = None,
-    workers: int | None = None,
-    interpolation: int = cv2.INTER_AREA,
-    progress: str | None = None,
-) -> dict:
-    """Read ``root/train/<class>/*`` and ``root/test/<class>/*`` (or the same under the single
-    sub-folder of ``root`` that holds train/ and test/, e.g. ``cifar10-jpeg/``).
+@dataclass
+class SplitImageFolder:
+    """``train/<class>/*`` and ``test/<class>/*`` under ``base``, listed; :meth:`decode` reads them."""
 
-    Returns ``{"x_train", "y_train", "x_test", "y_test", "classes", "files_train", "files_test",
-    "skipped"}``; skipped paths are relative to the folder holding train/ and test/. The test
-    classes must be the train classes (DataError otherwise). ``progress``: a label, as for
-    :func:`read_image_files`, suffixed with `` train`` and `` test``.
-    """
+    base: Path
+    train: ImageFolder
+    test: ImageFolder
+
+    def decode(
+        self,
+        size: tuple[int, int] | None,
+        *,
+        color: str = "rgb",
+        workers: int | None = None,
+        interpolation: int = cv2.INTER_AREA,
+        progress: str | None = None,
+    ) -> dict:
+        """Both splits decoded: ``{"x_train", "y_train", "x_test", "y_test", "classes", "files_train",
+        "files_test", "skipped"}``, skipped paths relative to :attr:`base`. ``progress``: a label, as for
+        :func:`read_image_files`, suffixed with `` train`` and `` test``."""
+        kw = {"color": color, "workers": workers, "interpolation": interpolation}
+        labels = {part: None if progress is None else f"{progress} {part}" for part in ("train", "test")}
+        train = self.train.decode(size, progress=labels["train"], **kw)
+        test = self.test.decode(size, progress=labels["test"], **kw)
+        if train["x"].shape[1:] != test["x"].shape[1:]:
+            raise DataError(
+                f"{self.test.root}: test images are {test['x'].shape[1:]}, train images {train['x'].shape[1:]}; "
+                "give a size"
+            )
+        skipped = [(f"train/{p}", r) for p, r in train["skipped"]] + [(f"test/{p}", r) for p, r in test["skipped"]]
+        return {
+            "x_train": train["x"],
+            "y_train": train["y"],
+            "x_test": test["x"],
+            "y_test": test["y"],
+            "classes": train["classes"],
+            "files_train": train["files"],
+            "files_test": test["files"],
+            "skipped": skipped,
+        }
+
+
+def list_split_image_folder(root: str | os.PathLike, classes: Sequence[str] | None = None) -> SplitImageFolder:
+    """``root/train/<class>/*`` and ``root/test/<class>/*`` (or the same under the single sub-folder of
+    ``root`` that holds train/ and test/, e.g. ``cifar10-jpeg/``), listed; DataError when the test
+    classes are not the train classes."""
     base = _find_split_base(Path(root))
     train_dir, test_dir = base / "train", base / "test"
     train_classes, _ = _class_dirs(train_dir)
@@ -916,21 +958,5 @@ def read_split_image_folder(
             f"{test_dir}: test classes differ from train's (only in train: {only_train or 'none'},"
             f" only in test: {only_test or 'none'})"
         )
-    kw = {"color": color, "workers": workers, "interpolation": interpolation}
-    labels = {part: None if progress is None else f"{progress} {part}" for part in ("train", "test")}
-    train = read_image_folder(train_dir, size, classes=classes, progress=labels["train"], **kw)
-    test = read_image_folder(test_dir, size, classes=train["classes"], progress=labels["test"], **kw)
-    if train["x"].shape[1:] != test["x"].shape[1:]:
-        raise DataError(
-            f"{test_dir}: test images are {test['x'].shape[1:]}, train images {train['x'].shape[1:]}; give a size"
-        )
-    return {
-        "x_train": train["x"],
-        "y_train": train["y"],
-        "x_test": test["x"],
-        "y_test": test["y"],
-        "classes": train["classes"],
-        "files_train": train["files"],
-        "files_test": test["files"],
-        "skipped": [(f"train/{p}", r) for p, r in train["skipped"]] + [(f"test/{p}", r) for p, r in test["skipped"]],
-    }
+    train = list_image_folder(train_dir, classes)
+    return SplitImageFolder(base, train, list_image_folder(test_dir, train.classes))

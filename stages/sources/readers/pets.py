@@ -157,7 +157,6 @@ def _present(
 class _Layout:
     images: Path
     trimaps: Path
-    size: tuple[int, int]
     species: str
 
     def image(self, name: str) -> Path:
@@ -167,32 +166,41 @@ class _Layout:
         return self.trimaps / f"{name}.png"
 
 
-def _read_pairs(layout: _Layout, names: list[str], skipped: list[tuple[str, str]], part: str) -> tuple[np.ndarray, ...]:
-    """Images and masks of ``names`` (all present); those that do not decode or whose trimap does
-    not fit them go to ``skipped``."""
-    x, ok, bad = read_image_files(
-        [layout.image(n) for n in names], layout.size, color="rgb", progress=f"decode pets {part}"
-    )
+def _read_pairs(
+    layout: _Layout, names: list[str], size: tuple[int, int], skipped: list[tuple[str, str]], part: str
+) -> tuple[np.ndarray, ...]:
+    """Images and masks of ``names`` (all present) at ``size``; those that do not decode or whose trimap
+    does not fit them go to ``skipped``."""
+    x, ok, bad = read_image_files([layout.image(n) for n in names], size, color="rgb", progress=f"decode pets {part}")
     skipped.extend(bad)
     kept = [names[i] for i in ok]
     with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
-        masks = list(pool.map(lambda n: read_mask(layout.image(n), layout.trimap(n), layout.size), kept))
+        masks = list(pool.map(lambda n: read_mask(layout.image(n), layout.trimap(n), size), kept))
     fits = np.array([mask is not None for mask, _ in masks], dtype=bool)
     skipped.extend((str(layout.image(n)), reason) for n, (mask, reason) in zip(kept, masks) if mask is None)
     if not fits.all():
         x = x[fits]
-    y = np.stack([m for m, _ in masks if m is not None]) if fits.any() else np.empty((0, *layout.size), np.uint8)
+    y = np.stack([m for m, _ in masks if m is not None]) if fits.any() else np.empty((0, *size), np.uint8)
     return x, y
 
 
+@dataclass
+class _Part:
+    """One split's images: the ``names`` present, the ``missing`` ones, and the list (or folder) naming them."""
+
+    names: list[str]
+    missing: list[tuple[str, str]]
+    source: Path
+
+
 def _read_part(
-    layout: _Layout, names: list[str], missing: list[tuple[str, str]], skipped: list[tuple[str, str]], source: Path
+    layout: _Layout, part: _Part, size: tuple[int, int], skipped: list[tuple[str, str]]
 ) -> tuple[np.ndarray, ...]:
-    """One split: the listed ``names`` that are there, after noting the ``missing`` ones. A split left
-    empty stops the read, naming ``source`` (its list, or the images folder) and the first reason."""
-    start = len(skipped)
-    skipped.extend(missing)
-    x, y = _read_pairs(layout, names, skipped, source.stem)
+    """One split at ``size``, after noting its missing images. A split left empty stops the read, naming
+    its source (its list, or the images folder) and the first reason."""
+    start, source = len(skipped), part.source
+    skipped.extend(part.missing)
+    x, y = _read_pairs(layout, part.names, size, skipped, source.stem)
     if len(x) == 0:
         what = {"dog": "dog", "cat": "cat"}.get(layout.species, "dog or cat")
         if len(skipped) == start:
@@ -246,15 +254,32 @@ def _listed_parts(
     return parts
 
 
-def read_pets(
-    root: Path, size: tuple[int, int] | None = None, species: str = "dog"
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, list[tuple[str, str]]]:
-    """Images (N, H, W, 3) uint8 and masks (N, H, W) uint8 0..2 of the chosen species.
+@dataclass
+class PetsFiles:
+    """The pets' image and trimap files of each split, listed; :meth:`decode` reads them."""
 
-    Returns ``x_train, y_train, x_test, y_test, skipped``; the test arrays are None when the
-    archive has no trainval/test lists.
-    """
-    size = tuple(size or (96, 96))
+    layout: _Layout
+    train: _Part
+    test: _Part | None  # None: the archive has no trainval/test lists
+    skipped: list[tuple[str, str]]  # found while listing: unlisted images, repeated names
+
+    def decode(
+        self, size: tuple[int, int] | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, list[tuple[str, str]]]:
+        """Images (N, H, W, 3) uint8 and masks (N, H, W) uint8 0..2 at ``size`` (height, width), as
+        :func:`read_pets` returns them. Images are decoded straight to the size; masks resized nearest."""
+        if size is None:
+            raise DataError(f"{self.layout.images}: pet photos differ in size: give the dataset an image_size")
+        size, skipped = (int(size[0]), int(size[1])), list(self.skipped)
+        x_train, y_train = _read_part(self.layout, self.train, size, skipped)
+        if self.test is None:
+            return x_train, y_train, None, None, skipped
+        x_test, y_test = _read_part(self.layout, self.test, size, skipped)
+        return x_train, y_train, x_test, y_test, skipped
+
+
+def list_pets(root: Path, species: str = "dog") -> PetsFiles:
+    """The Oxford-IIIT Pet files of ``species`` under ``root``, checked against the lists, none decoded."""
     if species not in SPECIES:
         raise DataError(f"species must be one of {sorted(SPECIES)}, not {species!r}")
     keep = SPECIES[species]
@@ -262,15 +287,14 @@ def read_pets(
     if found is None:
         raise DataError(f"{root}: no Oxford-IIIT Pet layout (images/*.jpg + annotations/trimaps/)")
     images, annotations = found
-    layout = _Layout(images, annotations / "trimaps", size, species)
+    layout = _Layout(images, annotations / "trimaps", species)
     on_disk = sorted(p.stem for p in images.glob("*.jpg") if not p.name.startswith("."))
     skipped: list[tuple[str, str]] = []
     lists = {part: annotations / f"{part}.txt" for part in ("trainval", "test")}
     if not all(f.is_file() for f in lists.values()):
         names, missing = [n for n in on_disk if species_of(n) in keep], []
         have = _present(names, set(on_disk), images, layout.trimaps, missing, allowed=len(names))
-        x, y = _read_part(layout, have, missing, skipped, images)
-        return x, y, None, None, skipped
+        return PetsFiles(layout, _Part(have, missing, images), None, skipped)
     parts = _listed_parts(lists, keep, skipped)
     listed = set(parts["trainval"]) | set(parts["test"])
     skipped += [
@@ -279,6 +303,16 @@ def read_pets(
         if species_of(n) in keep and n not in listed
     ]
     have, missing = _find_listed(layout, parts, set(on_disk), lists)
-    x_train, y_train = _read_part(layout, have["trainval"], missing["trainval"], skipped, lists["trainval"])
-    x_test, y_test = _read_part(layout, have["test"], missing["test"], skipped, lists["test"])
-    return x_train, y_train, x_test, y_test, skipped
+    train = _Part(have["trainval"], missing["trainval"], lists["trainval"])
+    return PetsFiles(layout, train, _Part(have["test"], missing["test"], lists["test"]), skipped)
+
+
+def read_pets(
+    root: Path, size: tuple[int, int] | None, species: str = "dog"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, list[tuple[str, str]]]:
+    """Images (N, H, W, 3) uint8 and masks (N, H, W) uint8 0..2 of the chosen species, at ``size``.
+
+    Returns ``x_train, y_train, x_test, y_test, skipped``; the test arrays are None when the
+    archive has no trainval/test lists.
+    """
+    return list_pets(root, species).decode(size)

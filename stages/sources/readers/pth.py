@@ -151,9 +151,7 @@ def _read_zip_open(zf: zipfile.ZipFile, name: str) -> Any:
         nbytes = numel * storage_type.itemsize
         if info.file_size != nbytes:
             raise DataError(f"{name}: storage entry {record} holds {info.file_size} bytes, expected {nbytes}")
-        raw = zf.read(info)
-        if len(raw) != nbytes:
-            raise DataError(f"{name}: storage entry {record} is truncated")
+        raw = zf.read(info)  # exactly file_size bytes, CRC-checked: zipfile raises for a short or altered entry
         dtype = storage_type.dtype.newbyteorder(order)
         st = Storage(storage_type, numel, np.frombuffer(raw, dtype=dtype))
         storages[key] = st
