@@ -9,23 +9,23 @@ them without a retraining. Example: ``python -m stages.evaluate objects8_cnn pet
 
 from __future__ import annotations
 
-import sys
+import argparse
 
-from stages.core import config
-from stages.core.errors import ConfigError
+from stages.core import cli, config
 from stages.reporting.evaluation import evaluate, summary_line
 
 
-def main(*experiments: str) -> None:
-    """``python -m stages.evaluate <experiment> [<experiment> ...]``"""
-    if not experiments:
-        raise ConfigError("name one or more experiments of params.yaml")
+def main(experiments: list[str]) -> None:
     params = config.load()
     for name in experiments:
         print(summary_line(name, evaluate(params, name)))
 
 
-if __name__ == "__main__":
-    from stages.core.cli import run
+def parser() -> argparse.ArgumentParser:
+    command = cli.parser(main)
+    command.add_argument("experiments", nargs="+", metavar="experiment", help="an experiment of params.yaml")
+    return command
 
-    run(main, sys.argv[1:])
+
+if __name__ == "__main__":
+    cli.run(main, parser())

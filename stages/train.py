@@ -13,35 +13,28 @@ scored on the test split (stages/reporting/evaluation.py): metrics, per-class re
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
-import tensorflow as tf
 
-from stages import models
-from stages.core import config
-from stages.core.cli import on_interrupt
+from stages.core import cli, config
 from stages.core.files import sha256
 from stages.core.machine import cpu_has_native_bf16
 from stages.core.paths import CHECKPOINTS, MODELS, PREPARED
 from stages.reporting.evaluation import evaluate, summary_line
-from stages.training.callbacks import claim_checkpoint, diverged, make_callbacks, resume_point
-from stages.training.data import Splits, load_splits, read_meta
-from stages.training.hardware import distribution_strategy, gpu_capability, precision_policy
-from stages.training.losses import pixel_log_loss
-from stages.training.outputs import check_writable, model_card, model_size, predict_test, write_model
-from stages.training.recipe import (
-    adapt_to_training_images,
-    build_model,
-    make_loss,
-    make_optimizer,
-    set_batchnorm_momentum,
-    unfreeze_last_layers,
-)
+
+# TensorFlow (with Keras, the models and stages/training/) loads inside the functions that use it, after the
+# command has set its environment (stages/core/cli.py), and never for --help
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+    from stages.training.data import Splits
 
 
 def compile_model(
@@ -53,6 +46,10 @@ def compile_model(
     splits: Splits,
 ) -> None:
     """Compile for one training phase of ``epochs`` (the learning-rate schedule spans the phase)."""
+    import keras
+
+    from stages.training.recipe import make_loss, make_optimizer
+
     # segmentation: pixel accuracy (the pets study's metric), named as the classifiers' accuracy
     metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy") if splits.segmentation else "accuracy"
     model.compile(
@@ -77,6 +74,8 @@ def fit(
 ) -> int:
     """Epochs ``first`` to ``last`` (one training phase), or from where its backup left off; returns the
     epoch count reached."""
+    from stages.training.callbacks import make_callbacks, resume_point
+
     tracked = splits.test if exp.track_test else None
     done, stopped = resume_point(CHECKPOINTS / (run or name) / backup)
     start = max(first, done)
@@ -119,6 +118,8 @@ def fine_tune(
 ) -> tuple[int, int]:
     """The second phase of a transfer-learning recipe: unfreeze the base's last layers, train on at a lower
     rate. Returns the epoch count reached and the phase's epochs."""
+    from stages.training.recipe import unfreeze_last_layers
+
     phase = exp.fine_tune
     more = min(phase.epochs, params.active.max_epochs or phase.epochs)
     with strategy.scope():
@@ -137,6 +138,10 @@ def test_outputs(
     model: keras.Model, exp: config.Experiment, splits: Splits, name: str, target: Path
 ) -> tuple[dict, dict]:
     """The test split's predictions, kept in the model folder: scoring (and re-scoring) needs only them."""
+    from stages.training.callbacks import diverged
+    from stages.training.losses import pixel_log_loss
+    from stages.training.outputs import predict_test
+
     probs, seconds = predict_test(model, splits.test, exp.tta_flip, exp.tta_shift)
     if not np.isfinite(probs).all():  # weights ruined in the last steps, unseen by the loss checks (no val split)
         raise diverged(name, target, "the trained model's test predictions are not finite")
@@ -171,6 +176,8 @@ def checkpoint_dir(name: str, out: Path | None = None) -> Path:
 
 def interrupted(name: str, ckpt_dir: Path, resume: bool) -> str:
     """The line of a run stopped by Ctrl-C: what its checkpoint holds now, and what the next run does with it."""
+    from stages.training.callbacks import resume_point
+
     if not any(resume_point(ckpt_dir / backup)[0] for backup in ("backup", "backup_fine_tune")):
         return f"train@{name} stopped before its first epoch ended; run again to start over"
     if not resume:
@@ -181,6 +188,15 @@ def interrupted(name: str, ckpt_dir: Path, resume: bool) -> str:
 def train(params: config.Params, name: str, *, seed: int | None = None, out: Path | None = None) -> dict:
     """Train experiment ``name``; ``seed``/``out`` retrain it as another run (an ensemble member)
     into ``out`` (under models/), logging to the same path under reports/."""
+    import keras
+    import tensorflow as tf
+
+    from stages.training.callbacks import claim_checkpoint, resume_point
+    from stages.training.data import load_splits, read_meta
+    from stages.training.hardware import distribution_strategy, gpu_capability, precision_policy
+    from stages.training.outputs import check_writable, model_card, model_size, write_model
+    from stages.training.recipe import adapt_to_training_images, build_model, set_batchnorm_momentum
+
     exp = config.experiment(params, name)
     run = str(Path(out).relative_to(MODELS)) if out is not None else None
     seed = seed if seed is not None else params.seed if exp.seed is None else exp.seed
@@ -245,29 +261,32 @@ def train(params: config.Params, name: str, *, seed: int | None = None, out: Pat
     return summary
 
 
-def main(name: str, *options: str) -> None:
-    """``python -m stages.train <experiment> [--seed N --out models/...]`` (the latter: an ensemble member)."""
-    import argparse
+def main(name: str, seed: int | None = None, out: Path | None = None) -> None:
+    from stages import models
 
-    parser = argparse.ArgumentParser(prog=f"python -m stages.train {name}")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args(options)
-    if args.seed is not None and not 0 <= args.seed <= config.MAX_SEED:  # params.yaml's seeds: the schema's range
-        raise config.ConfigError(f"--seed {args.seed}: must be between 0 and {config.MAX_SEED}")
-    if args.out is not None and not args.out.is_relative_to(MODELS):
-        raise config.ConfigError(f"--out {args.out}: must be a folder under {MODELS}/")
+    if seed is not None and not 0 <= seed <= config.MAX_SEED:  # params.yaml's seeds: the schema's range
+        raise config.ConfigError(f"--seed {seed}: must be between 0 and {config.MAX_SEED}")
+    if out is not None and not out.is_relative_to(MODELS):
+        raise config.ConfigError(f"--out {out}: must be a folder under {MODELS}/")
     params = config.load()
     exp = config.experiment(params, name)
     models.check_experiment(name, exp)
-    with on_interrupt(lambda: interrupted(name, checkpoint_dir(name, args.out), exp.resume)):
-        summary = train(params, name, seed=args.seed, out=args.out)
+    with cli.on_interrupt(lambda: interrupted(name, checkpoint_dir(name, out), exp.resume)):
+        summary = train(params, name, seed=seed, out=out)
     print(f"train@{name}: done, {summary['epochs_run']} epochs in {summary['train_seconds']} s")
-    if args.out is None:  # an ensemble member is scored by its ensemble's vote instead
+    if out is None:  # an ensemble member is scored by its ensemble's vote instead
         print(f"train@{summary_line(name, evaluate(params, name))}")
 
 
-if __name__ == "__main__":
-    from stages.core.cli import run
+def parser() -> argparse.ArgumentParser:
+    command = cli.parser(main)
+    command.add_argument("name", metavar="experiment", help="an experiment of params.yaml (experiments.<name>)")
+    command.add_argument("--seed", type=int, metavar="N", help="train with this seed instead (an ensemble member)")
+    command.add_argument(
+        "--out", type=Path, metavar="DIR", help="into this folder under models/ instead (an ensemble member)"
+    )
+    return command
 
-    run(main, sys.argv[1:])
+
+if __name__ == "__main__":
+    cli.run(main, parser())

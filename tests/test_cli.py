@@ -23,12 +23,15 @@ ENTRY_POINTS = sorted(
     for p in [*(ROOT / "stages").glob("*.py"), *(ROOT / "stages" / "tools").glob("*.py")]
     if 'if __name__ == "__main__":' in p.read_text(encoding="utf-8")
 )
-NEEDS_TF = {"train"}  # imports TensorFlow at module level (the others: only when they run)
+NEEDS_TF: set[str] = set()  # import TensorFlow at module level (none: all only when they run, after the environment)
 CPU_ONLY = not any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/dxg"))
 
 
-def _python(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+def _python(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    environ = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_stages_holds_the_dvc_stages_and_tools_the_user_tools():
@@ -81,65 +84,72 @@ def test_short_help_flag(module):
 @pytest.mark.parametrize(
     "module, args, expected",
     [
-        ("download", [], "usage: python -m stages.download <name>"),
-        ("extract", [], "usage: python -m stages.extract <name>"),
-        ("prepare", [], "usage: python -m stages.prepare <name>"),
-        ("ensemble", [], "usage: python -m stages.ensemble <name>"),
-        ("tools.train_members", [], "usage: python -m stages.tools.train_members <ensemble>"),
-        ("tools.sweep", [], "usage: python -m stages.tools.sweep <experiment>"),
-        ("train", [], "usage: python -m stages.train <name>"),
-        ("report", ["extra"], "usage: python -m stages.report"),
-        ("download", ["a", "b"], "usage: python -m stages.download <name>"),
-        ("tools.predict", [], "usage: python -m stages.tools.predict <experiment>"),
-        # its argparse: no images
-        ("tools.predict", ["objects8_cnn"], "usage: python -m stages.tools.predict objects8_cnn"),
+        ("download", [], "usage: python -m stages.download [-h] name\n"),
+        ("extract", [], "usage: python -m stages.extract [-h] name\n"),
+        ("prepare", [], "usage: python -m stages.prepare [-h] name\n"),
+        ("ensemble", [], "usage: python -m stages.ensemble [-h] name\n"),
+        ("tools.train_members", [], "usage: python -m stages.tools.train_members [-h] [-j N] ensemble\n"),
+        ("tools.sweep", [], "usage: python -m stages.tools.sweep [-h] [--tensorboard DIR] experiment\n"),
+        ("train", [], "usage: python -m stages.train [-h] [--seed N] [--out DIR] experiment\n"),
+        ("evaluate", [], "usage: python -m stages.evaluate [-h] experiment [experiment ...]\n"),
+        ("report", ["extra"], "usage: python -m stages.report [-h]\n"),
+        ("download", ["a", "b"], "usage: python -m stages.download [-h] name\n"),
+        ("tools.predict", [], "usage: python -m stages.tools.predict [-h] [--top-k K] [--out DIR]"),
+        ("tools.predict", ["objects8_cnn"], "required: inputs\n"),  # no images
+        ("tools.shard", ["0", "two", "sweep"], "argument count: invalid int value: 'two'\n"),
     ],
 )
 def test_missing_or_extra_argument_gives_usage_and_exit_2(module, args, expected):
-    done = _python("-m", f"stages.{module}", *args)
+    done = _python("-m", f"stages.{module}", *args, env={"COLUMNS": "200"})  # usage on one line
     assert done.returncode == 2
     assert expected in done.stderr
+    assert done.stderr.startswith(f"usage: python -m stages.{module} ")
     assert "__main__" not in done.stderr and "Traceback" not in done.stderr
 
 
-def test_options_after_the_name_get_their_own_help():
+def test_help_after_the_name_lists_the_options():
     done = _python("-m", "stages.tools.train_members", "gray28_tuned", "--help")
     assert done.returncode == 0
-    assert "usage: python -m stages.tools.train_members gray28_tuned" in done.stdout and "--jobs" in done.stdout
+    assert done.stdout.startswith("usage: python -m stages.tools.train_members") and "--jobs" in done.stdout
 
 
 # ------------------------------------------------------------------- cli.run in-process
 
 
 def _stage(name: str, seed: str = "1") -> None:
-    """Run one stage."""
     if name == "bad":
         raise DataError("bad input")
-    print(f"ran {name} {seed}")
+    print(f"ran {name} {seed} {os.environ['TF_CPP_MIN_LOG_LEVEL']}")
 
 
-def _with_options(name: str, *options: str) -> None:
-    print(f"ran {name} {options}")
-
-
-def _only_words(*words: str) -> None:
-    """Words and flags, all parsed here."""
-    print(f"ran {words}")
+def _stage_parser():
+    command = cli.parser(_stage)
+    command.add_argument("name")
+    command.add_argument("seed", nargs="?", default="1")
+    return command
 
 
 PROG = cli.program(_stage)  # this test module's name
+USAGE = f"usage: {PROG} [-h] name [seed]\n"
 
 
-def test_run_binds_words_and_reports_errors(capsys):
-    cli.run(_stage, ["x"])
-    assert capsys.readouterr().out == "ran x 1\n"
+def test_run_parses_words_and_reports_errors(capsys, monkeypatch):
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    cli.run(_stage, _stage_parser(), ["x"])
+    assert capsys.readouterr().out == "ran x 1 2\n"  # the command's environment, set before main runs
     with pytest.raises(SystemExit) as exit_:
-        cli.run(_stage, ["bad"])
+        cli.run(_stage, _stage_parser(), ["bad"])
     assert exit_.value.code == 1 and capsys.readouterr().err == "error: bad input\n"
     with pytest.raises(SystemExit) as exit_:
-        cli.run(_stage, [])
+        cli.run(_stage, _stage_parser(), [])
     assert exit_.value.code == 2
-    assert capsys.readouterr().err == f"usage: {PROG} <name> [<seed>]\n"
+    assert capsys.readouterr().err.startswith(USAGE)
+
+
+def test_run_keeps_what_the_user_set_in_the_environment(capsys, monkeypatch):
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+    cli.run(_stage, _stage_parser(), ["x", "7"])
+    assert capsys.readouterr().out == "ran x 7 0\n"
 
 
 def _interrupted(name: str, where: str = "") -> None:
@@ -162,8 +172,11 @@ def _interrupted(name: str, where: str = "") -> None:
     ],
 )
 def test_ctrl_c_is_one_line_and_exit_130(capsys, where, line):
+    command = cli.parser(_interrupted)
+    command.add_argument("name")
+    command.add_argument("where", nargs="?", default="")
     with pytest.raises(SystemExit) as exit_:
-        cli.run(_interrupted, ["x", where] if where else ["x"])
+        cli.run(_interrupted, command, ["x", where] if where else ["x"])
     assert exit_.value.code == 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
     assert capsys.readouterr().err == line + "\n"
 
@@ -171,31 +184,11 @@ def test_ctrl_c_is_one_line_and_exit_130(capsys, where, line):
 @pytest.mark.parametrize("argv", [["--help"], ["-h"], ["x", "--help"], ["--help", "x", "y", "z"]])
 def test_run_answers_help_without_running(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
-        cli.run(_stage, argv)
+        cli.run(_stage, _stage_parser(), argv)
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"usage: {PROG} <name> [<seed>]\n\n")
-    assert "Run one stage." in out and "ran" not in out
-
-
-def test_run_passes_help_after_the_name_to_the_options(capsys):
-    cli.run(_with_options, ["x", "--help"])
-    assert capsys.readouterr().out == "ran x ('--help',)\n"
-    with pytest.raises(SystemExit):
-        cli.run(_with_options, ["--help"])
-    out = capsys.readouterr().out
-    assert out.startswith(f"usage: {PROG} <name> [<options>...]")
-    assert f"`{PROG} <name> --help` lists the options." in out
-
-
-def test_run_answers_help_for_a_main_of_words_only(capsys):
-    cli.run(_only_words, ["a", "--all"])
-    assert capsys.readouterr().out == "ran ('a', '--all')\n"
-    with pytest.raises(SystemExit) as exit_:
-        cli.run(_only_words, ["a", "--help"])
-    assert exit_.value.code == 0
-    out = capsys.readouterr().out
-    assert out.startswith(f"usage: {PROG} [<words>...]\n\n") and "Words and flags, all parsed here." in out
+    assert out.startswith(f"{USAGE}\n{__doc__}\n")  # usage, then the module's docstring
+    assert "ran" not in out
 
 
 def test_program_names_the_file_when_run_as_a_script():

@@ -178,7 +178,7 @@ from stages.core.files import OutputError
 def fail(target, **kwargs):
     raise OutputError(f"cannot write {target}: No space left on device")
 outputs.atomic_path = fail
-run(t.main, sys.argv[1:])
+run(t.main, t.parser(), sys.argv[1:])
 """
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import difflib
-import sys
 from typing import Any
 
 import pandas as pd
 import yaml
 
-from stages.core.cli import run
+from stages.core import cli
 from stages.core.errors import ConfigError
 from stages.reporting.experiments import (
     DETAILS,
@@ -23,8 +23,6 @@ from stages.reporting.experiments import (
     studies_of,
     text,
 )
-
-FLAGS = ("--all", "--all-params")
 
 
 def study_table(rows: list[Row], study: str, claims: dict[str, Any], all_rows: bool, all_params: bool) -> str:
@@ -65,22 +63,11 @@ def study_table(rows: list[Row], study: str, claims: dict[str, Any], all_rows: b
     return df.to_markdown(index=False, disable_numparse=True, colalign=align)
 
 
-def main(*args: str) -> None:
-    """Compare the baseline commit, its DVC experiments and the workspace, one Markdown table per study.
-
-    usage: python -m stages.tools.compare [STUDY ...] [--all] [--all-params]
-
-    A row per project experiment of the study (all studies unless some are named) and revision: the DVC
+def main(names: list[str], all_rows: bool = False, all_params: bool = False) -> None:
+    """A row per project experiment of the study (all studies unless some are named) and revision: the DVC
     experiment's name (or the baseline's branch or rev, or `workspace`), the parameters that differ from
     the baseline (key=- where removed), test accuracy (and mean IoU for segmentation), training seconds
-    and the accuracy the study's report claims (studies.yaml). Repeated results are left out.
-
-      --all         every row, repeated results included
-      --all-params  every parameter of the project experiment, not only those that differ
-    """
-    unknown = [a for a in args if a.startswith("-") and a not in FLAGS]
-    if unknown:
-        raise ConfigError(f"unknown option {unknown[0]} (options: {', '.join(FLAGS)})")
+    and the accuracy the study's report claims (studies.yaml). Repeated results are left out."""
     rows = exp_rows()
     try:
         path = git_repo()[0] / "studies.yaml"  # what the published reports claim; without it, no claims
@@ -89,7 +76,7 @@ def main(*args: str) -> None:
         raise ConfigError(f"studies.yaml: {exc}") from exc
     studies, claims = registry.get("studies") or {}, registry.get("experiments") or {}
     known = list(dict.fromkeys([*studies, *(s for row in rows for s in studies_of(row).values())]))
-    wanted = [a for a in args if not a.startswith("-")] or known
+    wanted = names or known
     for study in wanted:
         if study not in known:
             close = difflib.get_close_matches(study, known, n=1)
@@ -98,8 +85,18 @@ def main(*args: str) -> None:
     for study in wanted:
         info = studies.get(study) or {}
         title = (f": {info['title']}" if "title" in info else "") + (f" ({info['report']})" if "report" in info else "")
-        print(f"## {study}{title}\n\n{study_table(rows, study, claims, '--all' in args, '--all-params' in args)}\n")
+        print(f"## {study}{title}\n\n{study_table(rows, study, claims, all_rows, all_params)}\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    command = cli.parser(main)
+    command.add_argument("names", nargs="*", metavar="STUDY", help="studies to show (default: all)")
+    command.add_argument("--all", dest="all_rows", action="store_true", help="every row, repeated results included")
+    command.add_argument(
+        "--all-params", action="store_true", help="every parameter of the experiment, not only those that differ"
+    )
+    return command
 
 
 if __name__ == "__main__":
-    run(main, sys.argv[1:])
+    cli.run(main, parser())
