@@ -423,14 +423,16 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from stages import train
-# what distribution_strategy() returns on a machine with two GPUs, on two logical CPU devices
-train.distribution_strategy = lambda: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+from stages.training import hardware
+# what distribution_strategy() returns on a machine with two GPUs, on two logical CPU devices (train
+# imports it when it runs, so from here)
+hardware.distribution_strategy = lambda: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 from stages.core import config
 from stages import models
 params = config.load()
 models.check_experiment("tiny", config.experiment(params, "tiny"))
 summary = train.train(params, "tiny")
-print("replicas", train.distribution_strategy().num_replicas_in_sync, "epochs", summary["epochs_run"])
+print("replicas", hardware.distribution_strategy().num_replicas_in_sync, "epochs", summary["epochs_run"])
 """
 
 
@@ -465,8 +467,8 @@ def test_multi_worker_training_is_still_broken_in_keras_3(tmp_path, monkeypatch)
     MultiWorkerMirroredStrategy. If this starts to pass, the refusal can go."""
     import socket
 
-    from stages import train
     from stages.core.errors import ConfigError
+    from stages.training.hardware import distribution_strategy
 
     ports = []
     for _ in range(2):
@@ -493,7 +495,7 @@ def test_multi_worker_training_is_still_broken_in_keras_3(tmp_path, monkeypatch)
     assert "Attempt to convert a value (PerReplica" in outputs[0], outputs[0][-2000:]
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 0}}')
     with pytest.raises(ConfigError, match="MultiWorkerMirroredStrategy"):
-        train.distribution_strategy()
+        distribution_strategy()
 
 
 def test_shifted_views_move_the_image_and_reflect_the_edge():
