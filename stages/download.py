@@ -10,18 +10,18 @@ its files' own sha256 go into provenance.json.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import shutil
 import sys
 from collections import Counter
 from pathlib import Path
 
-from stages.core import config
+from stages.core import cli, config
 from stages.core.errors import DataError
 from stages.core.files import atomic_path, sha256, write_json
 from stages.core.paths import RAW
 from stages.sources import fetch
-from stages.sources.generate import GENERATORS
 
 #: provenance.json lists each file's sha256 up to this many files; a bigger folder gets one digest.
 MAX_LISTED_FILES = 50
@@ -114,6 +114,8 @@ def fetch_source(params: config.Params, name: str, dest: Path) -> dict:
     """Fill ``dest`` with the source's files; return their provenance."""
     src = params.sources[name]
     if params.profile == "embedded":
+        from stages.sources.generate import GENERATORS  # here: its image drawing loads OpenCV
+
         GENERATORS[src.generator](dest, src.generated, seed=params.seed)
         return {"origin": "generated sample data", "official": False}
     if src.path:
@@ -148,7 +150,11 @@ def main(name: str) -> None:
     print(f"download@{name}: {len(files)} file(s), {provenance['origin']}")
 
 
-if __name__ == "__main__":
-    from stages.core.cli import run
+def parser() -> argparse.ArgumentParser:
+    command = cli.parser(main)
+    command.add_argument("name", help="a source of params.yaml (sources.<name>)")
+    return command
 
-    run(main, sys.argv[1:])
+
+if __name__ == "__main__":
+    cli.run(main, parser())

@@ -8,13 +8,13 @@ probabilities and reports the ensemble's accuracy next to the best and mean memb
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from stages.core import config
+from stages.core import cli, config
 from stages.core.errors import DataError
 from stages.core.files import load_npy, write_json
 from stages.core.paths import MODELS, PREPARED, REPORTS
@@ -91,7 +91,11 @@ def main(name: str) -> None:
     )
 
 
-if __name__ == "__main__":
-    from stages.core.cli import run
+def parser() -> argparse.ArgumentParser:
+    command = cli.parser(main)
+    command.add_argument("name", help="an ensemble of params.yaml (ensembles.<name>)")
+    return command
 
-    run(main, sys.argv[1:])
+
+if __name__ == "__main__":
+    cli.run(main, parser())

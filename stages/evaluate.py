@@ -9,18 +9,21 @@ and retrains none. Example: ``python -m stages.evaluate objects8_cnn``
 
 from __future__ import annotations
 
-import sys
+import argparse
 
-from stages.core import config
+from stages.core import cli, config
 from stages.reporting.evaluation import evaluate, summary_line
 
 
 def main(name: str) -> None:
-    """``python -m stages.evaluate <experiment>``"""
     print(f"evaluate@{summary_line(name, evaluate(config.load(), name))}")
 
 
-if __name__ == "__main__":
-    from stages.core.cli import run
+def parser() -> argparse.ArgumentParser:
+    command = cli.parser(main)
+    command.add_argument("name", help="an experiment of params.yaml (experiments.<name>)")
+    return command
 
-    run(main, sys.argv[1:])
+
+if __name__ == "__main__":
+    cli.run(main, parser())

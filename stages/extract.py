@@ -8,10 +8,10 @@ the output folder appears only once everything is unpacked.
 
 from __future__ import annotations
 
+import argparse
 import shutil
-import sys
 
-from stages.core import config
+from stages.core import cli, config
 from stages.core.files import atomic_path
 from stages.core.paths import EXTRACTED, RAW
 from stages.sources import fetch
@@ -57,7 +57,11 @@ def main(name: str) -> None:
     print(f"extract@{name}: {', '.join(sorted(p.name for p in (EXTRACTED / name).iterdir()))}")
 
 
-if __name__ == "__main__":
-    from stages.core.cli import run
+def parser() -> argparse.ArgumentParser:
+    command = cli.parser(main)
+    command.add_argument("name", help="a source of params.yaml (sources.<name>)")
+    return command
 
-    run(main, sys.argv[1:])
+
+if __name__ == "__main__":
+    cli.run(main, parser())

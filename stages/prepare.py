@@ -7,15 +7,14 @@ not done here: it lives inside each model, which takes raw 0..255 pixels.
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from stages.core import config
+from stages.core import cli, config
 from stages.core.errors import ConfigError, DataError
 from stages.core.files import atomic_path, save_npy, write_json
 from stages.core.paths import EXTRACTED, PREPARED, RAW
@@ -61,6 +60,8 @@ def select_classes(raw: RawData, keep: list[int] | None, mapping: dict[int, int]
 
 def to_color(x: np.ndarray, color: str) -> np.ndarray:
     """(N, H, W, C) uint8 -> the dataset's channel count, with OpenCV's luminance weights."""
+    import cv2  # here, not at the top: OpenCV reads its pixel limit when it loads (stages/core/cli.py)
+
     n, h, w, c = x.shape
     if color == "gray" and c == 3:
         return cv2.cvtColor(x.reshape(n * h, w, 3), cv2.COLOR_RGB2GRAY).reshape(n, h, w, 1)
@@ -72,6 +73,8 @@ def to_color(x: np.ndarray, color: str) -> np.ndarray:
 def resize(x: np.ndarray, size: list[int] | None) -> np.ndarray:
     if size is None or tuple(x.shape[1:3]) == tuple(size):
         return x
+    import cv2
+
     h, w = size
     out = np.stack([cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA) for img in x])
     return out.reshape(len(x), h, w, -1)
@@ -192,7 +195,11 @@ def main(name: str) -> None:
         print(f"  skipped {s['file']}: {s['reason']}")
 
 
-if __name__ == "__main__":
-    from stages.core.cli import run
+def parser() -> argparse.ArgumentParser:
+    command = cli.parser(main)
+    command.add_argument("name", help="a dataset of params.yaml (datasets.<name>)")
+    return command
 
-    run(main, sys.argv[1:])
+
+if __name__ == "__main__":
+    cli.run(main, parser())

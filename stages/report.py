@@ -7,13 +7,13 @@ of the per-study charts that dvc.yaml declares as plots (reports/plots/).
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
 
-from stages.core import config
+from stages.core import cli, config
 from stages.core.errors import DataError
 from stages.core.files import atomic_path, write_json, write_text
 from stages.core.live import read_live_metric
@@ -230,7 +230,10 @@ def main() -> None:
     print(banner.replace("**", "") + table)
 
 
-if __name__ == "__main__":
-    from stages.core.cli import run
+def parser() -> argparse.ArgumentParser:
+    command = cli.parser(main)
+    return command
 
-    run(main, sys.argv[1:])
+
+if __name__ == "__main__":
+    cli.run(main, parser())

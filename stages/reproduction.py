@@ -13,12 +13,12 @@ training throughput (reports/bench.json: images per second times training images
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
-from stages.core import config
+from stages.core import cli, config
 from stages.core.files import write_text
 from stages.core.paths import RECORDS, REPORTS
 from stages.reporting import plots
@@ -361,7 +361,10 @@ def main() -> None:
     print(f"reproduction: {len(records)} record(s) -> reports/reproduction.md")
 
 
-if __name__ == "__main__":
-    from stages.core.cli import run
+def parser() -> argparse.ArgumentParser:
+    command = cli.parser(main)
+    return command
 
-    run(main, sys.argv[1:])
+
+if __name__ == "__main__":
+    cli.run(main, parser())

@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-import stages  # noqa: F401  (before any test module imports cv2: it sets OpenCV's image-size limit)
+from stages.core.cli import set_environment_defaults
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# as every command does first: before any test module imports cv2 (OpenCV's image-size limit) or TensorFlow
+set_environment_defaults()
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+# TensorFlow's oneDNN notice (on CPUs where oneDNN is on by default): written as it loads, once per library, before
+# its logging reads TF_CPP_MIN_LOG_LEVEL, so it is left as TensorFlow prints it (only switching oneDNN off drops it)
+TF_ONEDNN_NOTICE = (
+    "All log messages before absl::InitializeLog() is called are written to STDERR",
+    "oneDNN custom operations are on.",
+)
+
+
+def without_tf_notice(stderr: str) -> list[str]:
+    """The lines of a command's ``stderr`` that are not TensorFlow's oneDNN notice: the command's own."""
+    return [line for line in stderr.splitlines() if not any(notice in line for notice in TF_ONEDNN_NOTICE)]
 
 
 @pytest.fixture(scope="session")

@@ -159,7 +159,8 @@ CASES = [
     ("prepare-unknown", ["prepare", "nope"], None, "unknown dataset 'nope'"),
     ("no-params", ["evaluate", "tiny"], no_params, "params.yaml: not found"),
     ("bad-yaml", ["download", "cifar10"], bad_yaml, "not valid YAML"),
-    ("usage", ["prepare", "a", "b"], None, "usage: python -m stages.prepare <name>"),
+    ("usage", ["prepare", "a", "b"], None, "usage: python -m stages.prepare [-h] name"),
+    ("evaluate-nothing", ["evaluate"], None, "usage: python -m stages.evaluate [-h] name"),
     (
         "train-inf-learning-rate",
         ["train", "tiny"],

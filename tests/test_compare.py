@@ -111,7 +111,7 @@ def compare(project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captu
         experiments.git_repo.cache_clear()
         experiments.read_at.cache_clear()
         try:
-            run(compare_module.main, list(args))
+            run(compare_module.main, compare_module.parser(), list(args))
             status = 0
         except SystemExit as exc:
             status = int(exc.code or 0)

@@ -10,7 +10,7 @@ from stages.core.cli import run
 from stages.core.files import write_json
 from stages.models import build
 from stages.sources.readers.images import read_image_files
-from stages.tools.predict import BATCH, main, predict
+from stages.tools.predict import BATCH, main, parser, predict
 
 
 def test_folder_of_mixed_files_gives_top_k_csv_and_per_file_errors(tmp_path, monkeypatch, capsys):
@@ -72,6 +72,6 @@ def test_batched_predictions_equal_one_image_at_a_time(tmp_path, monkeypatch):
 def test_cli_top_k_below_one_is_one_line_before_loading_anything(tmp_path, monkeypatch, capsys, top_k):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_:
-        run(main, ["no_such_model", "x.jpg", "--top-k", top_k])
+        run(main, parser(), ["no_such_model", "x.jpg", "--top-k", top_k])
     assert exit_.value.code == 1
     assert capsys.readouterr().err == f"error: --top-k {top_k}: must be 1 or more\n"

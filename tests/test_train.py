@@ -17,7 +17,7 @@ import yaml
 
 from stages import models
 from stages.core.files import save_npy, write_json
-from tests.conftest import REPO
+from tests.conftest import REPO, without_tf_notice
 
 EPOCHS = 8
 
@@ -149,7 +149,7 @@ def test_ctrl_c_during_training_is_one_line_exit_130_and_keeps_the_checkpoint(tm
     proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, out[-2000:] + err[-3000:]
-    assert err.splitlines() == [
+    assert without_tf_notice(err) == [
         "interrupted: train@tiny stopped; the checkpoint in checkpoints/tiny/ is kept, run again to resume"
     ]
     assert backup.is_dir() and (tmp_path / "checkpoints/tiny/settings.json").is_file()
@@ -157,7 +157,7 @@ def test_ctrl_c_during_training_is_one_line_exit_130_and_keeps_the_checkpoint(tm
 
 
 def test_the_interrupted_line_says_what_the_checkpoint_holds(tmp_path):
-    from stages.train import interrupted
+    from stages.training.loop import interrupted
 
     ckpt = tmp_path / "checkpoints/x"
     assert interrupted("x", ckpt, True) == "train@x stopped before its first epoch ended; run again to start over"
@@ -178,7 +178,7 @@ from stages.core.files import OutputError
 def fail(target, **kwargs):
     raise OutputError(f"cannot write {target}: No space left on device")
 outputs.atomic_path = fail
-run(t.main, sys.argv[1:])
+run(t.main, t.parser(), sys.argv[1:])
 """
 
 
@@ -438,13 +438,15 @@ import sys
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from stages import train
-# what distribution_strategy() returns on a machine with two GPUs, on two logical CPU devices
-train.distribution_strategy = lambda: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+from stages.training import hardware
+# what distribution_strategy() returns on a machine with two GPUs, on two logical CPU devices (the loop
+# takes it from hardware when it is imported, so patched before)
+hardware.distribution_strategy = lambda: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 from stages.core import config
+from stages.training import loop
 from stages.training.settings import resolve
-summary = train.train(resolve(config.load(), "tiny"))
-print("replicas", train.distribution_strategy().num_replicas_in_sync, "epochs", summary["epochs_run"])
+summary = loop.train(resolve(config.load(), "tiny"))
+print("replicas", hardware.distribution_strategy().num_replicas_in_sync, "epochs", summary["epochs_run"])
 """
 
 
@@ -479,8 +481,8 @@ def test_multi_worker_training_is_still_broken_in_keras_3(tmp_path, monkeypatch)
     MultiWorkerMirroredStrategy. If this starts to pass, the refusal can go."""
     import socket
 
-    from stages import train
     from stages.core.errors import ConfigError
+    from stages.training.hardware import distribution_strategy
 
     ports = []
     for _ in range(2):
@@ -507,7 +509,7 @@ def test_multi_worker_training_is_still_broken_in_keras_3(tmp_path, monkeypatch)
     assert "Attempt to convert a value (PerReplica" in outputs[0], outputs[0][-2000:]
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 0}}')
     with pytest.raises(ConfigError, match="MultiWorkerMirroredStrategy"):
-        train.distribution_strategy()
+        distribution_strategy()
 
 
 def test_shifted_views_move_the_image_and_reflect_the_edge():
@@ -631,8 +633,8 @@ def test_a_model_with_non_finite_predictions_is_not_written(tmp_path):
 
     from stages.core import config
     from stages.core.errors import PipelineError
-    from stages.train import test_outputs
     from stages.training.data import Splits
+    from stages.training.loop import test_outputs
     from stages.training.settings import resolve
 
     model = _dense_model()

@@ -1,20 +1,22 @@
 """The one command-line convention of every ``python -m stages.<module>``, and its progress bars.
 
-:func:`run` binds the command line's words to ``main``'s positional parameters, answers
-``-h``/``--help`` itself (usage from ``main``'s signature, description from the module's and
-``main``'s docstrings) without running anything, prints a usage line and exits 2 when words are
-missing or extra, and prints the project's own errors as one line (exit 1). Ctrl-C is one
-``interrupted:`` line too (exit 130, as a shell reports SIGINT), saying what the stage keeps when it
-said so with :func:`on_interrupt`. A ``main(name, *options)`` parses its options itself (argparse), so
-``<name> --help`` is its own and lists them.
+Each entry module builds an argparse parser with :func:`parser` (``prog`` is ``python -m stages.<module>``,
+the description its docstring) and runs ``main`` through :func:`run`, which first sets the process's
+environment defaults (:func:`set_environment_defaults`), then parses the command line (argparse answers
+``-h``/``--help``, and a usage error is a usage line and exit 2), then calls ``main`` with the parsed
+arguments as keywords. The project's own errors are one ``error:`` line (exit 1); Ctrl-C is one
+``interrupted:`` line (exit 130, as a shell reports SIGINT), saying what the stage keeps when it said so
+with :func:`on_interrupt`.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import inspect
+import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +25,26 @@ from stages.core.errors import PipelineError
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-HELP_FLAGS = ("-h", "--help")
+#: The environment every command starts with; a value the user already set wins. Both libraries read
+#: theirs when they load (measured: OpenCV 5.0 at ``import cv2``, TensorFlow 2.21 during
+#: ``import tensorflow``; set later, neither sees it), so entry modules import them inside functions.
+ENVIRONMENT_DEFAULTS = {
+    # TensorFlow's C++ log: 2 drops INFO and WARNING (the CPU-instruction notice), keeps ERROR and FATAL;
+    # 0 shows everything. Its oneDNN notice comes before TensorFlow applies the level: it stays.
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    # OpenCV refuses an image whose header claims more pixels than this before it allocates anything
+    # (stages/sources/readers/images.py checks that the limit holds, and sets the same default itself).
+    "OPENCV_IO_MAX_IMAGE_PIXELS": str(2**28),
+    # Take GPU memory as needed rather than all of it up front, so that queue workers
+    # (`dvc queue start -j N`) can share one GPU.
+    "TF_FORCE_GPU_ALLOW_GROWTH": "true",
+}
+
+
+def set_environment_defaults() -> None:
+    """Set :data:`ENVIRONMENT_DEFAULTS` where the environment leaves them unset (the first thing a command does)."""
+    for name, value in ENVIRONMENT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
 
 
 def program(main: Callable[..., Any]) -> str:
@@ -35,40 +56,14 @@ def program(main: Callable[..., Any]) -> str:
     return f"python -m {name}"
 
 
-def usage(main: Callable[..., Any]) -> str:
-    """``python -m stages.<module> <name> [<options>...]`` from ``main``'s signature."""
-    words = []
-    for p in inspect.signature(main).parameters.values():
-        if p.kind is p.VAR_POSITIONAL:
-            words.append(f"[<{p.name}>...]")
-        elif p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
-            words.append(f"<{p.name}>" if p.default is p.empty else f"[<{p.name}>]")
-    return " ".join([program(main), *words])
-
-
-def help_text(main: Callable[..., Any]) -> str:
-    """Usage line, the module's one-paragraph description, and ``main``'s own docstring if it has one."""
+def parser(main: Callable[..., Any]) -> argparse.ArgumentParser:
+    """An argparse parser for ``main``'s command: ``prog`` its module's, the description its module's docstring."""
     module_doc = main.__globals__.get("__doc__") if hasattr(main, "__globals__") else None
-    description = inspect.cleandoc(module_doc or "").split("\n\n")[0].strip()
-    if description.endswith(":"):  # the paragraph introduced a usage example
-        description = description[:-1] + "."
-    parts = [f"usage: {usage(main)}", description, inspect.cleandoc(main.__doc__ or "")]
-    first = next(iter(inspect.signature(main).parameters.values()), None)
-    if _takes_options(main) and first is not None and first.kind is not first.VAR_POSITIONAL:
-        parts.append(f"`{program(main)} <{first.name}> --help` lists the options.")
-    return "\n\n".join(part for part in parts if part)
-
-
-def _takes_options(main: Callable[..., Any]) -> bool:
-    return any(p.kind is p.VAR_POSITIONAL for p in inspect.signature(main).parameters.values())
-
-
-def _wants_help(main: Callable[..., Any], argv: list[str]) -> bool:
-    """A help flag anywhere, except after the named words of a ``main(name, *options)``: its
-    options parser answers that ``--help`` itself (and lists the options)."""
-    fixed = sum(p.kind is not p.VAR_POSITIONAL for p in inspect.signature(main).parameters.values())
-    words = argv[:fixed] if _takes_options(main) and fixed else argv
-    return any(w in HELP_FLAGS for w in words)
+    return argparse.ArgumentParser(
+        prog=program(main),
+        description=inspect.cleandoc(module_doc or ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the docstring's own line breaks
+    )
 
 
 class Interrupted(KeyboardInterrupt):
@@ -87,26 +82,23 @@ def on_interrupt(note: Callable[[], str]) -> Iterator[None]:
         raise Interrupted(note()) from None
 
 
-def run(main: Callable[..., Any], argv: list[str]) -> None:
-    """Run ``main(*argv)`` as the command line of ``python -m stages.<module>`` (see the module docstring)."""
-    if _wants_help(main, argv):
-        print(help_text(main))
-        sys.exit(0)
+def run(main: Callable[..., Any], command: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> None:
+    """Run ``main(**arguments)`` as the command line of ``python -m stages.<module>`` (see the module docstring);
+    ``argv`` defaults to ``sys.argv[1:]``."""
+    set_environment_defaults()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    arguments = vars(command.parse_args(argv))
     try:
-        inspect.signature(main).bind(*argv)
-    except TypeError:
-        print(f"usage: {usage(main)}", file=sys.stderr)
-        sys.exit(2)
-    try:
-        main(*argv)
+        main(**arguments)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt as exc:
         # every output goes through an atomic rename (stages/core/files.py): a stop leaves no half-written file
-        command = " ".join([program(main), *argv])
         what = (
-            str(exc) if isinstance(exc, Interrupted) else f"{command} stopped; no output is half-written, run it again"
+            str(exc)
+            if isinstance(exc, Interrupted)
+            else f"{' '.join([command.prog, *argv])} stopped; no output is half-written, run it again"
         )
         print(f"interrupted: {what}", file=sys.stderr)
         sys.exit(130)

@@ -15,6 +15,7 @@ Uses small real data where ../shared/datasets exists, generated data otherwise.
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -25,15 +26,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 
+from stages.core import cli
 from stages.core.files import write_json, write_text
 from stages.core.paths import REPORTS
-from stages.sources.readers.images import read_image_files
-from stages.sources.synthetic import shape_dataset
 
-if TYPE_CHECKING:  # TensorFlow starts only when the training parts run
+# OpenCV and TensorFlow load inside the functions that use them: after the command's environment (stages/core/cli.py)
+if TYPE_CHECKING:
     import keras
     import tensorflow as tf
 
@@ -85,6 +85,10 @@ def rate(fn, n: int, repeats: int = 3) -> float:
 
 def photo_folder(root: Path, n: int = 600) -> list[Path]:
     """JPEGs the size of Kaggle Natural Images' photos (a few hundred pixels a side)."""
+    import cv2
+
+    from stages.sources.synthetic import shape_dataset
+
     rng = np.random.default_rng(0)
     root.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -107,6 +111,8 @@ def plain_loop_read(
     The decoding flags and return value of :func:`read_image_files`, so results compare equal; no
     checks, no thread pool; with ``size=None`` all images must share one size.
     """
+    import cv2
+
     channels = 1 if color in ("gray", "grayscale") else 3
     orient = cv2.IMREAD_IGNORE_ORIENTATION  # as read_image_files (EXIF orientation is not applied)
     images, ok, skipped = [], [], []
@@ -132,6 +138,8 @@ def plain_loop_read(
 
 
 def bench_prepare(tmp: Path) -> list[dict]:
+    from stages.sources.readers.images import read_image_files
+
     sets: list[tuple[str, list[Path], tuple[int, int]]] = [
         ("generated photos 200-400 px -> 50x50", photo_folder(tmp / "photos"), (50, 50))
     ]
@@ -166,6 +174,8 @@ def core_scaling(path: Path, n: int = 300) -> float:
     how far this machine's cores scale any parallel decoder (OpenCV releases the GIL, and the
     Python per call is negligible next to the decode), the ceiling for the reader's own scaling."""
     from concurrent.futures import ThreadPoolExecutor
+
+    import cv2
 
     buf = np.frombuffer(path.read_bytes(), np.uint8)
 
@@ -204,6 +214,7 @@ def bench_training(steps: int = 50) -> tuple[list[dict], float]:
 
     from stages.models import build
     from stages.models.flops import model_flops
+    from stages.sources.synthetic import shape_dataset
     from stages.training.data import make_dataset
 
     a = tf.random.normal((2048, 2048))
@@ -245,6 +256,7 @@ def knob_rate(setting: dict, steps: int = 15) -> float:
     from stages.core import config
     from stages.core.machine import cpu_has_native_bf16
     from stages.models import build
+    from stages.sources.synthetic import shape_dataset
     from stages.training.callbacks import Lookahead
     from stages.training.hardware import precision_policy
     from stages.training.recipe import make_optimizer
@@ -350,7 +362,9 @@ def _gpus() -> str:
     return ", ".join(d.name for d in tf.config.list_physical_devices("GPU"))
 
 
-if __name__ == "__main__":
-    from stages.core.cli import run
+def parser() -> argparse.ArgumentParser:
+    return cli.parser(main)
 
-    run(main, sys.argv[1:])
+
+if __name__ == "__main__":
+    cli.run(main, parser())

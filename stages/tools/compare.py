@@ -3,20 +3,17 @@ revision's resolved runs (stages/training/settings.py: what each run used)."""
 
 from __future__ import annotations
 
+import argparse
 import difflib
-import sys
 from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 import yaml
 
-from stages.core import config
-from stages.core.cli import run
+from stages.core import cli, config
 from stages.core.errors import ConfigError
 from stages.reporting.experiments import DETAILS, Row, exp_rows, git_repo, metric, read_at, run_name, studies_of, text
-
-FLAGS = ("--all", "--all-params")
 
 
 def params_at(rev: str) -> config.Params:
@@ -95,23 +92,12 @@ def study_table(
     return df.to_markdown(index=False, disable_numparse=True, colalign=align)
 
 
-def main(*args: str) -> None:
-    """Compare the baseline commit, its DVC experiments and the workspace, one Markdown table per study.
-
-    usage: python -m stages.tools.compare [STUDY ...] [--all] [--all-params]
-
-    A row per project experiment of the study (all studies unless some are named) and revision: the DVC
+def main(names: list[str], all_rows: bool = False, all_params: bool = False) -> None:
+    """A row per project experiment of the study (all studies unless some are named) and revision: the DVC
     experiment's name (or the baseline's branch or rev, or `workspace`), the settings of its resolved run
     (params.yaml's layers merged, the profile's caps applied) that differ from the baseline's (key=- where
-    unset), test accuracy (and mean IoU for segmentation), training seconds
-    and the accuracy the study's report claims (studies.yaml). Repeated results are left out.
-
-      --all         every row, repeated results included
-      --all-params  every setting of the run, not only those that differ
-    """
-    unknown = [a for a in args if a.startswith("-") and a not in FLAGS]
-    if unknown:
-        raise ConfigError(f"unknown option {unknown[0]} (options: {', '.join(FLAGS)})")
+    unset), test accuracy (and mean IoU for segmentation), training seconds and the accuracy the study's
+    report claims (studies.yaml). Repeated results are left out."""
     rows = exp_rows()
     try:
         path = git_repo()[0] / "studies.yaml"  # what the published reports claim; without it, no claims
@@ -120,7 +106,7 @@ def main(*args: str) -> None:
         raise ConfigError(f"studies.yaml: {exc}") from exc
     studies, claims = registry.get("studies") or {}, registry.get("experiments") or {}
     known = list(dict.fromkeys([*studies, *(s for row in rows for s in studies_of(row).values())]))
-    wanted = [a for a in args if not a.startswith("-")] or known
+    wanted = names or known
     for study in wanted:
         if study not in known:
             close = difflib.get_close_matches(study, known, n=1)
@@ -130,9 +116,18 @@ def main(*args: str) -> None:
     for study in wanted:
         info = studies.get(study) or {}
         title = (f": {info['title']}" if "title" in info else "") + (f" ({info['report']})" if "report" in info else "")
-        table = study_table(rows, revisions, study, claims, "--all" in args, "--all-params" in args)
-        print(f"## {study}{title}\n\n{table}\n")
+        print(f"## {study}{title}\n\n{study_table(rows, revisions, study, claims, all_rows, all_params)}\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    command = cli.parser(main)
+    command.add_argument("names", nargs="*", metavar="STUDY", help="studies to show (default: all)")
+    command.add_argument("--all", dest="all_rows", action="store_true", help="every row, repeated results included")
+    command.add_argument(
+        "--all-params", action="store_true", help="every setting of the run, not only those that differ"
+    )
+    return command
 
 
 if __name__ == "__main__":
-    run(main, sys.argv[1:])
+    cli.run(main, parser())

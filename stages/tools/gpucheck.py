@@ -12,15 +12,14 @@ nothing about a GPU).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 import numpy as np
 
+from stages.core import cli
 from stages.core.errors import ConfigError
 from stages.core.files import write_json, write_text
 from stages.core.paths import REPORTS
-from stages.sources.synthetic import pet_scene, shape_dataset
 
 
 def timed_fit(model, x, y, x_test, y_test, epochs: int, batch: int) -> dict:
@@ -54,43 +53,41 @@ def check(name: str, model, data: tuple, epochs: int, batch: int, jit: bool) -> 
 
 
 def pets_data(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from stages.sources.synthetic import pet_scene  # OpenCV: after the command's environment (stages/core/cli.py)
+
     rng = np.random.default_rng(seed)
     scenes = [pet_scene(rng, size, size, dog=bool(i % 2)) for i in range(n)]
     masks = np.stack([s[1] for s in scenes]).astype("int64") - 1  # trimap 1 pet, 2 background, 3 border -> 0..2
     return np.stack([s[0] for s in scenes]).astype("float32"), masks
 
 
-def main(*options: str) -> None:
+def main(epochs: int = 4, images: int = 20_000, allow_cpu: bool = False) -> None:
     """Train two models briefly on the GPU and write reports/gpu_check.json and .md."""
-    parser = argparse.ArgumentParser(prog="python -m stages.tools.gpucheck")
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--images", type=int, default=20_000, help="generated CIFAR-size training images")
-    parser.add_argument("--allow-cpu", action="store_true", help="run without a GPU (to try the script)")
-    args = parser.parse_args(options)
     import keras
     import tensorflow as tf
 
     from stages.models import build
+    from stages.sources.synthetic import shape_dataset
     from stages.training.hardware import gpu_capability, precision_policy
 
     gpus = tf.config.list_physical_devices("GPU")
-    if not gpus and not args.allow_cpu:
+    if not gpus and not allow_cpu:
         raise ConfigError("no GPU visible to TensorFlow: nothing to check (--allow-cpu tries the script on a CPU)")
     policy = precision_policy("auto", gpu_capability(), cpu_bf16=False)
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(0)
     jit = bool(gpus)  # XLA fuses the small ops of both nets on a GPU; on a CPU it only adds compile time
-    per_class = max(1, args.images // 10)
+    per_class = max(1, images // 10)
     x, y = shape_dataset(per_class, 10, 32, 3, seed=0)
     test = shape_dataset(max(1, per_class // 5), 10, 32, 3, seed=1)
     cifar = build("airbench", (32, 32, 3), 10, widths=(64, 256, 256))
-    results = [check("airbench 64/256/256", cifar, (x.astype("float32"), y, *test), args.epochs, 512, jit)]
-    n_pets = max(2, args.images // 20)
+    results = [check("airbench 64/256/256", cifar, (x.astype("float32"), y, *test), epochs, 512, jit)]
+    n_pets = max(2, images // 20)
     unet = build("pets_unet", (96, 96, 3), 3, batch_norm=True)
     pets = (*pets_data(n_pets, 96, 2), *pets_data(max(2, n_pets // 5), 96, 3))
-    results.append(check("pets_unet, batch norm (model 3)", unet, pets, args.epochs, 32, jit))
+    results.append(check("pets_unet, batch norm (model 3)", unet, pets, epochs, 32, jit))
     device = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus else "CPU"
-    report = {"device": device, "policy": policy, "xla": jit, "epochs": args.epochs, "models": results}
+    report = {"device": device, "policy": policy, "xla": jit, "epochs": epochs, "models": results}
     write_json(REPORTS / "gpu_check.json", report)
     lines = [
         f"# GPU check: {device}, {policy}, XLA {'on' if jit else 'off'}",
@@ -105,7 +102,13 @@ def main(*options: str) -> None:
     print("\n".join(lines))
 
 
-if __name__ == "__main__":
-    from stages.core.cli import run
+def parser() -> argparse.ArgumentParser:
+    command = cli.parser(main)
+    command.add_argument("--epochs", type=int, default=4, metavar="N", help="epochs per model (default 4)")
+    command.add_argument("--images", type=int, default=20_000, metavar="N", help="generated CIFAR-size training images")
+    command.add_argument("--allow-cpu", action="store_true", help="run without a GPU (to try the script)")
+    return command
 
-    run(main, sys.argv[1:])
+
+if __name__ == "__main__":
+    cli.run(main, parser())

@@ -24,14 +24,13 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from stages.core import cli
 from stages.core.errors import DataError, PipelineError
 from stages.core.files import atomic_path
 from stages.core.paths import MODELS
 from stages.inference.model_file import load_model_file
-from stages.sources.readers.images import MAX_FILE_BYTES, read_image_files
 
 #: Images per ``model.predict`` call (one call per image costs ~0.15 s each on a CPU).
 BATCH = 64
@@ -43,6 +42,14 @@ class OptionError(PipelineError):
     """A command-line option is out of range."""
 
 
+def _file_limit(max_bytes: int | None) -> int:
+    """``max_bytes``, or the image reader's own limit (imported here, not at the top: it loads OpenCV, which
+    reads its pixel limit from the environment the command sets first, stages/core/cli.py)."""
+    from stages.sources.readers.images import MAX_FILE_BYTES
+
+    return MAX_FILE_BYTES if max_bytes is None else max_bytes
+
+
 def predict_mask(model, image: np.ndarray) -> np.ndarray:
     """RGB uint8 (H, W, 3) -> class ids (H, W) uint8 at the image's own size."""
     return predict_masks(model, [image])[0]
@@ -50,6 +57,8 @@ def predict_mask(model, image: np.ndarray) -> np.ndarray:
 
 def predict_masks(model, images: list[np.ndarray]) -> list[np.ndarray]:
     """RGB uint8 images of any sizes -> class ids (H, W) uint8 each, with one ``model.predict`` call."""
+    import cv2
+
     h, w = model.input_shape[1:3]
     small = np.stack([cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA) for img in images])
     probs = model.predict(small.astype(np.float32), batch_size=len(images), verbose=0)
@@ -73,8 +82,9 @@ _KINDS = {
 }
 
 
-def check_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> str | None:
+def check_file(path: Path, max_bytes: int | None = None) -> str | None:
     """Why ``path`` cannot be an image file, or None; only ``os.stat``, nothing is opened."""
+    max_bytes = _file_limit(max_bytes)
     try:
         info = os.stat(path)
     except OSError as exc:
@@ -104,8 +114,9 @@ def _walk(folder: Path, max_bytes: int) -> list[tuple[Path, str | None]]:
     return sorted(found, key=lambda entry: entry[0])
 
 
-def image_files(inputs: list[str], max_bytes: int = MAX_FILE_BYTES) -> list[tuple[Path, str | None]]:
+def image_files(inputs: list[str], max_bytes: int | None = None) -> list[tuple[Path, str | None]]:
     """Each file named or found in a named folder, with why it is left out (None: it is read)."""
+    max_bytes = _file_limit(max_bytes)
     entries: list[tuple[Path, str | None]] = []
     for item in map(Path, inputs):
         if os.path.isdir(item):  # os.stat: a FIFO is not opened; an unreadable path is just not a folder
@@ -164,7 +175,7 @@ def predict_files(
     *,
     top_k: int = 3,
     out: Path = Path("predictions"),
-    max_bytes: int = MAX_FILE_BYTES,
+    max_bytes: int | None = None,
     batch: int = BATCH,
 ) -> int:
     """:func:`predict` with a loaded ``model``: one ``model.predict`` per ``batch`` images; returns
@@ -202,6 +213,8 @@ def _fail(rows: list[list[str]], i: int, error: str) -> None:
 
 def _classify(model, classes: list[str] | None, chunk: list[tuple[int, Path]], top_k: int, rows: list) -> None:
     """Decode ``chunk`` (index, path) at the model's input size and fill its rows from one prediction."""
+    from stages.sources.readers.images import read_image_files
+
     h, w, channels = model.input_shape[1:4]
     color = "gray" if channels == 1 else "rgb"
     x, ok, skipped = read_image_files([str(p) for _, p in chunk], (h, w), color=color)
@@ -223,6 +236,8 @@ def _segmentation_batches(
     entries: list[tuple[Path, str | None]], todo: list[int], batch: int, rows: list
 ) -> Iterator[list[tuple[int, np.ndarray]]]:
     """Decoded (index, RGB image) groups of at most ``batch`` images and about ``_BATCH_PIXELS`` pixels."""
+    from stages.sources.readers.images import read_image_files
+
     chunk: list[tuple[int, np.ndarray]] = []
     pixels = 0
     for i in todo:
@@ -241,6 +256,8 @@ def _segmentation_batches(
 
 
 def _segment(model, chunk: list[tuple[int, Path, np.ndarray]], names: dict[int, str], out: Path, rows: list) -> None:
+    import cv2
+
     for (i, path, rgb), mask in zip(chunk, predict_masks(model, [img for _, _, img in chunk])):
         target = out / names[i]
         with atomic_path(target) as tmp:
@@ -250,26 +267,21 @@ def _segment(model, chunk: list[tuple[int, Path, np.ndarray]], names: dict[int, 
         rows[i] = [str(path), str(target), ""]
 
 
-def main(experiment: str, *options: str) -> None:
-    """``python -m stages.tools.predict <experiment> <image or folder>... [--top-k K] [--out DIR]``: the top K
-    classes (default 3) per image into DIR/predictions.csv, or a mask overlay per image into DIR (default
-    predictions/)."""
-    paragraphs = (__doc__ or "").split("\n\n")  # description, usage example, details
-    parser = argparse.ArgumentParser(
-        prog=f"python -m stages.tools.predict {experiment}",
-        description=paragraphs[0].rstrip(":") + ".",
-        epilog="\n\n".join(paragraphs[2:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("inputs", nargs="+", help="image files or folders")
-    parser.add_argument("--top-k", type=int, default=3, help="classes listed per image (default 3)")
-    parser.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default predictions)")
-    args = parser.parse_args(options)
-    failed = predict(experiment, args.inputs, args.top_k, args.out)
+def main(experiment: str, inputs: list[str], top_k: int = 3, out: Path = Path("predictions")) -> None:
+    failed = predict(experiment, inputs, top_k, out)
     sys.exit(1 if failed else 0)
 
 
-if __name__ == "__main__":
-    from stages.core.cli import run
+def parser() -> argparse.ArgumentParser:
+    command = cli.parser(main)
+    command.add_argument("experiment", help="a trained experiment of params.yaml (models/<experiment>/)")
+    command.add_argument("inputs", nargs="+", help="image files or folders")
+    command.add_argument("--top-k", type=int, default=3, metavar="K", help="classes listed per image (default 3)")
+    command.add_argument(
+        "--out", type=Path, default=Path("predictions"), metavar="DIR", help="output folder (default predictions)"
+    )
+    return command
 
-    run(main, sys.argv[1:])
+
+if __name__ == "__main__":
+    cli.run(main, parser())

@@ -13,18 +13,18 @@ a record for outputs that DVC says are out of date, or for generated sample data
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
-from stages.core import config
+from stages.core import cli, config
 from stages.core.errors import ConfigError, DataError
 from stages.core.files import sha256, write_json
 from stages.core.live import read_live_metric
@@ -205,7 +205,12 @@ def main(experiment: str, record: str = "") -> None:
     print(f"record: {out}")
 
 
-if __name__ == "__main__":
-    from stages.core.cli import run
+def parser() -> argparse.ArgumentParser:
+    command = cli.parser(main)
+    command.add_argument("experiment", help="an experiment of params.yaml, trained on real data in this checkout")
+    command.add_argument("record", nargs="?", default="", help="the record's name (default: the experiment's)")
+    return command
 
-    run(main, sys.argv[1:])
+
+if __name__ == "__main__":
+    cli.run(main, parser())

@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
-import sys
 
+from stages.core import cli
 from stages.core.errors import ConfigError, PipelineError
 
 
@@ -46,35 +46,49 @@ def dvc(*args: str, env: dict[str, str] | None = None) -> None:
         raise PipelineError(f"dvc {' '.join(args)} failed (exit {done.returncode})")
 
 
-def main(index: str, count: str, name: str, *options: str) -> None:
+def main(
+    index: int,
+    count: int,
+    name: str,
+    set_param: list[str],
+    target: list[str],
+    remote: str = "origin",
+    no_push: bool = False,
+    threads: int | None = None,
+) -> None:
     """Run machine <index> of <count>'s runs of the sweep, named <name>-<run>, then push them."""
-    parser = argparse.ArgumentParser(prog=f"python -m stages.tools.shard {index} {count} {name}")
-    parser.add_argument("-S", "--set-param", action="append", default=[], help="as dvc exp run -S (sweeps too)")
-    parser.add_argument("--target", action="append", default=[], help="stages to run (default: all)")
-    parser.add_argument("--remote", default="origin", help="Git remote to push to (default origin)")
-    parser.add_argument("--no-push", action="store_true", help="keep the experiments here")
-    parser.add_argument("--threads", type=int, help="TensorFlow threads per run (several shards on one host)")
-    args = parser.parse_args(options)
-    if not (index.isdigit() and count.isdigit()):
-        raise ConfigError(f"shard index and count must be whole numbers, got {index!r} and {count!r}")
-    mine = shard(sweep_runs(args.set_param), int(index), int(count))
+    mine = shard(sweep_runs(set_param), index, count)
     env = dict(os.environ)
-    if args.threads:
-        threads = str(args.threads)
-        env.update(TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS=threads)
+    if threads:
+        env.update(TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS=str(threads))
     names = []
     for i, sets in mine:
         names.append(f"{name}-{i}")
         print(f"shard {index}/{count}: {names[-1]}: {' '.join(sets) or '(no change)'}", flush=True)
-        dvc("exp", "run", "-n", names[-1], *[a for s in sets for a in ("-S", s)], *args.target, env=env)
-        if not args.no_push:  # this run's outputs, now in the workspace, to the DVC remote
-            dvc("push", *(["--with-deps", *args.target] if args.target else []))
-    if names and not args.no_push:  # the experiments' Git refs (their data went up run by run)
-        dvc("exp", "push", "--no-cache", args.remote, *names)
+        dvc("exp", "run", "-n", names[-1], *[a for s in sets for a in ("-S", s)], *target, env=env)
+        if not no_push:  # this run's outputs, now in the workspace, to the DVC remote
+            dvc("push", *(["--with-deps", *target] if target else []))
+    if names and not no_push:  # the experiments' Git refs (their data went up run by run)
+        dvc("exp", "push", "--no-cache", remote, *names)
     print(f"shard {index}/{count}: {len(names)} run(s): {', '.join(names) or 'none'}")
 
 
-if __name__ == "__main__":
-    from stages.core.cli import run
+def parser() -> argparse.ArgumentParser:
+    command = cli.parser(main)
+    command.add_argument("index", type=int, help="this machine's number, 0 .. count-1")
+    command.add_argument("count", type=int, help="the number of machines")
+    command.add_argument("name", help="the experiments' name prefix: <name>-<run>")
+    command.add_argument(
+        "-S", "--set-param", action="append", default=[], metavar="KEY=VALUE", help="as dvc exp run -S (sweeps too)"
+    )
+    command.add_argument("--target", action="append", default=[], metavar="STAGE", help="stages to run (default: all)")
+    command.add_argument("--remote", default="origin", help="Git remote to push to (default origin)")
+    command.add_argument("--no-push", action="store_true", help="keep the experiments here")
+    command.add_argument(
+        "--threads", type=int, metavar="N", help="TensorFlow threads per run (several shards on one host)"
+    )
+    return command
 
-    run(main, sys.argv[1:])
+
+if __name__ == "__main__":
+    cli.run(main, parser())

@@ -12,14 +12,15 @@ also writes the same runs as TensorBoard HParams logs (``tensorboard --logdir DI
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from stages.core import cli
 from stages.core.errors import PipelineError
 from stages.core.files import write_text
 from stages.core.paths import REPORTS
@@ -118,13 +119,7 @@ def write_tensorboard(df: pd.DataFrame, logdir: Path) -> None:
         writer.close()
 
 
-def main(experiment: str, *options: str) -> None:
-    """``python -m stages.tools.sweep <experiment> [--tensorboard DIR]``: also write TensorBoard HParams logs to DIR."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog=f"python -m stages.tools.sweep {experiment}")
-    parser.add_argument("--tensorboard", type=Path, metavar="DIR", help="also write TensorBoard HParams logs")
-    args = parser.parse_args(options)
+def main(experiment: str, tensorboard: Path | None = None) -> None:
     df = sweep_table(exp_rows(), experiment)
     if df.empty:
         raise PipelineError(f"no DVC experiment has metrics for experiments.{experiment}: run the sweep first")
@@ -132,12 +127,17 @@ def main(experiment: str, *options: str) -> None:
     write_text(OUT / f"{experiment}.md", f"# Sweep of `{experiment}`: {len(df)} runs, best first\n\n{table}\n")
     if len(df) > 1:
         parallel_coordinates(df, f"{experiment}: {len(df)} runs", OUT / f"{experiment}.png")
-    if args.tensorboard:
-        write_tensorboard(df, args.tensorboard / experiment)
+    if tensorboard:
+        write_tensorboard(df, tensorboard / experiment)
     print(table)
 
 
-if __name__ == "__main__":
-    from stages.core.cli import run
+def parser() -> argparse.ArgumentParser:
+    command = cli.parser(main)
+    command.add_argument("experiment", help="the experiment of params.yaml the sweep varied")
+    command.add_argument("--tensorboard", type=Path, metavar="DIR", help="also write TensorBoard HParams logs to DIR")
+    return command
 
-    run(main, sys.argv[1:])
+
+if __name__ == "__main__":
+    cli.run(main, parser())

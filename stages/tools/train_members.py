@@ -14,6 +14,7 @@ small models like the gray28 one beats one process using every core.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
-from stages.core import config
+from stages.core import cli, config
 from stages.core.errors import PipelineError
 
 LOGS = Path(".dvc/tmp")  # each worker's output, next to DVC's own logs (git-ignored)
@@ -74,13 +75,7 @@ def dvc_status(stages: list[str]) -> dict:
     return json.loads(done.stdout or "{}")
 
 
-def main(ensemble: str, *options: str) -> None:
-    """``python -m stages.tools.train_members <ensemble> [-j N]``: train up to N members at once (default 2)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog=f"python -m stages.tools.train_members {ensemble}")
-    parser.add_argument("-j", "--jobs", type=int, default=2, help="members trained at once (default 2)")
-    args = parser.parse_args(options)
+def main(ensemble: str, jobs: int = 2) -> None:
     params = config.load()
     spec = config.lookup(params.ensembles, ensemble, "ensemble")
     seeds = params.seeds(ensemble)
@@ -89,7 +84,7 @@ def main(ensemble: str, *options: str) -> None:
     if not todo:
         print(f"members of {ensemble}: all {len(seeds)} up to date")
         return
-    jobs, gpus, cores = max(1, min(args.jobs, len(todo))), gpu_count(), os.cpu_count() or 1
+    jobs, gpus, cores = max(1, min(jobs, len(todo))), gpu_count(), os.cpu_count() or 1
     print(f"members of {ensemble}: training seeds {todo}, {jobs} at a time ({gpus} GPUs, {cores} cores)")
     LOGS.mkdir(parents=True, exist_ok=True)
     start, queue = time.perf_counter(), list(todo)
@@ -122,7 +117,12 @@ def main(ensemble: str, *options: str) -> None:
         raise PipelineError(f"members of {ensemble}: seeds {failed} failed (see {logs})")
 
 
-if __name__ == "__main__":
-    from stages.core.cli import run
+def parser() -> argparse.ArgumentParser:
+    command = cli.parser(main)
+    command.add_argument("ensemble", help="an ensemble of params.yaml (ensembles.<name>)")
+    command.add_argument("-j", "--jobs", type=int, default=2, metavar="N", help="members trained at once (default 2)")
+    return command
 
-    run(main, sys.argv[1:])
+
+if __name__ == "__main__":
+    cli.run(main, parser())

@@ -13,8 +13,8 @@ Hostile or broken files never crash a folder read: a zero-byte file, a truncated
 ``Thumbs.db``, or a PNG whose header claims 100000x100000 pixels each end in ``skipped`` with a
 one-line reason. OpenCV itself refuses what it cannot decode (``imdecode`` returns None) and checks
 the size in a header against ``OPENCV_IO_MAX_IMAGE_PIXELS`` *before* it allocates anything. OpenCV
-reads that variable once, when the library loads: ``stages/__init__.py`` (and this module) set it
-before the first ``import cv2``, and decoding refuses to start if OpenCV was loaded without it
+reads that variable once, when the library loads: every command (``stages/core/cli.py``) and this module
+set it before the first ``import cv2``, and decoding refuses to start if OpenCV was loaded without it
 (:func:`_require_pixel_limit`). A JPEG's header is read here too: it is decoded at reduced scale
 when that still covers the target size, and OpenCV checks only the reduced size.
 
@@ -171,8 +171,8 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 def _require_pixel_limit() -> None:
     """Raise RuntimeError unless OpenCV refuses an image just over :data:`MAX_IMAGE_PIXELS`.
 
-    OpenCV reads ``OPENCV_IO_MAX_IMAGE_PIXELS`` when it loads: a cv2 imported before any ``stages``
-    module keeps its own default (2**30 pixels), and decoding would allocate up to that.  The probe
+    OpenCV reads ``OPENCV_IO_MAX_IMAGE_PIXELS`` when it loads: a cv2 imported before this module (or a
+    command's environment) keeps its own default (2**30 pixels), and decoding would allocate up to that.  The probe
     is a PNG without image data, claiming just over the limit: refused at once where the limit
     holds, and a failed decode of its first row where it does not.
     """
@@ -194,7 +194,7 @@ def _require_pixel_limit() -> None:
     if not _limit_in_effect:
         raise RuntimeError(
             f"OpenCV does not refuse images over {MAX_IMAGE_PIXELS} pixels: cv2 was loaded before "
-            "OPENCV_IO_MAX_IMAGE_PIXELS was set; import stages (or set the variable) before cv2"
+            "OPENCV_IO_MAX_IMAGE_PIXELS was set; import this module (or set the variable) before cv2"
         )
 
 
