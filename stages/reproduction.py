@@ -46,7 +46,7 @@ def data_label(record: dict) -> str:
 def budget_label(record: dict) -> str:
     epochs = record["epochs"]
     run = f"{epochs['run']} of {epochs['recipe']} epochs" if epochs["run"] != epochs["recipe"] else "all epochs"
-    return f"{record['budget']} ({run}, {record['train_seconds'] / 60:.0f} min)"
+    return f"{record['budget']} ({run}, {duration(record['train_seconds'])})"
 
 
 def cost_label(record: dict) -> str:

@@ -181,8 +181,8 @@ def test_curves_show_each_records_held_out_accuracy_per_epoch():
         },
     }
     text = "\n".join(reproduction.curves(records))
-    assert "| short | partial (2 of 10 epochs, 1 min) | validation | 50.0, 62.5 |" in text
-    assert "| no-val | partial (2 of 10 epochs, 1 min) | test | 40.0, 90.0 |" in text
+    assert "| short | partial (2 of 10 epochs, 60 s) | validation | 50.0, 62.5 |" in text
+    assert "| no-val | partial (2 of 10 epochs, 60 s) | test | 40.0, 90.0 |" in text
     assert "| validation | every 2 epochs: 2.0, 4.0," in text and text.endswith("40.0 |\n")
     records["long"]["curve"]["eval_accuracy"].append(0.41)  # 41 epochs, every 3rd: counted back from the last
     assert "| validation | every 3 epochs: 2.0, 5.0," in "\n".join(reproduction.curves(records))
