@@ -179,6 +179,12 @@ def curves(params: config.Params, study: str, metric: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def time_to_accuracy_points(speed: pd.DataFrame) -> pd.DataFrame:
+    """The data of DVC's time-to-accuracy chart: test accuracy against training seconds, a series per experiment."""
+    seconds = (speed["elapsed_minutes"] * 60).round(1)
+    return pd.DataFrame({"seconds": seconds, "test_accuracy": speed["test_accuracy"], "series": speed["experiment"]})
+
+
 def write_plot_data(params: config.Params, df: pd.DataFrame, speed: pd.DataFrame) -> None:
     """The CSVs behind dvc.yaml's top-level plots: per study, accuracy and loss by epoch; test accuracy
     against training seconds for the `track_test` experiments; reproduced against claimed accuracy."""
@@ -190,11 +196,7 @@ def write_plot_data(params: config.Params, df: pd.DataFrame, speed: pd.DataFrame
                 if not study_curves.empty:
                     study_curves.to_csv(tmp / f"{study}.csv", index=False)
     if not speed.empty:
-        seconds = (speed["elapsed_minutes"] * 60).round(1)
-        table = pd.DataFrame(
-            {"seconds": seconds, "test_accuracy": speed["test_accuracy"], "series": speed["experiment"]}
-        )
-        write_text(PLOTS / "time_to_accuracy.csv", table.to_csv(index=False))
+        write_text(PLOTS / "time_to_accuracy.csv", time_to_accuracy_points(speed).to_csv(index=False))
     if not df.empty:
         write_text(PLOTS / "accuracy_vs_claimed.csv", accuracy_vs_claimed(df).to_csv(index=False))
 

@@ -357,7 +357,7 @@ def test_single_device_strategy_without_gpus_or_tf_config(monkeypatch):
     assert not isinstance(strategy, tf.distribute.MirroredStrategy)
 
 
-def test_time_to_accuracy_table_and_figure_from_dvclive_logs(tmp_path):
+def test_time_to_accuracy_table_and_chart_data_from_dvclive_logs(tmp_path):
     from stages import report
     from stages.core import config
     from tests.conftest import REPO
@@ -374,8 +374,9 @@ def test_time_to_accuracy_table_and_figure_from_dvclive_logs(tmp_path):
         [fast, 1, 1.0, 0.5],
         [fast, 2, 2.5, 0.875],
     ]
-    report.time_to_accuracy_figure(df, params, config.load_studies(params, REPO / "studies.yaml"), tmp_path / "tta.png")
-    assert (tmp_path / "tta.png").read_bytes()[:4] == b"\x89PNG"
+    # what DVC's time-to-accuracy chart draws (reports/plots/time_to_accuracy.csv, the series template)
+    points = report.time_to_accuracy_points(df)
+    assert points.values.tolist() == [[60.0, 0.5, fast], [150.0, 0.875, fast]]
 
 
 def test_fine_tune_phase_unfreezes_the_base_and_continues_the_logs(tmp_path):
