@@ -251,11 +251,16 @@ def duration(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
 
 
+def full_epochs(params: config.Params, experiment: str) -> int:
+    """The experiment's epochs in the full profile: its recipe, with that profile's override and cap."""
+    return config.merge_experiment(params.model_copy(update={"profile": "full"}), experiment)["epochs"]
+
+
 def expected_time(params: config.Params, records: dict[str, dict], bench: dict, experiment: str) -> tuple[str, str]:
     """An experiment's expected training time at its full-profile epochs, and what the figure comes from: its
     own record (seconds per epoch, on the record's training images; the record named after the experiment
     first), else the bench's throughput for it times the training images a record of its dataset counted."""
-    epochs = config.run_settings(params.model_copy(update={"profile": "full"}), experiment)["epochs"]
+    epochs = full_epochs(params, experiment)
     dataset = params.experiments[experiment].dataset
     own = sorted(
         (r for r in records.values() if r["experiment"] == experiment), key=lambda r: r is not records.get(experiment)
@@ -288,7 +293,7 @@ def time_table(params: config.Params, records: dict[str, dict], bench: dict) -> 
     ]
     for name, exp in params.experiments.items():
         expected, source = expected_time(params, records, bench, name)
-        epochs = config.run_settings(params.model_copy(update={"profile": "full"}), name)["epochs"]
+        epochs = full_epochs(params, name)
         out.append(f"| {exp.study} | {name} | {epochs} | {expected} | {source} |")
     return [*out, ""]
 

@@ -519,7 +519,7 @@ def _capped(value: int, cap: int | None) -> int:
     return min(value, cap) if cap else value
 
 
-def run_settings(params: Params, name: str, *, seed: int | None = None) -> dict[str, Any]:
+def merge_experiment(params: Params, name: str, *, seed: int | None = None) -> dict[str, Any]:
     """The settings experiment ``name`` runs with under the active profile: study defaults, the experiment,
     its override for the profile and the profile's caps merged, in this one place. Unchecked: the
     training package's ``resolve`` validates them into its ``Run`` (model arguments need the registry)."""

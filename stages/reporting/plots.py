@@ -1,4 +1,4 @@
-"""The figures DVC cannot draw (matplotlib, written atomically): test-image panels and the report's comparisons."""
+"""The figures DVC cannot draw (matplotlib, written atomically): test-image panels, the reproduction figure."""
 
 from __future__ import annotations
 

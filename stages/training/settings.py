@@ -103,7 +103,7 @@ def model_parameters(model: str, study: str) -> list[str]:
 def resolve(params: config.Params, name: str, *, seed: int | None = None) -> Run:
     """Experiment ``name`` as a run under the active profile uses it (``seed``: another run of it, an
     ensemble member); ConfigError in one line naming params.yaml and the key that set a refused value."""
-    settings = config.run_settings(params, name, seed=seed)
+    settings = config.merge_experiment(params, name, seed=seed)
     try:
         return Run.model_validate(settings)
     except ValidationError as exc:

@@ -41,14 +41,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-# Must come before the first ``import cv2`` of the process (OpenCV reads it at load time).
-os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(2**28))
+from stages.core.cli import ENVIRONMENT_DEFAULTS, progress_bar
+
+# The commands' default limit, for callers that are not a command: it must come before the first
+# ``import cv2`` of the process (OpenCV reads it at load time).
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", ENVIRONMENT_DEFAULTS["OPENCV_IO_MAX_IMAGE_PIXELS"])
 
 import cv2
 import numpy as np
 
-from stages.core.cli import progress_bar
 from stages.core.errors import DataError
+
+DEFAULT_PIXEL_LIMIT = int(ENVIRONMENT_DEFAULTS["OPENCV_IO_MAX_IMAGE_PIXELS"])  # where the variable is unusable
 
 __all__ = [
     "DECODE_BUDGET",
@@ -76,8 +80,8 @@ def _pixel_limit() -> int:
     try:
         value = int(os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"])
     except (KeyError, ValueError):
-        return 2**28
-    return value if value > 0 else 2**28
+        return DEFAULT_PIXEL_LIMIT
+    return value if value > 0 else DEFAULT_PIXEL_LIMIT
 
 
 #: Largest width*height accepted (same value OpenCV was told, unless the user set it otherwise).
