@@ -326,6 +326,30 @@ def test_cpu_native_bf16_detection_matches_proc_cpuinfo():
     assert cpu_has_native_bf16() == bool({"amx_bf16", "avx512_bf16"} & flags)
 
 
+AMX_FLAGS = frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
+
+
+@pytest.mark.parametrize(
+    ("flags", "environ", "kind"),
+    [
+        (AMX_FLAGS, {}, "amx"),
+        (AMX_FLAGS, {"ONEDNN_MAX_CPU_ISA": "ALL"}, "amx"),
+        (AMX_FLAGS, {"ONEDNN_MAX_CPU_ISA": "AVX2"}, "avx2"),  # oneDNN's AVX2 kernels: another kind's numbers
+        (AMX_FLAGS, {"ONEDNN_MAX_CPU_ISA": "avx512_core_bf16"}, "avx512_bf16"),
+        (AMX_FLAGS, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"}, "avx512"),
+        (frozenset({"avx2"}), {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}, "avx2"),  # a cap raises nothing
+        (AMX_FLAGS, {"TF_ENABLE_ONEDNN_OPTS": "0"}, "eigen"),  # TensorFlow's own kernels
+        (frozenset(), {}, "other"),
+    ],
+)
+def test_the_machine_kind_is_the_kernels_onednn_runs(flags, environ, kind):
+    """reports/machine.json's isa decides whether a fresh run must match the committed metrics exactly:
+    a user who caps or turns off oneDNN runs another kind's kernels."""
+    from stages.core.machine import kernel_kind
+
+    assert kernel_kind(flags, environ) == kind
+
+
 def test_experiment_mixed_precision_overrides_the_accelerator_setting(tmp_path):
     make_project(
         tmp_path,
