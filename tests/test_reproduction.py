@@ -13,7 +13,7 @@ import yaml
 
 from stages import reproduction
 from stages.core import config
-from stages.core.errors import DataError
+from stages.core.errors import ConfigError, DataError
 from stages.tools import record
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +33,9 @@ def test_committed_table_is_the_one_the_records_give():
     params = config.load(REPO / "params.yaml")
     studies = config.load_studies(params, REPO / "studies.yaml")
     records = reproduction.load_records(REPO / "reports" / "reproduction")
-    text = reproduction.markdown(params, studies, records, reproduction.experiment_rows(params, studies, records))
+    ensembles = reproduction.load_ensemble_records(REPO / "reports" / "reproduction")
+    rows = reproduction.experiment_rows(params, studies, records)
+    text = reproduction.markdown(params, studies, records, rows, ensembles)
     assert text == (REPO / "reports" / "reproduction.md").read_text()
     for name in params.experiments:  # every experiment has a row
         assert f"\n| {name} |" in text
@@ -125,6 +127,84 @@ def test_a_record_names_the_model_hash_and_the_dvc_experiment_that_made_it(real_
         DataError, match=r"dvc.lock: no hash for models/objects8_cnn; run `dvc repro train@objects8_cnn`"
     ):
         record.build_record(config.load(), "objects8_cnn")
+
+
+def ensemble_run(seeds_accuracy: dict[int, float]) -> None:
+    """What `dvc exp run -S profile=full ensemble@gray28_tuned` leaves on real data: each member's model
+    folder (its summary), the vote's metrics and the members' hashes in dvc.lock."""
+    files = {
+        "data/raw/fashion_mnist/provenance.json": {"origin": "local copy /fm", "official": True, "sha256": {"a": "ef"}},
+        "data/prepared/gray28/meta.json": {"counts": {"train": 9, "val": 1, "test": 4}, "classes": list("0123456789")},
+        "reports/ensembles/gray28_tuned/metrics.json": {
+            "experiment": "gray28_tuned",
+            "members": len(seeds_accuracy),
+            "ensemble_accuracy": 0.95,
+            "best_member_accuracy": max(seeds_accuracy.values()),
+            "mean_member_accuracy": sum(seeds_accuracy.values()) / len(seeds_accuracy),
+            "member_accuracy": {str(s): a for s, a in seeds_accuracy.items()},
+            "test_images": 4,
+        },
+        "dvc.lock": {
+            "stages": {
+                f"train_member@gray28_tuned-{s}": {
+                    "outs": [{"path": f"models/ensembles/gray28_tuned/seed{s}", "md5": f"{s:02d}" * 16 + ".dir"}]
+                }
+                for s in seeds_accuracy
+            }
+        },
+    }
+    for seed in seeds_accuracy:
+        files[f"models/ensembles/gray28_tuned/seed{seed}/summary.json"] = {"epochs_run": 40, "train_seconds": 600.0}
+    for path, content in files.items():
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(content))
+
+
+def test_an_ensemble_record_names_every_member_and_the_vote_and_the_table_sets_it_against_the_study(real_run):
+    params = config.load()
+    params.experiments["gray28_tuned"].epochs = 40
+    ensemble_run({1: 0.94, 2: 0.93, 3: 0.945})
+    r = record.build_ensemble_record(params, "gray28_tuned")
+    assert [(m["seed"], m["test_accuracy"], m["epochs_run"]) for m in r["members"]] == [
+        (1, 0.94, 40),
+        (2, 0.93, 40),
+        (3, 0.945, 40),
+    ]
+    assert r["members"][1]["model"] == {"path": "models/ensembles/gray28_tuned/seed2", "md5": "02" * 16 + ".dir"}
+    assert r["train_seconds"] == 1800.0 and r["metrics"]["ensemble_accuracy"] == 0.95
+    assert r["budget"] == "full recipe" and r["data"]["official_release"] is True
+    assert r["dvc_experiment"] is None  # `dvc repro`; an experiment holding all three members is named:
+    commit = commit_as_experiment("full-ensemble")
+    assert record.build_ensemble_record(params, "gray28_tuned")["dvc_experiment"]["commit"] == commit
+
+    studies = config.load_studies(params, REPO / "studies.yaml")
+    table = "\n".join(reproduction.ensemble_table(params, studies, {"gray28_tuned": r}))
+    assert (
+        "| 95.0 % | 94.5 %, 93.8 % | seed 1: 94.0 % (40 epochs, 10 min); seed 2: 93.0 % (40 epochs, 10 min); "
+        "seed 3: 94.5 % (40 epochs, 10 min) | 30 min on " in table
+    )
+    assert (
+        "| 92.4 % | about 30 runs voted (only runs above 91 % test accuracy kept), 36 h on one GTX 1080 Ti |" in table
+    )
+    empty = "\n".join(reproduction.ensemble_table(params, studies, {}))
+    assert "| gray28_tuned | – | – | no real-data record yet |" in empty
+    with pytest.raises(ConfigError, match=r"name an experiment or --ensemble <name>, not both"):
+        record.main("gray28_tuned", ensemble="gray28_tuned")
+
+
+def test_an_ensemble_record_needs_every_members_hash_and_real_data(real_run):
+    params = config.load()
+    ensemble_run({1: 0.94, 2: 0.93, 3: 0.945})
+    lock = json.loads(Path("dvc.lock").read_text())
+    del lock["stages"]["train_member@gray28_tuned-3"]
+    Path("dvc.lock").write_text(json.dumps(lock))
+    with pytest.raises(
+        DataError, match=r"no hash for models/ensembles/gray28_tuned/seed3; run `dvc repro train_member@gray28_tuned-3`"
+    ):
+        record.build_ensemble_record(params, "gray28_tuned")
+    Path("data/raw/fashion_mnist/provenance.json").write_text(json.dumps({"origin": "generated sample data"}))
+    with pytest.raises(DataError, match="ensemble gray28_tuned: trained on generated sample data"):
+        record.build_ensemble_record(params, "gray28_tuned")
 
 
 def test_no_record_for_generated_data(real_run):

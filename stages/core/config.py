@@ -476,11 +476,17 @@ class ExperimentNotes(Strict):
         return self.kind or ("study" if self.claimed else "variant")
 
 
+class EnsembleNotes(Strict):
+    claimed: dict[str, StrictFloat] = {}  # the study's voted accuracy (ensemble_accuracy)
+    cost: str = ""  # what the study's own ensemble took: members, hours, hardware
+
+
 class Studies(Strict):
     """studies.yaml: documentation read by the report and comparison tools, never by training."""
 
     studies: dict[str, StudyInfo]
     experiments: dict[str, ExperimentNotes] = {}
+    ensembles: dict[str, EnsembleNotes] = {}
 
 
 def load_studies(params: Params, path: str | Path = STUDIES_FILE) -> Studies:
@@ -497,6 +503,8 @@ def load_studies(params: Params, path: str | Path = STUDIES_FILE) -> Studies:
         raise ConfigError(f"{path}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
     for name in studies.experiments:
         _check_config_name(name, params.experiments, f"{path}: experiments.{name}", "experiment")
+    for name in studies.ensembles:
+        _check_config_name(name, params.ensembles, f"{path}: ensembles.{name}", "ensemble")
     for name, exp in params.experiments.items():
         _check_config_name(exp.study, studies.studies, f"{PARAMS_FILE}: experiments.{name}.study", "study")
     return studies

@@ -1,4 +1,4 @@
-"""Record a real-data run: ``python -m stages.tools.record <experiment> [<record>]``.
+"""Record a real-data run: ``python -m stages.tools.record <experiment> [<record>]`` or ``--ensemble <name>``.
 
 After ``dvc repro evaluate@<experiment>`` on real data (profile ``full``, a ``sources.*.path``),
 this writes ``reports/reproduction/<record>.json`` (``<record>`` defaults to the experiment; give
@@ -6,7 +6,9 @@ another name for a second run of it, e.g. ``gray28_cnn1-5class``): the data's or
 official release or not, the commit and params it ran with, epochs run against the recipe's, the
 test metrics, training seconds, the learning curve, the machine, the DVC hash of ``models/<experiment>``
 and, for a ``dvc exp run``, the DVC experiment's name and Git ref (what ``dvc exp push`` publishes and
-``dvc get --rev <name>`` pulls: docs/models.md). Commit the file: the
+``dvc get --rev <name>`` pulls: docs/models.md). ``--ensemble <name>`` records ``ensemble@<name>``
+instead (``reports/reproduction/ensembles/<name>.json``): the vote and each member's seed, accuracy,
+epochs, training seconds, model hash and curve. Commit the file: the
 ``reproduction`` stage builds ``reports/reproduction.md`` from these records.  It refuses to write
 a record for outputs that DVC says are out of date, or for generated sample data.
 """
@@ -21,6 +23,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -31,9 +34,14 @@ from stages.core.live import read_live_metric
 from stages.core.machine import machine
 from stages.core.paths import EXPERIMENT_REPORTS, MODELS, PREPARED, RAW, RECORDS
 from stages.download import MAX_LISTED_FILES
+from stages.ensemble import ENSEMBLE_REPORTS, member_dir
+
+if TYPE_CHECKING:
+    from stages.training.settings import Run
 
 LOCAL_COPY = "local copy "  # how download's provenance.json names a source's local files
 
+ENSEMBLE_RECORDS = RECORDS / "ensembles"  # one record per ensemble@<name>: reports/reproduction/ensembles/<name>.json
 RECORD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,80}")
 
 
@@ -44,12 +52,12 @@ def git(*args: str) -> str:
         raise ConfigError(f"git {' '.join(args)} failed: {' '.join(str(e).split())}") from None
 
 
-def stale_stages(experiment: str) -> list[str]:
-    """The stages up to evaluate@<experiment> whose outputs DVC says do not match code, data or params."""
+def stale_stages(target: str) -> list[str]:
+    """The stages up to ``target`` (a stage) whose outputs DVC says do not match code, data or params."""
     from dvc.repo import Repo
 
     with Repo(".") as repo:
-        return sorted(repo.status(targets=[f"evaluate@{experiment}"], with_deps=True))
+        return sorted(repo.status(targets=[target], with_deps=True))
 
 
 def read_json(path: Path) -> dict:
@@ -111,16 +119,27 @@ def project_relative(origin: str | None) -> str | None:
     return LOCAL_COPY + ", ".join(os.path.relpath(p) if os.path.isabs(p) else p for p in paths)
 
 
-def locked_model(lock_text: str, experiment: str) -> dict | None:
-    """models/<experiment> as a dvc.lock text records it: path, md5 (DVC's hash), size and file count."""
-    stage = (yaml.safe_load(lock_text) or {}).get("stages", {}).get(f"train@{experiment}", {})
-    out = next((o for o in stage.get("outs", []) if o.get("path") == f"{MODELS.as_posix()}/{experiment}"), None)
+def locked_out(lock_text: str, stage: str, path: Path) -> dict | None:
+    """A stage's output as a dvc.lock text records it: path, md5 (DVC's hash), size and file count."""
+    outs = (yaml.safe_load(lock_text) or {}).get("stages", {}).get(stage, {}).get("outs", [])
+    out = next((o for o in outs if o.get("path") == path.as_posix()), None)
     return {key: out[key] for key in ("path", "md5", "size", "nfiles") if key in out} if out else None
 
 
-def dvc_experiment(experiment: str, model_md5: str) -> dict | None:
-    """The DVC experiment (``dvc exp run`` on this commit) whose dvc.lock holds this model, newest first;
-    None for a run made with ``dvc repro``, which has no experiment ref to publish."""
+def locked_model(lock_text: str, experiment: str) -> dict | None:
+    """models/<experiment> as train@<experiment> left it in a dvc.lock text."""
+    return locked_out(lock_text, f"train@{experiment}", MODELS / experiment)
+
+
+def locked_member(lock_text: str, ensemble: str, seed: int) -> dict | None:
+    """An ensemble member's model folder as train_member@<ensemble>-<seed> left it in a dvc.lock text."""
+    return locked_out(lock_text, f"train_member@{ensemble}-{seed}", member_dir(ensemble, seed))
+
+
+def dvc_experiment(models: dict[str, dict | None]) -> dict | None:
+    """The DVC experiment (``dvc exp run`` on this commit) whose dvc.lock holds all these models (by
+    their DVC hash; ``models`` maps a stage name to its locked output), newest first; None for a run made
+    with ``dvc repro``, which has no experiment ref to publish."""
     head = git("rev-parse", "HEAD")
     refs = git(
         "for-each-ref",
@@ -130,56 +149,74 @@ def dvc_experiment(experiment: str, model_md5: str) -> dict | None:
     )
     for line in refs.splitlines():
         commit, ref = line.split(" ", 1)
-        model = locked_model(git("show", f"{commit}:dvc.lock"), experiment)
-        if model and model.get("md5") == model_md5:
+        lock_text = git("show", f"{commit}:dvc.lock")
+        locked = {stage: locked_out(lock_text, stage, Path(out["path"])) for stage, out in models.items()}
+        if all(locked[stage] and locked[stage].get("md5") == out["md5"] for stage, out in models.items()):
             return {"name": ref.rsplit("/", 1)[-1], "ref": ref, "commit": commit}
     return None
 
 
-def model_and_experiment(experiment: str) -> tuple[dict, dict | None]:
+def lock_text() -> str:
     lock = Path("dvc.lock")
-    model = locked_model(lock.read_text(), experiment) if lock.is_file() else None
+    return lock.read_text() if lock.is_file() else ""
+
+
+def hashed(model: dict | None, path: Path, stage: str) -> dict:
+    """``model`` (a locked output), or the one-line error saying which stage to run for its hash."""
     if not model or "md5" not in model:
-        raise DataError(f"dvc.lock: no hash for {MODELS}/{experiment}; run `dvc repro train@{experiment}` first")
-    return model, dvc_experiment(experiment, model["md5"])
+        raise DataError(f"dvc.lock: no hash for {path.as_posix()}; run `dvc repro {stage}` first")
+    return model
+
+
+def data_record(params: config.Params, dataset: str, name: str) -> dict:
+    """Where a run's data came from (refusing generated sample data): origin, sha256, counts, classes."""
+    ds = params.datasets[dataset]
+    provenance = read_json(RAW / ds.source / "provenance.json")
+    if provenance.get("origin") == "generated sample data":
+        raise DataError(f"{name}: trained on generated sample data; a record is for real data (profile full)")
+    meta = read_json(PREPARED / dataset / "meta.json")
+    return {
+        "source": ds.source,
+        "dataset": dataset,
+        "origin": project_relative(provenance.get("origin")),
+        "official_release": provenance.get("official"),
+        "sha256": provenance.get("sha256") or raw_sha256(RAW / ds.source),
+        "sha256_of_listing": provenance.get("sha256_of_listing"),
+        "counts": meta["counts"],
+        "classes": meta["classes"],
+    }
+
+
+def run_record(params: config.Params, run: Run, name: str) -> dict:
+    """What every record begins with: the run's study, when, the commit and its uncommitted code, the data
+    and the params it ran with."""
+    return {
+        "study": run.study,
+        "recorded": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "commit": git("rev-parse", "HEAD"),
+        "code_changes": git("status", "--porcelain", "--", "stages", "dvc.yaml").splitlines(),
+        "data": data_record(params, run.dataset, name),
+        "params": {
+            "profile": params.profile,
+            "seed": params.seed,
+            "experiment": run.model_dump(mode="json"),
+            "dataset": params.datasets[run.dataset].model_dump(mode="json"),
+        },
+    }
 
 
 def build_record(params: config.Params, experiment: str) -> dict:
     from stages.training.settings import resolve  # the model registry: Keras, so not for --help
 
     run = resolve(params, experiment)  # what the run used: params.yaml's layers merged, the profile's caps applied
-    ds = params.datasets[run.dataset]
-    provenance = read_json(RAW / ds.source / "provenance.json")
-    if provenance.get("origin") == "generated sample data":
-        raise DataError(f"{experiment}: trained on generated sample data; a record is for real data (profile full)")
     summary = read_json(MODELS / experiment / "summary.json")
-    meta = read_json(PREPARED / run.dataset / "meta.json")
     recipe, budget = recipe_epochs(experiment), run.epochs
-    model, dvc_exp = model_and_experiment(experiment)
+    model = hashed(locked_model(lock_text(), experiment), MODELS / experiment, f"train@{experiment}")
     return {
         "experiment": experiment,
-        "study": run.study,
-        "recorded": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "commit": git("rev-parse", "HEAD"),
-        "code_changes": git("status", "--porcelain", "--", "stages", "dvc.yaml").splitlines(),
-        "dvc_experiment": dvc_exp,  # name, ref, commit: `dvc get <repo> models/<experiment> --rev <name>`
+        **run_record(params, run, experiment),
+        "dvc_experiment": dvc_experiment({f"train@{experiment}": model}),  # `dvc get ... --rev <name>`
         "model": model,
-        "data": {
-            "source": ds.source,
-            "dataset": run.dataset,
-            "origin": project_relative(provenance.get("origin")),
-            "official_release": provenance.get("official"),
-            "sha256": provenance.get("sha256") or raw_sha256(RAW / ds.source),
-            "sha256_of_listing": provenance.get("sha256_of_listing"),
-            "counts": meta["counts"],
-            "classes": meta["classes"],
-        },
-        "params": {
-            "profile": params.profile,
-            "seed": params.seed,
-            "experiment": run.model_dump(mode="json"),
-            "dataset": ds.model_dump(mode="json"),
-        },
         "epochs": {"recipe": recipe, "budget": budget, "run": summary["epochs_run"]},
         "budget": budget_kind(budget, recipe),
         "metrics": read_json(EXPERIMENT_REPORTS / experiment / "metrics.json"),
@@ -190,25 +227,73 @@ def build_record(params: config.Params, experiment: str) -> dict:
     }
 
 
-def main(experiment: str, record: str = "") -> None:
-    """Write reports/reproduction/<record>.json for the real-data run of <experiment> in this checkout."""
+def member_record(name: str, seed: int, test_accuracy: float, lock: str) -> dict:
+    """One ensemble member: its seed, test accuracy, epochs run, training seconds, model hash and curve."""
+    live = ENSEMBLE_REPORTS / name / f"seed{seed}" / "train"
+    summary = read_json(member_dir(name, seed) / "summary.json")
+    stage = f"train_member@{name}-{seed}"
+    return {
+        "seed": seed,
+        "test_accuracy": test_accuracy,
+        "epochs_run": summary["epochs_run"],
+        "train_seconds": train_seconds(live, summary),
+        "model": hashed(locked_member(lock, name, seed), member_dir(name, seed), stage),
+        "curve": curve(live),
+    }
+
+
+def build_ensemble_record(params: config.Params, name: str) -> dict:
+    """The record of ensemble@<name>'s real-data run: its vote, and each member as a record gives a run."""
+    from stages.training.settings import resolve
+
+    ens = config.lookup(params.ensembles, name, "ensemble")
+    run = resolve(params, ens.experiment)  # every member's recipe (each with its own seed)
+    common = run_record(params, run, f"ensemble {name}")  # first: it refuses generated data
+    metrics = read_json(ENSEMBLE_REPORTS / name / "metrics.json")
+    lock = lock_text()
+    members = [member_record(name, s, metrics["member_accuracy"][str(s)], lock) for s in params.seeds(name)]
+    recipe, budget = recipe_epochs(ens.experiment), run.epochs
+    return {
+        "ensemble": name,
+        "experiment": ens.experiment,
+        **common,
+        "dvc_experiment": dvc_experiment({f"train_member@{name}-{m['seed']}": m["model"] for m in members}),
+        "epochs": {"recipe": recipe, "budget": budget, "run": min(m["epochs_run"] for m in members)},
+        "budget": budget_kind(budget, recipe),
+        "metrics": metrics,
+        "train_seconds": round(sum(m["train_seconds"] for m in members), 1),
+        "members": members,
+        "machine": {**machine(), "accelerator": accelerator()},
+    }
+
+
+def main(experiment: str = "", record: str = "", ensemble: str = "") -> None:
+    """Write reports/reproduction/<record>.json for the real-data run of <experiment> in this checkout, or
+    reports/reproduction/ensembles/<ensemble>.json for its ensemble@<ensemble>."""
     params = config.load()
-    config.lookup(params.experiments, experiment, "experiment")
-    record = record or experiment
-    if not RECORD_NAME.fullmatch(record):
-        raise ConfigError(f"record name {record!r}: use letters, digits, '_', '-' and '.' only")
-    stale = stale_stages(experiment)
+    if bool(experiment) == bool(ensemble):
+        raise ConfigError("name an experiment or --ensemble <name>, not both")
+    if ensemble:
+        config.lookup(params.ensembles, ensemble, "ensemble")
+        target, out, build = f"ensemble@{ensemble}", ENSEMBLE_RECORDS / f"{ensemble}.json", build_ensemble_record
+    else:
+        config.lookup(params.experiments, experiment, "experiment")
+        record = record or experiment
+        if not RECORD_NAME.fullmatch(record):
+            raise ConfigError(f"record name {record!r}: use letters, digits, '_', '-' and '.' only")
+        target, out, build = f"evaluate@{experiment}", RECORDS / f"{record}.json", build_record
+    stale = stale_stages(target)
     if stale:
-        raise DataError(f"{', '.join(stale)}: out of date; run `dvc repro evaluate@{experiment}` first")
-    out = RECORDS / f"{record}.json"
-    write_json(out, build_record(params, experiment))
+        raise DataError(f"{', '.join(stale)}: out of date; run `dvc repro {target}` first")
+    write_json(out, build(params, ensemble or experiment))
     print(f"record: {out}")
 
 
 def parser() -> argparse.ArgumentParser:
     command = cli.parser(main)
-    command.add_argument("experiment", help="an experiment of params.yaml, trained on real data in this checkout")
+    command.add_argument("experiment", nargs="?", default="", help="a params.yaml experiment, run here on real data")
     command.add_argument("record", nargs="?", default="", help="the record's name (default: the experiment's)")
+    command.add_argument("--ensemble", default="", help="record ensemble@<name> (its members and vote) instead")
     return command
 
 
