@@ -120,6 +120,11 @@ def group_result(group: dict[str, dict], mean: dict, spread: float) -> str:
     return f"{score(mean)} mean of {len(group)} seeds, standard deviation {100 * spread:.2f} points ({each})"
 
 
+def why_partial(record: dict, notes: config.ExperimentNotes) -> str:
+    """``: <why>`` after a partial record's budget, where studies.yaml says why it stops short here."""
+    return f": {notes.partial_here}" if record["budget"] == "partial" and notes.partial_here else ""
+
+
 def experiment_rows(params: config.Params, studies: config.Studies, records: dict[str, dict]) -> list[dict]:
     """One row per record (or seed group of records), and one per experiment without a record, in
     params.yaml's order."""
@@ -148,7 +153,7 @@ def experiment_rows(params: config.Params, studies: config.Studies, records: dic
                     "result": group_result(group, r, spread),
                     "data": data_label(r),
                     "cost": cost_label(r),
-                    "budget": budget_label(r) + (", mean" if len(group) > 1 else ""),
+                    "budget": budget_label(r) + (", mean" if len(group) > 1 else "") + why_partial(r, notes),
                 }
             )
         if not mine:

@@ -470,6 +470,7 @@ class ExperimentNotes(Strict):
     note: str = ""
     kind: Literal["study", "variant", "sweep"] | None = None  # default: study if it has a claim, else variant
     not_reproducible_here: str = ""  # why no real-data run can be made in this workplace
+    partial_here: str = ""  # why its real-data record here stops short of the recipe (shown on a partial row)
 
     @property
     def role(self) -> str:
