@@ -119,24 +119,29 @@ def project_relative(origin: str | None) -> str | None:
     return LOCAL_COPY + ", ".join(os.path.relpath(p) if os.path.isabs(p) else p for p in paths)
 
 
-def locked_out(lock_text: str, stage: str, path: Path) -> dict | None:
-    """A stage's output as a dvc.lock text records it: path, md5 (DVC's hash), size and file count."""
-    outs = (yaml.safe_load(lock_text) or {}).get("stages", {}).get(stage, {}).get("outs", [])
+def parse_lock(text: str) -> dict:
+    """A dvc.lock's text as a mapping ({} for an empty one)."""
+    return yaml.safe_load(text) or {}
+
+
+def locked_out(lock: dict, stage: str, path: Path) -> dict | None:
+    """A stage's output as a parsed dvc.lock records it: path, md5 (DVC's hash), size and file count."""
+    outs = lock.get("stages", {}).get(stage, {}).get("outs", [])
     out = next((o for o in outs if o.get("path") == path.as_posix()), None)
     return {key: out[key] for key in ("path", "md5", "size", "nfiles") if key in out} if out else None
 
 
-def locked_model(lock_text: str, experiment: str) -> dict | None:
-    """models/<experiment> as train@<experiment> left it in a dvc.lock text."""
-    return locked_out(lock_text, f"train@{experiment}", MODELS / experiment)
+def locked_model(lock: dict, experiment: str) -> dict | None:
+    """models/<experiment> as train@<experiment> left it in a parsed dvc.lock."""
+    return locked_out(lock, f"train@{experiment}", MODELS / experiment)
 
 
-def locked_member(lock_text: str, ensemble: str, seed: int) -> dict | None:
-    """An ensemble member's model folder as train_member@<ensemble>-<seed> left it in a dvc.lock text."""
-    return locked_out(lock_text, f"train_member@{ensemble}-{seed}", member_dir(ensemble, seed))
+def locked_member(lock: dict, ensemble: str, seed: int) -> dict | None:
+    """An ensemble member's model folder as train_member@<ensemble>-<seed> left it in a parsed dvc.lock."""
+    return locked_out(lock, f"train_member@{ensemble}-{seed}", member_dir(ensemble, seed))
 
 
-def dvc_experiment(models: dict[str, dict | None]) -> dict | None:
+def dvc_experiment(models: dict[str, dict]) -> dict | None:
     """The DVC experiment (``dvc exp run`` on this commit) whose dvc.lock holds all these models (by
     their DVC hash; ``models`` maps a stage name to its locked output), newest first; None for a run made
     with ``dvc repro``, which has no experiment ref to publish."""
@@ -149,16 +154,17 @@ def dvc_experiment(models: dict[str, dict | None]) -> dict | None:
     )
     for line in refs.splitlines():
         commit, ref = line.split(" ", 1)
-        lock_text = git("show", f"{commit}:dvc.lock")
-        locked = {stage: locked_out(lock_text, stage, Path(out["path"])) for stage, out in models.items()}
+        lock = parse_lock(git("show", f"{commit}:dvc.lock"))
+        locked = {stage: locked_out(lock, stage, Path(out["path"])) for stage, out in models.items()}
         if all(locked[stage] and locked[stage].get("md5") == out["md5"] for stage, out in models.items()):
             return {"name": ref.rsplit("/", 1)[-1], "ref": ref, "commit": commit}
     return None
 
 
-def lock_text() -> str:
-    lock = Path("dvc.lock")
-    return lock.read_text() if lock.is_file() else ""
+def workspace_lock() -> dict:
+    """This checkout's dvc.lock, parsed ({} without one)."""
+    path = Path("dvc.lock")
+    return parse_lock(path.read_text()) if path.is_file() else {}
 
 
 def hashed(model: dict | None, path: Path, stage: str) -> dict:
@@ -211,7 +217,7 @@ def build_record(params: config.Params, experiment: str) -> dict:
     run = resolve(params, experiment)  # what the run used: params.yaml's layers merged, the profile's caps applied
     summary = read_json(MODELS / experiment / "summary.json")
     recipe, budget = recipe_epochs(experiment), run.epochs
-    model = hashed(locked_model(lock_text(), experiment), MODELS / experiment, f"train@{experiment}")
+    model = hashed(locked_model(workspace_lock(), experiment), MODELS / experiment, f"train@{experiment}")
     return {
         "experiment": experiment,
         **run_record(params, run, experiment),
@@ -227,7 +233,7 @@ def build_record(params: config.Params, experiment: str) -> dict:
     }
 
 
-def member_record(name: str, seed: int, test_accuracy: float, lock: str) -> dict:
+def member_record(name: str, seed: int, test_accuracy: float, lock: dict) -> dict:
     """One ensemble member: its seed, test accuracy, epochs run, training seconds, model hash and curve."""
     live = ENSEMBLE_REPORTS / name / f"seed{seed}" / "train"
     summary = read_json(member_dir(name, seed) / "summary.json")
@@ -250,7 +256,7 @@ def build_ensemble_record(params: config.Params, name: str) -> dict:
     run = resolve(params, ens.experiment)  # every member's recipe (each with its own seed)
     common = run_record(params, run, f"ensemble {name}")  # first: it refuses generated data
     metrics = read_json(ENSEMBLE_REPORTS / name / "metrics.json")
-    lock = lock_text()
+    lock = workspace_lock()
     members = [member_record(name, s, metrics["member_accuracy"][str(s)], lock) for s in params.seeds(name)]
     recipe, budget = recipe_epochs(ens.experiment), run.epochs
     return {
