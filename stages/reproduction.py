@@ -218,10 +218,9 @@ def markdown(
     studies: config.Studies,
     records: dict[str, dict],
     rows: list[dict],
-    ensembles: dict[str, dict] | None = None,
+    ensembles: dict[str, dict],
 ) -> str:
     """reports/reproduction.md from the records, their ``experiment_rows`` and the ensembles' records."""
-    ensembles = ensembles or {}
     out = [
         "# Reproduced on real data",
         "",

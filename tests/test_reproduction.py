@@ -46,6 +46,13 @@ def test_committed_table_is_the_one_the_records_give():
 LOCKED_MODEL = {"path": "models/objects8_cnn", "hash": "md5", "md5": "0f" * 16 + ".dir", "size": 7, "nfiles": 4}
 
 
+def write_json_files(files: dict[str, dict]) -> None:
+    """Each path's content as JSON, its folders made."""
+    for path, content in files.items():
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(content))
+
+
 @pytest.fixture
 def real_run(tmp_path, monkeypatch):
     """A git checkout holding the outputs one real-data run of objects8_cnn leaves."""
@@ -76,9 +83,7 @@ def real_run(tmp_path, monkeypatch):
         "reports/experiments/objects8_cnn/details.json": {"train_seconds": 120.0},
         "dvc.lock": {"schema": "2.0", "stages": {"train@objects8_cnn": {"outs": [LOCKED_MODEL]}}},  # JSON is YAML
     }
-    for path, content in files.items():
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(content))
+    write_json_files(files)
     return tmp_path
 
 
@@ -155,9 +160,7 @@ def ensemble_run(seeds_accuracy: dict[int, float]) -> None:
     }
     for seed in seeds_accuracy:
         files[f"models/ensembles/gray28_tuned/seed{seed}/summary.json"] = {"epochs_run": 40, "train_seconds": 600.0}
-    for path, content in files.items():
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(content))
+    write_json_files(files)
 
 
 def test_an_ensemble_record_names_every_member_and_the_vote_and_the_table_sets_it_against_the_study(real_run):

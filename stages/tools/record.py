@@ -131,16 +131,6 @@ def locked_out(lock: dict, stage: str, path: Path) -> dict | None:
     return {key: out[key] for key in ("path", "md5", "size", "nfiles") if key in out} if out else None
 
 
-def locked_model(lock: dict, experiment: str) -> dict | None:
-    """models/<experiment> as train@<experiment> left it in a parsed dvc.lock."""
-    return locked_out(lock, f"train@{experiment}", MODELS / experiment)
-
-
-def locked_member(lock: dict, ensemble: str, seed: int) -> dict | None:
-    """An ensemble member's model folder as train_member@<ensemble>-<seed> left it in a parsed dvc.lock."""
-    return locked_out(lock, f"train_member@{ensemble}-{seed}", member_dir(ensemble, seed))
-
-
 def dvc_experiment(models: dict[str, dict]) -> dict | None:
     """The DVC experiment (``dvc exp run`` on this commit) whose dvc.lock holds all these models (by
     their DVC hash; ``models`` maps a stage name to its locked output), newest first; None for a run made
@@ -167,11 +157,12 @@ def workspace_lock() -> dict:
     return parse_lock(path.read_text()) if path.is_file() else {}
 
 
-def hashed(model: dict | None, path: Path, stage: str) -> dict:
-    """``model`` (a locked output), or the one-line error saying which stage to run for its hash."""
-    if not model or "md5" not in model:
+def locked_hash(lock: dict, stage: str, path: Path) -> dict:
+    """``locked_out`` with DVC's hash, or the one-line error saying which stage to run for it."""
+    out = locked_out(lock, stage, path)
+    if not out or "md5" not in out:
         raise DataError(f"dvc.lock: no hash for {path.as_posix()}; run `dvc repro {stage}` first")
-    return model
+    return out
 
 
 def data_record(params: config.Params, dataset: str, name: str) -> dict:
@@ -217,7 +208,7 @@ def build_record(params: config.Params, experiment: str) -> dict:
     run = resolve(params, experiment)  # what the run used: params.yaml's layers merged, the profile's caps applied
     summary = read_json(MODELS / experiment / "summary.json")
     recipe, budget = recipe_epochs(experiment), run.epochs
-    model = hashed(locked_model(workspace_lock(), experiment), MODELS / experiment, f"train@{experiment}")
+    model = locked_hash(workspace_lock(), f"train@{experiment}", MODELS / experiment)
     return {
         "experiment": experiment,
         **run_record(params, run, experiment),
@@ -235,15 +226,14 @@ def build_record(params: config.Params, experiment: str) -> dict:
 
 def member_record(name: str, seed: int, test_accuracy: float, lock: dict) -> dict:
     """One ensemble member: its seed, test accuracy, epochs run, training seconds, model hash and curve."""
-    live = ENSEMBLE_REPORTS / name / f"seed{seed}" / "train"
-    summary = read_json(member_dir(name, seed) / "summary.json")
-    stage = f"train_member@{name}-{seed}"
+    live, folder = ENSEMBLE_REPORTS / name / f"seed{seed}" / "train", member_dir(name, seed)
+    summary = read_json(folder / "summary.json")
     return {
         "seed": seed,
         "test_accuracy": test_accuracy,
         "epochs_run": summary["epochs_run"],
         "train_seconds": train_seconds(live, summary),
-        "model": hashed(locked_member(lock, name, seed), member_dir(name, seed), stage),
+        "model": locked_hash(lock, f"train_member@{name}-{seed}", folder),
         "curve": curve(live),
     }
 
