@@ -105,6 +105,16 @@ def test_train_stages_depend_on_their_own_study_module():
         assert STUDY_MODULE in stage_body(name)["deps"], name
 
 
+def test_a_training_stages_log_outlives_the_rerun_that_resumes_it():
+    """DVC removes a stage's outputs before running it, except `persist` ones: a killed run's dvclive log,
+    which its resumed run logs on from, must survive (else the curve and time start at the resume)."""
+    for name in ("train", "train_member"):
+        stage = stage_body(name)
+        logs = [out for key in ("outs", "plots") for out in stage.get(key, []) if isinstance(out, dict)]
+        assert logs and all(next(iter(out)).startswith("reports/") for out in logs), name
+        assert all(next(iter(out.values())).get("persist") for out in logs), name
+
+
 def test_every_trained_model_is_a_labelled_artifact():
     artifacts = DVC_YAML["artifacts"]
     assert {a["path"] for a in artifacts.values()} == {f"models/{name}" for name in PARAMS["experiments"]}

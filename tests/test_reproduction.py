@@ -210,6 +210,35 @@ def test_an_ensemble_record_needs_every_members_hash_and_real_data(real_run):
         record.build_ensemble_record(params, "gray28_tuned")
 
 
+def write_epoch_seconds(live_dir: str, seconds_by_step: dict[int, float]) -> None:
+    """dvclive's per-epoch log of ``epoch_seconds``, as the training's EpochTimer leaves it."""
+    tsv = Path(live_dir) / "plots" / "metrics" / "train" / "epoch_seconds.tsv"
+    tsv.parent.mkdir(parents=True, exist_ok=True)
+    rows = [f"{1000 + step}\t{step}\t{s}" for step, s in seconds_by_step.items()]
+    tsv.write_text("\n".join(["timestamp\tstep\tepoch_seconds", *rows]) + "\n")
+
+
+def test_a_record_counts_every_epochs_time_and_refuses_a_log_that_lost_the_first_epochs(real_run):
+    params = config.load()
+    write_epoch_seconds("reports/experiments/objects8_cnn/train", {0: 60.0})  # 1 of the 2 epochs run
+    with pytest.raises(DataError, match=r"holds epochs 1-1 of the 2 trained.*`dvc repro -f train@objects8_cnn`"):
+        record.build_record(params, "objects8_cnn")
+    params.experiments["gray28_tuned"].epochs = 40
+    ensemble_run({1: 0.94, 2: 0.93, 3: 0.945})
+    for seed in (1, 2, 3):  # seed 1 killed after 34 epochs and resumed: its log holds all 40
+        write_epoch_seconds(f"reports/ensembles/gray28_tuned/seed{seed}/train", dict.fromkeys(range(40), 30.0))
+    r = record.build_ensemble_record(params, "gray28_tuned")
+    assert [m["train_seconds"] for m in r["members"]] == [1200.0] * 3 and r["train_seconds"] == 3600.0
+    # what a stage whose log DVC removed before the resume leaves: the last six epochs only
+    write_epoch_seconds("reports/ensembles/gray28_tuned/seed1/train", dict.fromkeys(range(34, 40), 30.0))
+    with pytest.raises(
+        DataError,
+        match=r"seed1/train: its dvclive log holds epochs 35-40 of the 40 trained, so its curve and time would "
+        r"be wrong; train it again from the start: `dvc repro -f train_member@gray28_tuned-1`",
+    ):
+        record.build_ensemble_record(params, "gray28_tuned")
+
+
 def test_no_record_for_generated_data(real_run):
     Path("data/raw/cifar10/provenance.json").write_text(json.dumps({"origin": "generated sample data"}))
     with pytest.raises(DataError, match="objects8_cnn: trained on generated sample data"):

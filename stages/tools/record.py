@@ -83,6 +83,20 @@ def curve(live_dir: Path) -> dict[str, list[float]]:
     return series
 
 
+def check_log(live_dir: Path, epochs_run: int, stage: str) -> None:
+    """Refuse a dvclive log that lacks some of the epochs run: a resumed run whose earlier rows were removed
+    (DVC removes a stage's outputs that are not ``persist`` before running it) would give a curve and a
+    time of its last epochs only."""
+    per_epoch = read_live_metric(live_dir, "train/epoch_seconds")
+    if per_epoch is None or list(per_epoch.index) == list(range(1, epochs_run + 1)):
+        return
+    held = f"epochs {per_epoch.index[0]}-{per_epoch.index[-1]}" if len(per_epoch) else "no epoch"
+    raise DataError(
+        f"{live_dir}: its dvclive log holds {held} of the {epochs_run} trained, so its curve and time would "
+        f"be wrong; train it again from the start: `dvc repro -f {stage}`"
+    )
+
+
 def train_seconds(live_dir: Path, summary: dict) -> float:
     """Training wall seconds: the sum of dvclive's per-epoch times (a resumed run keeps the earlier
     epochs' rows), else the summary's figure (which counts only the last process)."""
@@ -209,6 +223,7 @@ def build_record(params: config.Params, experiment: str) -> dict:
     summary = read_json(MODELS / experiment / "summary.json")
     recipe, budget = recipe_epochs(experiment), run.epochs
     model = locked_hash(workspace_lock(), f"train@{experiment}", MODELS / experiment)
+    check_log(EXPERIMENT_REPORTS / experiment / "train", summary["epochs_run"], f"train@{experiment}")
     return {
         "experiment": experiment,
         **run_record(params, run, experiment),
@@ -228,6 +243,7 @@ def member_record(name: str, seed: int, test_accuracy: float, lock: dict) -> dic
     """One ensemble member: its seed, test accuracy, epochs run, training seconds, model hash and curve."""
     live, folder = ENSEMBLE_REPORTS / name / f"seed{seed}" / "train", member_dir(name, seed)
     summary = read_json(folder / "summary.json")
+    check_log(live, summary["epochs_run"], f"train_member@{name}-{seed}")
     return {
         "seed": seed,
         "test_accuracy": test_accuracy,
