@@ -83,25 +83,22 @@ def curve(live_dir: Path) -> dict[str, list[float]]:
     return series
 
 
-def check_log(live_dir: Path, epochs_run: int, stage: str) -> None:
-    """Refuse a dvclive log that lacks some of the epochs run: a resumed run whose earlier rows were removed
-    (DVC removes a stage's outputs that are not ``persist`` before running it) would give a curve and a
-    time of its last epochs only."""
+def train_seconds(live_dir: Path, summary: dict, stage: str) -> float:
+    """Training wall seconds: the sum of dvclive's per-epoch times, else (no log) the summary's figure, which
+    counts only the last process. The log must hold every epoch run: a resumed run keeps its earlier rows only
+    as a ``persist`` output (DVC removes a stage's other outputs before running it), and the last epochs
+    alone would give a wrong time and curve."""
     per_epoch = read_live_metric(live_dir, "train/epoch_seconds")
-    if per_epoch is None or list(per_epoch.index) == list(range(1, epochs_run + 1)):
-        return
-    held = f"epochs {per_epoch.index[0]}-{per_epoch.index[-1]}" if len(per_epoch) else "no epoch"
-    raise DataError(
-        f"{live_dir}: its dvclive log holds {held} of the {epochs_run} trained, so its curve and time would "
-        f"be wrong; train it again from the start: `dvc repro -f {stage}`"
-    )
-
-
-def train_seconds(live_dir: Path, summary: dict) -> float:
-    """Training wall seconds: the sum of dvclive's per-epoch times (a resumed run keeps the earlier
-    epochs' rows), else the summary's figure (which counts only the last process)."""
-    per_epoch = read_live_metric(live_dir, "train/epoch_seconds")
-    return round(float(per_epoch.sum()), 1) if per_epoch is not None and len(per_epoch) else summary["train_seconds"]
+    if per_epoch is None:
+        return summary["train_seconds"]
+    epochs_run = summary["epochs_run"]
+    if list(per_epoch.index) != list(range(1, epochs_run + 1)):
+        held = f"epochs {per_epoch.index[0]}-{per_epoch.index[-1]}" if len(per_epoch) else "no epoch"
+        raise DataError(
+            f"{live_dir}: its dvclive log holds {held} of the {epochs_run} trained, so its curve and time would "
+            f"be wrong; train it again from the start: `dvc repro -f {stage}`"
+        )
+    return round(float(per_epoch.sum()), 1)
 
 
 def accelerator() -> str:
@@ -223,7 +220,6 @@ def build_record(params: config.Params, experiment: str) -> dict:
     summary = read_json(MODELS / experiment / "summary.json")
     recipe, budget = recipe_epochs(experiment), run.epochs
     model = locked_hash(workspace_lock(), f"train@{experiment}", MODELS / experiment)
-    check_log(EXPERIMENT_REPORTS / experiment / "train", summary["epochs_run"], f"train@{experiment}")
     return {
         "experiment": experiment,
         **run_record(params, run, experiment),
@@ -233,7 +229,7 @@ def build_record(params: config.Params, experiment: str) -> dict:
         "budget": budget_kind(budget, recipe),
         "metrics": read_json(EXPERIMENT_REPORTS / experiment / "metrics.json"),
         "details": read_json(EXPERIMENT_REPORTS / experiment / "details.json"),
-        "train_seconds": train_seconds(EXPERIMENT_REPORTS / experiment / "train", summary),
+        "train_seconds": train_seconds(EXPERIMENT_REPORTS / experiment / "train", summary, f"train@{experiment}"),
         "curve": curve(EXPERIMENT_REPORTS / experiment / "train"),
         "machine": {**machine(), "accelerator": accelerator()},
     }
@@ -242,14 +238,14 @@ def build_record(params: config.Params, experiment: str) -> dict:
 def member_record(name: str, seed: int, test_accuracy: float, lock: dict) -> dict:
     """One ensemble member: its seed, test accuracy, epochs run, training seconds, model hash and curve."""
     live, folder = ENSEMBLE_REPORTS / name / f"seed{seed}" / "train", member_dir(name, seed)
+    stage = f"train_member@{name}-{seed}"
     summary = read_json(folder / "summary.json")
-    check_log(live, summary["epochs_run"], f"train_member@{name}-{seed}")
     return {
         "seed": seed,
         "test_accuracy": test_accuracy,
         "epochs_run": summary["epochs_run"],
-        "train_seconds": train_seconds(live, summary),
-        "model": locked_hash(lock, f"train_member@{name}-{seed}", folder),
+        "train_seconds": train_seconds(live, summary, stage),
+        "model": locked_hash(lock, stage, folder),
         "curve": curve(live),
     }
 
