@@ -50,8 +50,15 @@ def data_label(record: dict) -> str:
 
 
 def budget_label(record: dict) -> str:
+    """E.g. "full recipe (all epochs, 25 min)", "partial (6 of 100 epochs, 10 min)"; a run that ended before its
+    budget was ended by the recipe's early stopping, which a reader should not take for a cut run."""
     epochs = record["epochs"]
-    run = f"{epochs['run']} of {epochs['recipe']} epochs" if epochs["run"] != epochs["recipe"] else "all epochs"
+    if epochs["run"] < epochs["budget"]:
+        run = f"early stopping at {epochs['run']} of {epochs['budget']} epochs"
+    elif epochs["run"] != epochs["recipe"]:
+        run = f"{epochs['run']} of {epochs['recipe']} epochs"
+    else:
+        run = "all epochs"
     return f"{record['budget']} ({run}, {duration(record['train_seconds'])})"
 
 

@@ -292,8 +292,10 @@ def test_curves_show_each_records_held_out_accuracy_per_epoch():
             "train_seconds": 600,
         },
     }
+    records["stopped"] = {**records["long"], "epochs": {"recipe": 40, "budget": 40, "run": 31}}
     text = "\n".join(reproduction.curves(records))
     assert "| short | partial (2 of 10 epochs, 60 s) | validation | 50.0, 62.5 |" in text
+    assert "| stopped | full recipe (early stopping at 31 of 40 epochs, 10 min) |" in text
     assert "| no-val | partial (2 of 10 epochs, 60 s) | test | 40.0, 90.0 |" in text
     assert "| validation | every 2 epochs: 2.0, 4.0," in text and text.endswith("40.0 |\n")
     records["long"]["curve"]["eval_accuracy"].append(0.41)  # 41 epochs, every 3rd: counted back from the last
