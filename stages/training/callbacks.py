@@ -21,6 +21,8 @@ from stages.core.live import read_live_metric
 from stages.core.paths import CHECKPOINTS
 from stages.core.paths import EXPERIMENT_REPORTS as REPORTS
 
+LIVE_METRICS = Path("plots/metrics")  # dvclive's per-epoch TSVs, under its folder
+
 if TYPE_CHECKING:
     from dvclive import Live
 
@@ -226,15 +228,15 @@ class ResumableBackup(keras.callbacks.Callback):
     """A backup at every epoch's end of all that the next epoch starts from, so that a killed run, resumed,
     computes what an uninterrupted one does: the weights with the optimizer's state (all that Keras'
     BackupAndRestore keeps), the random layers' seed-generator states (which dropout masks and augmentation
-    draws come next), the :class:`Resumable` callbacks' state, and whether the run stopped early. The data
-    order is the pipeline's (``Splits.train_from``). ``state.json`` is written last, atomically, naming
-    the epoch's files: a kill mid-backup leaves the previous epoch's backup whole. It must be the last
-    callback: it saves what the others leave at an epoch's end, and restores their state after their
-    ``on_train_begin`` has reset it."""
+    draws come next), the :class:`Resumable` callbacks' state, whether the run stopped early, and dvclive's
+    per-epoch log so far (:func:`restore_live_log`). The data order is the pipeline's (``Splits.train_from``).
+    ``state.json`` is written last, atomically, naming the epoch's files: a kill mid-backup leaves the
+    previous epoch's backup whole. It must be the last callback: it saves what the others leave at an
+    epoch's end, and restores their state after their ``on_train_begin`` has reset it."""
 
-    def __init__(self, folder: Path, stateful: list[Resumable]) -> None:
+    def __init__(self, folder: Path, stateful: list[Resumable], live_dir: Path) -> None:
         super().__init__()
-        self.folder, self.stateful = Path(folder), stateful
+        self.folder, self.stateful, self.live_dir = Path(folder), stateful, Path(live_dir)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         state = read_backup(self.folder)
@@ -253,7 +255,8 @@ class ResumableBackup(keras.callbacks.Callback):
                 cb.restore(cb_state, [saved[f"cb{j}_{i}"] for i in range(cb_state["arrays"])])
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        files = {"weights": f"epoch{epoch + 1}.weights.h5", "arrays": f"epoch{epoch + 1}.npz"}
+        n = epoch + 1
+        files = {"weights": f"epoch{n}.weights.h5", "arrays": f"epoch{n}.npz", "log": f"epoch{n}.log.json"}
         arrays = {f"seed_{i}": v.numpy() for i, v in enumerate(seed_states(self.model))}
         states = []
         for j, cb in enumerate(self.stateful):
@@ -264,17 +267,44 @@ class ResumableBackup(keras.callbacks.Callback):
             self.model.save_weights(str(tmp))
         with atomic_path(self.folder / files["arrays"]) as tmp:
             np.savez(tmp, **arrays)
-        record = {"epoch": epoch + 1, "stopped": bool(self.model.stop_training), **files, "callbacks": states}
+        metrics = self.live_dir / LIVE_METRICS  # DVCLiveCallback, before this one, has logged the epoch
+        write_json(
+            self.folder / files["log"],
+            {p.relative_to(metrics).as_posix(): p.read_text() for p in sorted(metrics.rglob("*.tsv"))},
+        )
+        record = {"epoch": n, "stopped": bool(self.model.stop_training), **files, "callbacks": states}
         write_json(self.folder / BACKUP_STATE, record)  # the commit: the epoch's backup is whole from here
         for old in self.folder.glob("epoch*"):
             if old.name not in files.values():
                 old.unlink(missing_ok=True)
 
 
+def restore_live_log(live_dir: Path, backups: list[Path], epochs: int) -> None:
+    """Make dvclive's per-epoch log hold epochs 1 to ``epochs`` as their backup saved it, whatever became of
+    its files since: a killed run's rows after its last backup, or the committed log put back by git or DVC
+    meanwhile (seen on a 40-epoch run resumed after other experiments had run in its workspace: its log began
+    with the embedded default's one epoch). ``backups``: the phase's backup, then the one the phase started
+    from (phase 1's, for fine-tuning's first epoch)."""
+    metrics = live_dir / LIVE_METRICS
+    for folder in backups:
+        state = read_backup(folder)
+        if state and state["epoch"] == epochs and "log" in state:
+            saved = json.loads((folder / state["log"]).read_text())
+            shutil.rmtree(metrics, ignore_errors=True)
+            for name, text in saved.items():
+                target = metrics / name
+                if not target.resolve().is_relative_to(metrics.resolve()) or target.suffix != ".tsv":
+                    raise PipelineError(f"{folder / state['log']}: {name!r} is not a log file inside {metrics}")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                write_text(target, text)
+            return
+    trim_live_log(live_dir, epochs)  # a backup made before backups saved the log
+
+
 def trim_live_log(live_dir: Path, epochs: int) -> None:
     """Drop the rows of dvclive's per-epoch logs for epochs from ``epochs`` on: the epochs that a killed run
     logged after its last backup, which the resumed run trains and logs again."""
-    for tsv in sorted((live_dir / "plots" / "metrics").rglob("*.tsv")):
+    for tsv in sorted((live_dir / LIVE_METRICS).rglob("*.tsv")):
         header, *rows = tsv.read_text().splitlines() or [""]
         column = header.split("\t").index("step") if "step" in header.split("\t") else 0
         width = len(header.split("\t"))
@@ -322,7 +352,7 @@ def make_callbacks(
     live_dir = (paths.REPORTS / out_run if out_run else REPORTS / name) / "train"
     resuming = first_step > 0
     if resuming:
-        trim_live_log(live_dir, first_step)
+        restore_live_log(live_dir, [ckpt_dir / backup, ckpt_dir / "backup"], first_step)
     live = Live(dir=str(live_dir), resume=resuming, save_dvc_exp=False, dvcyaml=None, report=None)
     live.step = first_step  # dvclive's own resume goes on from its last logged step (and repeats a step 0)
     # first: a loss gone non-finite stops the epoch before the backup or the best checkpoint saves its weights
@@ -349,5 +379,5 @@ def make_callbacks(
         cbs.append(EarlyStopping(monitor=e.monitor, patience=e.patience, restore_best_weights=e.restore_best_weights))
     cbs.append(DVCLiveCallback(live=live))
     # last (see ResumableBackup); it outlives fit: train() removes it once the final model is written
-    cbs.append(ResumableBackup(ckpt_dir / backup, [cb for cb in cbs if isinstance(cb, Resumable)]))
+    cbs.append(ResumableBackup(ckpt_dir / backup, [cb for cb in cbs if isinstance(cb, Resumable)], live_dir))
     return cbs
