@@ -17,11 +17,9 @@ import tensorflow as tf
 from stages.core import config, paths
 from stages.core.errors import PipelineError
 from stages.core.files import atomic_path, write_json, write_text
-from stages.core.live import read_live_metric
+from stages.core.live import LIVE_METRICS, read_live_metric
 from stages.core.paths import CHECKPOINTS
 from stages.core.paths import EXPERIMENT_REPORTS as REPORTS
-
-LIVE_METRICS = Path("plots/metrics")  # dvclive's per-epoch TSVs, under its folder
 
 if TYPE_CHECKING:
     from dvclive import Live
